@@ -1,0 +1,31 @@
+"""The `critwin` command. Each sub-module registers its commands on `app`."""
+
+import sys
+
+import click
+import typer
+
+from critwin.cli.app import app
+from critwin.errors import CritwinError
+
+# Command modules, imported for their side effect of registering commands on `app`.
+from critwin.cli import commands  # noqa: F401  isort: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; user errors become one line on stderr and exit code 2, never a traceback."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="critwin", standalone_mode=False)
+    except CritwinError as err:
+        print(f"critwin: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(2)
+    except click.exceptions.Abort:
+        print("critwin: aborted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

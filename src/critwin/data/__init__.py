@@ -1,0 +1,1 @@
+"""Dataset loading (JSONL and `datasets`) with field mappings and validation."""

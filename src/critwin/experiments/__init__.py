@@ -1,0 +1,1 @@
+"""Experiments: thin compositions of samplers, features, scan and windows (DESIGN §2)."""

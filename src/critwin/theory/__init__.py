@@ -1,0 +1,1 @@
+"""Exact critical-window theory: mixtures, forward processes, TV, window edges and bounds (DESIGN §1)."""
