@@ -1,0 +1,163 @@
+"""Total variation (TV) and Bhattacharyya coefficient (BC): estimates, closed forms, exact discrete sums,
+and "curves" t ↦ TV(p^a_t, p^b_t) that window searches evaluate (exact, or Monte Carlo with errors).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from scipy import special, stats
+
+
+@dataclass(frozen=True)
+class TVEstimate:
+    """A TV distance (or a BC / bound) with its Monte Carlo standard error; se == 0.0 for exact values.
+
+    `n` is the number of Monte Carlo draws behind the value (0 when exact).
+    """
+
+    value: float
+    se: float = 0.0
+    n: int = 0
+
+    @property
+    def exact(self) -> bool:
+        """True for closed-form / exactly enumerated values."""
+        return self.n == 0
+
+    def scaled(self, c: float) -> TVEstimate:
+        """The estimate of c · value (its standard error scales with |c|)."""
+        return TVEstimate(c * self.value, abs(c) * self.se, self.n)
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+
+def gaussian_tv_equal_variance(delta: float, sigma: float) -> float:
+    """TV(N(a, σ²I), N(b, σ²I)) = erf(‖a − b‖ / (2√2 σ)) in any dimension; `delta` = ‖a − b‖."""
+    return float(special.erf(delta / (2.0 * math.sqrt(2.0) * sigma)))
+
+
+def gaussian_tv_isotropic(a: np.ndarray, var_a: float, b: np.ndarray, var_b: float) -> float:
+    """Exact TV(N(a, v_a I), N(b, v_b I)) for any isotropic variances, via noncentral χ² laws.
+
+    The set {p > q} is a ball (or its complement) when v_a ≠ v_b, and ‖X − c‖²/v is noncentral χ²_d.
+    """
+    a = np.asarray(a, dtype=float)
+    b = np.asarray(b, dtype=float)
+    d = a.size
+    delta2 = float(np.sum((a - b) ** 2))
+    if var_a == var_b:
+        return gaussian_tv_equal_variance(math.sqrt(delta2), math.sqrt(var_a))
+    # Work in the frame where a = 0 and b = (Δ, 0, …); only distances to the centre c matter.
+    if var_a > var_b:  # make p the narrower one (region {p > q} is then a ball)
+        return gaussian_tv_isotropic(b, var_b, a, var_a)
+    delta = math.sqrt(delta2)
+    # log p − log q > 0  ⇔  ‖x − c‖² < r² with c on the segment's line (p = N(0, v_a), q = N(Δ e1, v_b)).
+    ia, ib = 1.0 / var_a, 1.0 / var_b
+    k = ia - ib  # > 0
+    c = -ib * delta / k  # centre coordinate along e1
+    # Solve: ia‖x‖² − ib‖x − Δe1‖² < d ln(v_b/v_a)  ⇔  k‖x‖² + 2 ib Δ x1 − ib Δ² < d ln(v_b/v_a)
+    #  ⇔ ‖x − c e1‖² < c² + (ib Δ² + d ln(v_b/v_a)) / k.
+    r2 = c * c + (ib * delta2 + d * math.log(var_b / var_a)) / k
+    if r2 <= 0:
+        return 0.0
+    # Under p: ‖x − c e1‖²/v_a ~ ncx2(d, c²/v_a); under q: ‖x − c e1‖²/v_b ~ ncx2(d, (Δ − c)²/v_b).
+    p_in = _ncx2_cdf(r2 / var_a, d, c * c / var_a)
+    q_in = _ncx2_cdf(r2 / var_b, d, (delta - c) ** 2 / var_b)
+    return float(min(1.0, max(0.0, p_in - q_in)))
+
+
+def _ncx2_cdf(x: float, df: int, nc: float) -> float:
+    return float(stats.chi2.cdf(x, df)) if nc <= 0 else float(stats.ncx2.cdf(x, df, nc))
+
+
+def gaussian_bc_isotropic(delta2: float, var_a: float, var_b: float, d: int) -> float:
+    """Bhattacharyya coefficient of N(a, v_a I) and N(b, v_b I), `delta2` = ‖a − b‖², in dimension d."""
+    vbar = 0.5 * (var_a + var_b)
+    db = delta2 / (8.0 * vbar) + 0.5 * d * (math.log(vbar) - 0.5 * math.log(var_a) - 0.5 * math.log(var_b))
+    return math.exp(-db)
+
+
+def tv_arrays(p: np.ndarray, q: np.ndarray) -> float:
+    """Exact TV = ½ Σ |p − q| of two aligned probability vectors."""
+    return float(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
+
+
+def bc_arrays(p: np.ndarray, q: np.ndarray) -> float:
+    """Exact Bhattacharyya coefficient Σ sqrt(p q) of two aligned probability vectors."""
+    return float(np.sqrt(np.asarray(p) * np.asarray(q)).sum())
+
+
+def _align(p: Mapping, q: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    keys = list(set(p) | set(q))
+    return (
+        np.array([p.get(k, 0.0) for k in keys], dtype=float),
+        np.array([q.get(k, 0.0) for k in keys], dtype=float),
+    )
+
+
+def tv_exact(p: Mapping, q: Mapping) -> float:
+    """Exact TV between two discrete laws given as {outcome: probability}."""
+    return tv_arrays(*_align(p, q))
+
+
+def bc_exact(p: Mapping, q: Mapping) -> float:
+    """Exact Bhattacharyya coefficient between two discrete laws {outcome: probability}."""
+    return bc_arrays(*_align(p, q))
+
+
+class TVCurve(Protocol):
+    """t ↦ TV(p^a_t, p^b_t), non-increasing in t. Window searches only use this interface.
+
+    `exact`: values carry no error; `integer_t`: t ranges over 0, 1, …, t_max (truncation);
+    `t_max`: largest meaningful t (inf for continuous processes).
+    """
+
+    exact: bool
+    integer_t: bool
+    t_max: float
+
+    def __call__(self, t: float, se_target: float | None = None) -> TVEstimate: ...
+
+
+@dataclass(frozen=True)
+class ExactCurve:
+    """A curve given by an exact function t ↦ value."""
+
+    fn: Callable[[float], float]
+    integer_t: bool = False
+    t_max: float = math.inf
+    exact: bool = True
+
+    def __call__(self, t: float, se_target: float | None = None) -> TVEstimate:
+        return TVEstimate(float(self.fn(t)), 0.0, 0)
+
+
+@dataclass(frozen=True)
+class ScaledCurve:
+    """c · inner(t): used for the sub-mixture identity TV(p^a, p^b) = (W_{b∖a}/W_b) · TV(p^a, p^{b∖a})."""
+
+    inner: TVCurve
+    c: float
+
+    @property
+    def exact(self) -> bool:
+        return self.inner.exact
+
+    @property
+    def integer_t(self) -> bool:
+        return self.inner.integer_t
+
+    @property
+    def t_max(self) -> float:
+        return self.inner.t_max
+
+    def __call__(self, t: float, se_target: float | None = None) -> TVEstimate:
+        # The inner curve must reach se_target / c so that the scaled one reaches se_target.
+        inner_target = None if se_target is None or self.c == 0 else se_target / self.c
+        return self.inner(t, inner_target).scaled(self.c)
