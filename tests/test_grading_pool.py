@@ -1,0 +1,97 @@
+"""The grading subprocess pool: hard time-outs, crashes and errors are failed items and the pool recovers."""
+
+from __future__ import annotations
+
+import operator
+import os
+import time
+
+import pytest
+
+from critwin.errors import CritwinError
+from critwin.features.grading import CallableGrader, MathGrader
+from critwin.features.grading_pool import GradingPool
+from critwin.samplers.base import Failure
+
+# A per-item limit far below the sleeps below: if the kill did not work, the pytest-timeout
+# marker stops the test (it would otherwise sleep for an hour) rather than a wall-clock assert.
+LIMIT_S = 0.5
+HANG_S = 3600
+
+
+def hanging_grader(answer: str, gold: str) -> bool:
+    """A user grader that hangs on the answer "hang" (module level so it pickles by reference)."""
+    if answer == "hang":
+        time.sleep(HANG_S)
+    return answer == gold
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with GradingPool(n_workers=2, timeout_s=LIMIT_S) as p:
+        yield p
+
+
+@pytest.mark.timeout(60)
+def test_hanging_item_times_out_and_pool_keeps_working(pool):
+    timeouts_before = pool.n_timeouts
+    out = pool.run(time.sleep, [(0,), (HANG_S,), (0,), (HANG_S,), (0,)])
+    assert out[0] is None and out[2] is None and out[4] is None  # time.sleep returns None
+    for i in (1, 3):
+        assert isinstance(out[i], Failure) and "time-out" in out[i].reason
+    assert pool.n_timeouts - timeouts_before == 2
+    # the hung workers were replaced: the same pool still computes
+    assert pool.run(operator.add, [(1, 2), (3, 4), (5, 6)]) == [3, 7, 11]
+
+
+@pytest.mark.timeout(60)
+def test_crash_and_exception_are_failed_items(pool):
+    crashes_before = pool.n_crashes
+    crashed = pool.run(os._exit, [(3,)])[0]
+    assert isinstance(crashed, Failure) and "crashed" in crashed.reason and "3" in crashed.reason
+    assert pool.n_crashes - crashes_before == 1
+    out = pool.run(operator.truediv, [(1, 0), (1, 4)])
+    assert isinstance(out[0], Failure) and "ZeroDivisionError" in out[0].reason
+    assert out[1] == 0.25
+
+
+@pytest.mark.timeout(60)
+def test_per_call_timeout_overrides_default(pool):
+    out = pool.run(time.sleep, [(0.05,)], timeout_s=5.0)
+    assert out == [None]
+    with pytest.raises(CritwinError, match="timeout_s"):
+        pool.run(time.sleep, [(0,)], timeout_s=0)
+
+
+def test_unpicklable_function_is_a_critwin_error(pool):
+    with pytest.raises(CritwinError, match="module level"):
+        pool.run(lambda x: x, [(1,)])
+    assert pool.run(operator.neg, []) == []
+
+
+@pytest.mark.timeout(60)
+def test_isolated_user_grader_times_out_per_item(pool):
+    g = CallableGrader(hanging_grader, isolate=True, pool=pool, timeout_s=LIMIT_S)
+    verdicts = g.grade_many([("a", "a"), ("hang", "a"), ("b", "a")])
+    assert verdicts[0] is True and verdicts[2] is False
+    assert isinstance(verdicts[1], Failure) and "time-out" in verdicts[1].reason
+
+
+@pytest.mark.timeout(60)
+def test_math_grader_uses_the_pool_and_survives_a_hung_neighbour(pool):
+    pool.run(time.sleep, [(HANG_S,)])  # leaves a freshly replaced worker behind
+    g = MathGrader(pool=pool, timeout_s=20.0)
+    assert g.grade_many([("0.5", r"\frac{1}{2}"), ("2", "3")]) == [True, False]
+
+
+def test_closed_pool_and_bad_settings_are_critwin_errors():
+    p = GradingPool(n_workers=1, timeout_s=1.0)
+    p.close()
+    with pytest.raises(CritwinError, match="closed"):
+        p.run(operator.neg, [(1,)])
+    with pytest.raises(CritwinError, match="n_workers"):
+        GradingPool(n_workers=0)
+    with pytest.raises(CritwinError, match="timeout_s"):
+        GradingPool(timeout_s=-1)
+    with pytest.raises(CritwinError, match="start_method"):
+        GradingPool(start_method="teleport")
