@@ -95,3 +95,39 @@ def test_closed_pool_and_bad_settings_are_critwin_errors():
         GradingPool(timeout_s=-1)
     with pytest.raises(CritwinError, match="start_method"):
         GradingPool(start_method="teleport")
+
+
+@pytest.mark.timeout(60)
+def test_interrupted_run_leaves_no_stale_replies(monkeypatch):
+    import multiprocessing.connection as mpc
+
+    with GradingPool(n_workers=1, timeout_s=30.0) as p:
+        real_wait = mpc.wait
+
+        def interrupted_wait(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(mpc, "wait", interrupted_wait)
+        with pytest.raises(KeyboardInterrupt):
+            p.run(operator.add, [(1, 1)])
+        monkeypatch.setattr(mpc, "wait", real_wait)
+        # a stale reply (2) from the interrupted item must not be read as this item's result
+        assert p.run(operator.add, [(10, 10)]) == [20]
+
+
+@pytest.mark.timeout(60)
+def test_function_the_worker_cannot_load_is_a_failed_item(tmp_path, monkeypatch):
+    import importlib
+    import multiprocessing as mp
+    import sys
+
+    if "forkserver" not in mp.get_all_start_methods():
+        pytest.skip("needs the forkserver start method (POSIX)")
+    with GradingPool(n_workers=1, timeout_s=5.0, start_method="forkserver") as p:
+        assert p.run(operator.neg, [(1,)]) == [-1]  # the forkserver is up with the old sys.path
+        (tmp_path / "critwin_unloadable_mod.py").write_text("def f(x):\n    return x\n")
+        monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+        mod = importlib.import_module("critwin_unloadable_mod")
+        out = p.run(mod.f, [(1,), (2,)])
+        assert all(isinstance(o, Failure) and "could not load" in o.reason for o in out)
+        assert p.run(operator.neg, [(2,)]) == [-2]  # still in sync after the failed loads

@@ -6,7 +6,8 @@ The path can be
 * a folder written by ``datasets`` ``save_to_disk`` (a ``DatasetDict`` — pick the split with
   `split` — or a single ``Dataset``);
 * a local snapshot of the Hub repository (a folder of Parquet / JSON / JSONL data files, as
-  ``huggingface-cli download --repo-type dataset`` leaves it; `config` picks a subset folder);
+  ``hf download allenai/ai2_arc --repo-type dataset --local-dir ai2_arc`` leaves it; `config` picks a
+  subset folder such as "ARC-Challenge");
 * one Parquet, JSON or JSONL file in the dataset's own schema.
 
 To get the real data, on a machine with network access (Python, ``pip install datasets``)::

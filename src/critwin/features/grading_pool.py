@@ -33,6 +33,7 @@ from critwin.samplers.base import Failure
 
 DEFAULT_PRELOAD: tuple[str, ...] = ("critwin.features.grading", "math_verify")
 _READY = "ready"
+_STARTED = "started"
 _EOF = object()
 
 
@@ -47,12 +48,16 @@ def _worker_main(conn: mpc.Connection, preload: tuple[str, ...]) -> None:
     conn.send(_READY)
     while True:
         try:
-            msg = conn.recv()
+            msg = conn.recv()  # unpickling may import the function's module: not part of its time
         except (EOFError, OSError):
             return
+        except Exception as exc:
+            conn.send((False, f"could not load the grader call: {type(exc).__name__}: {exc}"))
+            continue
         if msg is None:
             return
         fn, args = msg
+        conn.send(_STARTED)  # the per-item clock starts now
         try:
             out: tuple[bool, Any] = (True, fn(*args))
         except BaseException as exc:  # every error is reported as a failed item, nothing escapes
@@ -107,7 +112,9 @@ class GradingPool:
     `run(fn, args_list)` returns one entry per item in input order: the function's result, or a
     `Failure` when the item timed out, raised, or crashed its worker. Hung or dead workers are
     killed and replaced, so the pool keeps working. `fn` must be picklable (a module-level function
-    or a builtin). Thread-safe; usable as a context manager; `close()` stops the workers.
+    or a builtin). The per-item clock starts when the worker begins the call, so importing `fn`'s
+    module in a fresh worker is not charged to the item (that step has `startup_timeout_s`).
+    Thread-safe; usable as a context manager; `close()` stops the workers.
     """
 
     def __init__(self, n_workers: int | None = None, timeout_s: float = 10.0, *,
@@ -190,14 +197,24 @@ class GradingPool:
         with self._lock:
             if self._closed:
                 raise CritwinError("grading pool is closed: create a new GradingPool")
-            return self._run_locked(fn, args_list, limit)
+            try:
+                return self._run_locked(fn, args_list, limit)
+            except BaseException:
+                # Interrupted (Ctrl-C, a failed restart): busy workers may still send stale replies,
+                # so drop them all; the next run starts fresh ones.
+                for w in self._workers:
+                    w.kill()
+                self._workers = []
+                raise
 
     def _run_locked(self, fn: Callable[..., Any], args_list: Sequence[tuple[Any, ...]],
                     limit: float) -> list[Any]:
         n = len(args_list)
         results: list[Any] = [None] * n
         pending = collections.deque(range(n))
-        busy: dict[int, tuple[int, float]] = {}  # worker slot -> (item index, deadline)
+        # worker slot -> [item index, deadline, started]; until the worker says it started the call,
+        # the deadline is the generous start-up limit (loading the function may import modules).
+        busy: dict[int, list[Any]] = {}
         while len(self._workers) < min(self.n_workers, n):
             self._workers.append(self._spawn())
 
@@ -215,21 +232,24 @@ class GradingPool:
                     self._replace(slot)
                     pending.appendleft(i)
                     continue
-                busy[slot] = (i, time.monotonic() + limit)
+                busy[slot] = [i, time.monotonic() + self.startup_timeout_s, False]
             if not busy:
                 continue
 
             now = time.monotonic()
-            wait_s = max(0.0, min(deadline for _, deadline in busy.values()) - now)
+            wait_s = max(0.0, min(state[1] for state in busy.values()) - now)
             handles: list[Any] = []
             for slot in busy:
                 handles += [self._workers[slot].conn, self._workers[slot].process.sentinel]
             mpc.wait(handles, timeout=wait_s)
 
-            now = time.monotonic()
-            for slot, (i, deadline) in list(busy.items()):
+            for slot, state in list(busy.items()):
                 w = self._workers[slot]
                 got = self._poll(w)
+                while got == _STARTED:
+                    state[1], state[2] = time.monotonic() + limit, True
+                    got = self._poll(w)
+                i, deadline, started = state
                 if got is _EOF or (got is None and not w.process.is_alive()):
                     w.process.join(timeout=5.0)
                     self.n_crashes += 1
@@ -238,9 +258,10 @@ class GradingPool:
                 elif got is not None:
                     ok, value = got
                     results[i] = value if ok else Failure(f"grader error: {value}")
-                elif now >= deadline:
+                elif time.monotonic() >= deadline:
                     self.n_timeouts += 1
-                    results[i] = Failure(f"grader time-out after {limit:g} s")
+                    results[i] = Failure(f"grader time-out after {limit:g} s" if started else
+                                         f"grader call not started within {self.startup_timeout_s:g} s")
                     self._replace(slot)
                 else:
                     continue
@@ -249,7 +270,8 @@ class GradingPool:
 
     @staticmethod
     def _poll(w: _Worker) -> Any:
-        """The worker's (ok, value) reply if one is waiting, `_EOF` if its pipe is closed, else None."""
+        """The worker's next message ((ok, value) or `_STARTED`) if one is waiting, `_EOF` if its pipe
+        is closed, else None."""
         try:
             if w.conn.poll(0):
                 return w.conn.recv()
