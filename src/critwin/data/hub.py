@@ -16,6 +16,11 @@ To get the real data, on a machine with network access (Python, ``pip install da
     load_dataset("allenai/ai2_arc", "ARC-Challenge").save_to_disk("arc_challenge")
     # then: critwin.data.load_hub("arc-challenge", "arc_challenge")   (split "test" by default)
 
+Repositories that only hold a loading script (lucasmccabe/logiqa, EleutherAI/hendrycks_math, older
+copies of others) cannot be read by ``datasets`` 5.x; take the Hub's Parquet conversion instead:
+``hf download lucasmccabe/logiqa --repo-type dataset --revision refs/convert/parquet --local-dir logiqa``
+and pass the folder holding the split's Parquet file (or the file itself).
+
 Datasets, their Hub ids (config) and the fields each loader reads (checked against the real schemas):
 
 ============== ======================================== ==============================================
