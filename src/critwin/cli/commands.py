@@ -1,1 +1,2 @@
 """Imports every command module so that its commands register on `critwin.cli.app.app`."""
+from critwin.cli import theory  # noqa: F401

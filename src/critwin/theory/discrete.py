@@ -15,7 +15,6 @@ structured component never needs its V^L support listed. Masking sums over all 2
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -36,8 +35,8 @@ from critwin.theory.tv import ExactCurve, TVCurve, TVEstimate, bc_arrays, tv_arr
 
 #: Token shown at a masked position in degraded sequences returned by `DiscreteMixture.law`.
 MASK = -1
-#: Largest number of entries a dense marginal of a structured component may have.
-MAX_DENSE = 1 << 22
+#: Largest support a marginal of a structured component may have.
+MAX_SUPPORT = 1 << 22
 #: Largest sequence length for which masking enumerates all 2^L visible sets.
 MAX_MASKING_LENGTH = 16
 
@@ -70,6 +69,14 @@ def _check_stochastic(arr: np.ndarray, field: str) -> np.ndarray:
     return arr / sums[..., None]
 
 
+def _check_size(n: int) -> None:
+    if n > MAX_SUPPORT:
+        raise CritwinError(
+            f"components: a marginal has more than {MAX_SUPPORT} sequences of positive probability; "
+            "use shorter sequences or a smaller vocabulary"
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class ProductComponent:
     """Independent tokens: `marginals[i, v]` = P(X_i = v), shape (L, V)."""
@@ -92,11 +99,16 @@ class ProductComponent:
         """Alphabet size V (tokens are 0..V−1)."""
         return int(self.marginals.shape[1])
 
-    def marginal(self, positions: Sequence[int]) -> np.ndarray:
-        """Dense law of (X_i)_{i ∈ positions}, flattened in `encode` order (V^{|O|} entries)."""
-        if not positions:
-            return np.ones(1)
-        return functools.reduce(np.multiply.outer, [self.marginals[i] for i in positions]).ravel()
+    def marginal(self, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Law of (X_i)_{i ∈ positions} on its support: sorted `encode` codes and probabilities."""
+        v = self.vocab_size
+        codes, probs = np.zeros(1, dtype=np.int64), np.ones(1)
+        for i in positions:
+            nz = np.flatnonzero(self.marginals[i])
+            codes = (codes[:, None] * v + nz[None, :]).ravel()
+            probs = (probs[:, None] * self.marginals[i][nz][None, :]).ravel()
+            _check_size(codes.size)
+        return codes, probs
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,21 +143,25 @@ class MarkovComponent:
         """Alphabet size V (tokens are 0..V−1)."""
         return int(self.initial.size)
 
-    def marginal(self, positions: Sequence[int]) -> np.ndarray:
-        """Dense law of (X_i)_{i ∈ positions} by the forward recursion, flattened in `encode` order."""
-        if not positions:
-            return np.ones(1)
+    def marginal(self, positions: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Law of (X_i)_{i ∈ positions} on its support by the forward recursion (zero branches pruned, so
+        the cost follows the support size, not V^{|O|}): sorted `encode` codes and probabilities."""
         v = self.vocab_size
-        eye = np.eye(v)
         wanted = set(positions)
-        # a[o, x] = P(observed values so far = o, X_i = x)
-        a = self.initial[None, :]
-        for i in range(max(positions) + 1):
+        # codes[r] = observed tokens so far; a[r, x] = P(those tokens, X_i = x)
+        codes, a = np.zeros(1, dtype=np.int64), self.initial[None, :]
+        for i in range(max(positions, default=-1) + 1):
             if i > 0:
                 a = a @ self.transitions[i - 1]
             if i in wanted:
-                a = (a[:, None, :] * eye[None, :, :]).reshape(-1, v)
-        return a.sum(axis=1)
+                rows, xs = np.nonzero(a)
+                new = np.zeros((rows.size, v))
+                new[np.arange(rows.size), xs] = a[rows, xs]
+                codes, a = codes[rows] * v + xs, new
+                _check_size(codes.size)
+        probs = a.sum(axis=1)
+        keep = probs > 0
+        return codes[keep], probs[keep]
 
 
 @dataclass(frozen=True, eq=False)
@@ -296,16 +312,11 @@ class DiscreteMixture(Mixture):
         if rows.shape[0]:
             tcodes = encode(rows[:, list(key)], v)
             parts.append(tcodes)
-        dense: dict[int, np.ndarray] = {}
+        sparse: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for k, c in enumerate(self._components):
             if not isinstance(c, _Table):
-                if v ** len(key) > MAX_DENSE:
-                    raise CritwinError(
-                        f"components[{k}]: marginal on {len(key)} positions has V^{len(key)} > "
-                        f"{MAX_DENSE} entries; use shorter sequences or a smaller vocabulary"
-                    )
-                dense[k] = c.marginal(key)
-                parts.append(np.flatnonzero(dense[k]))
+                sparse[k] = c.marginal(key)
+                parts.append(sparse[k][0])
         codes = np.unique(np.concatenate(parts)) if parts else np.zeros(1, dtype=np.int64)
         probs = np.zeros((self.n_components, codes.size))
         if rows.shape[0]:
@@ -313,8 +324,8 @@ class DiscreteMixture(Mixture):
             for k, c in enumerate(self._components):
                 if isinstance(c, _Table):
                     probs[k] = np.bincount(idx, weights=tprobs[k], minlength=codes.size)
-        for k, m in dense.items():
-            probs[k] = m[codes]
+        for k, (ck, pk) in sparse.items():
+            probs[k, np.searchsorted(codes, ck)] = pk
         self._marginals[key] = (codes, probs)
         return codes, probs
 

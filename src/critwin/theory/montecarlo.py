@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import special
 
 from critwin.theory.forward import ou_variance
 from critwin.theory.tv import TVEstimate
@@ -77,10 +76,8 @@ class GaussianMC:
         self.cols = np.flatnonzero((pw + qw) > 0)  # components whose densities are needed
         self.strata = np.flatnonzero(sw > 0)
         self.pi = sw[self.strata] / sw[self.strata].sum()
-        with np.errstate(divide="ignore"):
-            self.log_pw = np.log(pw[self.cols])
-            self.log_qw = np.log(qw[self.cols])
-            self.log_sw = np.log(sw[self.cols] / sw.sum())
+        self.pw_cols, self.qw_cols = pw[self.cols], qw[self.cols]
+        self.sw_cols = sw[self.cols] / sw.sum()
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self._coords_cols = geom.coords[self.cols]  # (J, r)
         self._sq_rows = geom.sqdist[self.strata][:, self.cols]  # (S, J)
@@ -133,11 +130,17 @@ class GaussianMC:
     def values(self, t: float) -> np.ndarray:
         """Per-draw summands at time t: (1 − q/p)_+ for "tv", sqrt(pq)/m for "bc"."""
         logs = self.log_densities(t)
-        lp = special.logsumexp(logs + self.log_pw, axis=1)
-        lq = special.logsumexp(logs + self.log_qw, axis=1)
-        if self.kind == "tv":
-            return np.maximum(0.0, -np.expm1(np.minimum(lq - lp, 0.0)))
-        lm = special.logsumexp(logs + self.log_sw, axis=1)
+        # One shared shift and one exp pass for p, q and m (a hand-rolled logsumexp: scipy's is ~2x slower
+        # here). Underflow can only hit a density more than ~700 nats below the largest one, where the
+        # summand is saturated at 0 or 1 anyway, because the largest column belongs to P or Q.
+        shift = logs.max(axis=1)
+        e = np.exp(logs - shift[:, None])
+        with np.errstate(divide="ignore"):
+            lp = np.log(e @ self.pw_cols)
+            lq = np.log(e @ self.qw_cols)
+            if self.kind == "tv":
+                return np.maximum(0.0, -np.expm1(np.minimum(lq - lp, 0.0)))
+            lm = np.log(e @ self.sw_cols)
         return np.exp(0.5 * (lp + lq) - lm)
 
     def _estimate(self, t: float) -> tuple[float, float]:
