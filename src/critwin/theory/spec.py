@@ -258,7 +258,10 @@ def parse_spec(obj: Any) -> TheorySpec:
             "chain, seed, se_target, name"
         )
     mix = build_mixture(_field(obj, "mixture", ""), obj.get("process"))
-    eps = _prefixed("", check_eps, _field(obj, "eps", ""))
+    eps_raw = _field(obj, "eps", "")
+    if not isinstance(eps_raw, (int, float)) or isinstance(eps_raw, bool):
+        raise CritwinError(f"eps: must be a number in (0, 1), got {eps_raw!r}; e.g. 0.1")
+    eps = check_eps(eps_raw)
     chain = None
     if obj.get("chain") is not None:
         raw = obj["chain"]
