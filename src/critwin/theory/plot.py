@@ -36,16 +36,17 @@ def _t_grid(spec: TheorySpec, results: Sequence[PairResult]) -> np.ndarray:
 
 
 def tv_curves(spec: TheorySpec, results: Sequence[PairResult], ts: np.ndarray) -> list[dict]:
-    """The curves the plot shows: per pair, TV(targ, init)(t) and TV(init, rest)(t) (values and se)."""
+    """The curves the plot shows: per pair, TV(targ, init)(t) (its fall through ε ends the window) and
+    TV(targ, Θ∖targ)(t) (its fall through 1 − ε² starts it), as estimates with standard errors."""
     mix = spec.mixture
     out = []
     for r in results:
         kw = {"seed": spec.seed, "se_target": max(spec.se_target, 0.01)}
         inner = mix.tv_curve(r.targ, r.init, **kw)
         curves = {"pair": r, "ts": ts, "inner": [inner(t) for t in ts]}
-        rest = mix.complement(r.init)
+        rest = mix.complement(r.targ)  # the window starts where targ stops being separated from the rest
         if rest:
-            outer = mix.tv_curve(r.init, rest, **kw)
+            outer = mix.tv_curve(r.targ, rest, **kw)
             curves["outer"] = [outer(t) for t in ts]
         out.append(curves)
     return out
@@ -70,8 +71,8 @@ def plot_windows(spec: TheorySpec, results: Sequence[PairResult], path: str | Pa
             ax.fill_between(ts, v - 2 * se, v + 2 * se, color=col, alpha=0.15, lw=0)
         if "outer" in c:
             vo = np.array([e.value for e in c["outer"]])
-            rest = mix.describe(mix.complement(r.init))
-            ax.plot(ts, vo, color=col, lw=1.5, ls="--", drawstyle=step, label=f"TV({name_i}, rest {rest})")
+            rest = mix.describe(mix.complement(r.targ))
+            ax.plot(ts, vo, color=col, lw=1.5, ls="--", drawstyle=step, label=f"TV({name_t}, rest {rest})")
         lo = r.window.lo.t if r.window.lo is not None else None
         hi = r.window.hi.t if r.window.hi is not None else None
         if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi) and hi > lo:
