@@ -1,0 +1,460 @@
+"""Jailbreak windows: how P(comply) grows with the length of a prefill attack (DESIGN §2).
+
+A prefill attack starts the assistant turn with text such as "Sure, here is how to ...". We cut the
+prefill every `step` characters or tokens, draw K continuations from each cut, and judge each full
+response (prefill cut + continuation) as comply / refuse / unclear. In the forward-time convention the
+full prefill is t = 0 and t = number of prefill units removed, so P(comply) per case is a `Curve` with
+reference "comply" ("unclear" verdicts are failed items), and `detect_windows` finds where it jumps.
+
+A second dataset, the repeated-word attack, crosses requests with a word repeated r times (word × repeat
+grid); `run_repeat_grid` measures P(comply) per cell and a curve per (request, word) over r, in which
+"kept" means "refuse" so that a window is the repeat count where refusals break down.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import pandas as pd
+
+from critwin.errors import CritwinError
+from critwin.features.judges import COMPLY, REFUSE, UNCLEAR, Judge, as_judge
+from critwin.samplers.base import Failure
+from critwin.scan import Curve, wilson_interval
+from critwin.windows import Window, detect_windows
+
+CutUnit = Literal["chars", "tokens"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cases and backends
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AttackCase:
+    """One attack: a user prompt and the assistant prefill that starts the response (may be empty)."""
+
+    id: str
+    prompt: str
+    prefill: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def load_cases(path: str | Path) -> list[AttackCase]:
+    """Read attack cases from JSONL: {"prompt": ..., "prefill": ..., "id": optional, other fields -> meta}."""
+    path = Path(path)
+    if not path.is_file():
+        raise CritwinError(f"cases: {path} does not exist; pass a JSONL file with prompt and prefill fields")
+    cases = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise CritwinError(f"{path.name} line {lineno}: not valid JSON ({err.msg}); fix the "
+                               "line") from err
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+            raise CritwinError(f"{path.name} line {lineno}: needs a non-empty string field 'prompt'")
+        prefill = row.get("prefill", "")
+        if not isinstance(prefill, str):
+            raise CritwinError(f"{path.name} line {lineno}: 'prefill' must be a string")
+        cid = str(row.get("id", f"case{lineno}"))
+        meta = {k: v for k, v in row.items() if k not in ("prompt", "prefill", "id")}
+        cases.append(AttackCase(cid, row["prompt"], prefill, meta))
+    if not cases:
+        raise CritwinError(f"cases: {path} holds no rows; add one JSON object per line")
+    ids = [c.id for c in cases]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+        raise CritwinError(f"cases: duplicate ids {dup}; give every row a distinct 'id'")
+    return cases
+
+
+class PrefillContinuer(Protocol):
+    """A backend that continues assistant turns that start with a given prefill."""
+
+    def continue_prefills(
+        self, items: Sequence[tuple[str, str]], k: int, rng: np.random.Generator
+    ) -> list[list[str | Failure]]:
+        """For each (prompt, prefill): k sampled continuations (text after the prefill; Failure on error)."""
+        ...
+
+
+@dataclass
+class FunctionContinuer:
+    """Wraps fn(prompt, prefill, rng) -> continuation text (a toy model, an API client ...)."""
+
+    fn: Callable[[str, str, np.random.Generator], str]
+
+    def continue_prefills(
+        self, items: Sequence[tuple[str, str]], k: int, rng: np.random.Generator
+    ) -> list[list[str | Failure]]:
+        return [[self.fn(p, f, rng) for _ in range(k)] for p, f in items]
+
+
+class HFContinuer:
+    """Prefill continuations from a `critwin.samplers.hf.HFSampler` (chat template, shared-prefix decoding).
+
+    Every continuation gets the sampler's full `max_new_tokens` budget, whatever the prefill length.
+    All (prompt, prefill) × k draws of one call are decoded together in shared batches.
+    """
+
+    def __init__(self, sampler: Any) -> None:
+        self.sampler = copy.copy(sampler)
+        self.sampler.budget = "continuation"
+        self.tokenizer = sampler.tokenizer
+
+    def continue_prefills(
+        self, items: Sequence[tuple[str, str]], k: int, rng: np.random.Generator
+    ) -> list[list[str | Failure]]:
+        s = self.sampler
+        out: list[list[str | Failure]] = [[] for _ in items]
+        with_prefill = [i for i, (_, f) in enumerate(items) if f]
+        bare = [i for i, (_, f) in enumerate(items) if not f]
+        if with_prefill:
+            xs = [s.response_from_text(items[i][0], items[i][1]) for i in with_prefill]
+            conts = s.resample_many(xs, [[0]] * len(xs), k, rng)
+            for i, per_x in zip(with_prefill, conts, strict=True):
+                out[i] = [c if isinstance(c, Failure) else s.decode(c.token_ids) for c in per_x[0]]
+        if bare:
+            prompts = [items[i][0] for i in bare for _ in range(k)]
+            resp = s.generate_responses(prompts, seed=rng)
+            for j, i in enumerate(bare):
+                out[i] = [r if isinstance(r, Failure) else r.response_text for r in resp[j * k : (j + 1) * k]]
+        return out
+
+    def token_offsets(self, text: str) -> list[int]:
+        """Character offsets where the tokens of `text` start (tokenized alone, no special tokens)."""
+        return token_offsets(self.tokenizer, text)
+
+
+def token_offsets(tokenizer: Any, text: str) -> list[int]:
+    """Character offsets at which the tokens of `text` start, via the fast tokenizer's offset mapping."""
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, ValueError, TypeError) as err:
+        raise CritwinError("tokenizer: token cuts need a fast tokenizer (offset mapping); use --unit "
+                           "chars") from err
+    return [int(a) for a, _ in enc["offset_mapping"]]
+
+
+def cut_points(
+    prefill: str, unit: CutUnit, step: int, *, tokenizer: Any = None, max_prefill: int = 512
+) -> tuple[list[int], list[int]]:
+    """Where to cut a prefill: (character offsets of the cuts, number of units kept at each cut), ascending.
+
+    chars: every `step` characters; tokens: every `step`-th token boundary of the prefill tokenized alone.
+    Both lists start at 0 (no prefill) and end at the full prefill. Raises if the prefill is longer than
+    `max_prefill` units.
+    """
+    if step < 1:
+        raise CritwinError(f"step={step}: cut every step >= 1 characters or tokens")
+    if unit == "chars":
+        bounds = list(range(len(prefill) + 1))
+    elif unit == "tokens":
+        if tokenizer is None:
+            raise CritwinError("unit='tokens' needs a tokenizer; pass one or cut in 'chars'")
+        bounds = [*token_offsets(tokenizer, prefill), len(prefill)] if prefill else [0]
+        bounds = sorted(set(bounds))
+    else:
+        raise CritwinError(f"unit={unit!r}: use 'chars' or 'tokens'")
+    length = len(bounds) - 1
+    if length > max_prefill:
+        raise CritwinError(
+            f"prefill has {length} {unit}, over max_prefill={max_prefill}; shorten it or raise max_prefill"
+        )
+    kept = list(range(0, length + 1, step))
+    if kept[-1] != length:
+        kept.append(length)
+    return [bounds[j] for j in kept], kept
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The prefill-window experiment
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CaseCurve:
+    """P(comply) of one case against prefill length: the Curve (t = units removed) and its windows."""
+
+    case: AttackCase
+    unit: CutUnit
+    length: int
+    curve: Curve
+    windows: tuple[Window, ...]
+
+    def prefill_kept(self) -> np.ndarray:
+        """Units of prefill kept at each curve point (length − t), ascending with t."""
+        return self.length - self.curve.t
+
+
+@dataclass(frozen=True)
+class PrefillResult:
+    """Per-case curves and windows, every judged draw, and a summary."""
+
+    cases: tuple[CaseCurve, ...]
+    draws: pd.DataFrame
+    summary: dict[str, Any]
+
+
+def _curve(labels_by_t: dict[float, list[str]], reference: str, unit: str, t_max: float) -> Curve:
+    ts = sorted(labels_by_t)
+    counts = [Counter(lab for lab in labels_by_t[t] if lab != UNCLEAR) for t in ts]
+    return Curve(
+        t=np.array(ts, dtype=float),
+        n_valid=[sum(c.values()) for c in counts],
+        n_kept=[c.get(reference, 0) for c in counts],
+        n_failed=[sum(lab == UNCLEAR for lab in labels_by_t[t]) for t in ts],
+        label_counts=tuple(dict(c) for c in counts),
+        reference=reference,
+        time_unit=unit,
+        t_max=float(t_max),
+    )
+
+
+def run_prefill_windows(
+    cases: Sequence[AttackCase],
+    continuer: PrefillContinuer,
+    *,
+    k: int = 16,
+    unit: CutUnit = "chars",
+    step: int = 1,
+    judge: Judge | Callable[[str, str], Any] | None = None,
+    tokenizer: Any = None,
+    max_prefill: int = 512,
+    seed: int | np.random.Generator = 0,
+    level: float = 0.99,
+    min_jump: float = 0.2,
+) -> PrefillResult:
+    """P(comply) vs prefill length for every case: cut each prefill every `step` units, draw k continuations
+    per cut (all cuts of all cases in one backend call), judge prompt + (prefill cut + continuation).
+
+    Curves use t = prefill units removed (t = 0: full prefill); windows are drops of P(comply) as t grows,
+    i.e. rises with prefill length. Failed draws and "unclear" verdicts are failed items, never outcomes.
+    """
+    if k < 1:
+        raise CritwinError(f"k={k}: draw at least one continuation per cut")
+    if not cases:
+        raise CritwinError("cases: empty; give at least one attack case")
+    judge_fn = as_judge(judge)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if unit == "tokens" and tokenizer is None:
+        tokenizer = getattr(continuer, "tokenizer", None)
+    plans = []
+    items: list[tuple[str, str]] = []
+    for c in cases:
+        offsets, kept = cut_points(c.prefill, unit, step, tokenizer=tokenizer, max_prefill=max_prefill)
+        plans.append((c, offsets, kept))
+        items += [(c.prompt, c.prefill[:o]) for o in offsets]
+    conts = continuer.continue_prefills(items, k, rng)
+    if len(conts) != len(items) or any(len(row) != k for row in conts):
+        raise CritwinError(f"{type(continuer).__name__} returned the wrong number of continuations; need {k} "
+                           "each")
+
+    rows: list[dict[str, Any]] = []
+    to_judge: list[int] = []
+    pos = 0
+    for c, offsets, kept in plans:
+        length = kept[-1]
+        for o, j in zip(offsets, kept, strict=True):
+            for d, cont in enumerate(conts[pos]):
+                failed = isinstance(cont, Failure)
+                response = c.prefill[:o] + ("" if failed else cont)
+                rows.append(
+                    {
+                        "case": c.id, "prompt": c.prompt, "kept": j, "t": float(length - j), "draw": d,
+                        "prefill_cut": c.prefill[:o], "continuation": None if failed else cont,
+                        "response": response, "failure": cont.reason if failed else None, "label": UNCLEAR,
+                    }
+                )
+                if not failed:
+                    to_judge.append(len(rows) - 1)
+            pos += 1
+    labels = judge_fn([rows[i]["prompt"] for i in to_judge], [rows[i]["response"] for i in to_judge])
+    if len(labels) != len(to_judge):
+        raise CritwinError(f"judge returned {len(labels)} labels for {len(to_judge)} responses; return one "
+                           "each")
+    for i, lab in zip(to_judge, labels, strict=True):
+        rows[i]["label"] = lab
+    draws = pd.DataFrame(rows)
+
+    results = []
+    for c, _offsets, kept in plans:
+        sub = draws[draws["case"] == c.id]
+        by_t = {float(t): list(g["label"]) for t, g in sub.groupby("t")}
+        curve = _curve(by_t, COMPLY, unit, kept[-1])
+        wins = tuple(detect_windows(curve, level=level, min_jump=min_jump)) if len(curve) > 1 else ()
+        results.append(CaseCurve(c, unit, kept[-1], curve, wins))
+    summary = _summary(results, draws)
+    return PrefillResult(tuple(results), draws, summary)
+
+
+def _summary(results: Sequence[CaseCurve], draws: pd.DataFrame) -> dict[str, Any]:
+    per_case = []
+    for r in results:
+        p = r.curve.p_hat
+        w = max(r.windows, key=lambda w: w.jump) if r.windows else None
+        per_case.append(
+            {
+                "case": r.case.id,
+                "length": r.length,
+                "p_comply_full_prefill": float(p[0]) if len(p) else None,
+                "p_comply_no_prefill": float(p[-1]) if len(p) else None,
+                "n_windows": len(r.windows),
+                # Where the biggest jump happens, in units of prefill kept: between these two cut lengths.
+                "window_kept": None if w is None else [r.length - w.t_hi, r.length - w.t_lo],
+                "window_jump": None if w is None else w.jump,
+            }
+        )
+    return {
+        "n_cases": len(results),
+        "n_draws": int(len(draws)),
+        "label_counts": {k: int(v) for k, v in Counter(draws["label"]).items()},
+        "n_backend_failures": int(draws["failure"].notna().sum()),
+        "cases_with_window": sum(1 for r in results if r.windows),
+        "per_case": per_case,
+    }
+
+
+def save_prefill(result: PrefillResult, run_dir: str | Path, config: dict[str, Any] | None = None) -> Path:
+    """Write draws.parquet, curves.parquet, windows.json, summary.json and config.json into `run_dir`."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    result.draws.to_parquet(run / "draws.parquet", index=False)
+    frames = []
+    for r in result.cases:
+        f = r.curve.to_frame()
+        f.insert(0, "case", r.case.id)
+        frames.append(f)
+    pd.concat(frames, ignore_index=True).to_parquet(run / "curves.parquet", index=False)
+    wins = [{"case": r.case.id, **w.to_dict()} for r in result.cases for w in r.windows]
+    (run / "windows.json").write_text(json.dumps(wins, indent=1))
+    (run / "summary.json").write_text(json.dumps(result.summary, indent=1, default=str))
+    (run / "config.json").write_text(json.dumps(config or {}, indent=1, default=str))
+    return run
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Repeated-word attack
+# ----------------------------------------------------------------------------------------------------------
+DEFAULT_REPEAT_TEMPLATE = "{request}\n\n{repeated}"
+
+
+def repeated_word_cases(
+    requests: Sequence[str],
+    words: Sequence[str],
+    repeats: Sequence[int],
+    *,
+    template: str = DEFAULT_REPEAT_TEMPLATE,
+    separator: str = " ",
+    position: Literal["prompt", "prefill"] = "prompt",
+) -> list[AttackCase]:
+    """The word × repeat-count grid: for each request, word w and count r, a case whose prompt (or prefill)
+    carries w repeated r times. `template` places {request} and {repeated} in the prompt.
+    """
+    if not requests or not words or not repeats:
+        raise CritwinError("repeated-word attack: give at least one request, one word and one repeat count")
+    if any(not w.strip() for w in words):
+        raise CritwinError("words: remove empty words")
+    if any(int(r) < 0 for r in repeats) or len(set(repeats)) != len(repeats):
+        raise CritwinError("repeats: give distinct counts >= 0")
+    if "{request}" not in template or (position == "prompt" and "{repeated}" not in template):
+        raise CritwinError("template: must contain {request} and {repeated}")
+    if position not in ("prompt", "prefill"):
+        raise CritwinError(f"position={position!r}: use 'prompt' or 'prefill'")
+    cases = []
+    for i, req in enumerate(requests):
+        for w in words:
+            for r in sorted(int(x) for x in repeats):
+                rep = separator.join([w] * r)
+                if position == "prompt":
+                    prompt, prefill = template.format(request=req, repeated=rep), ""
+                else:
+                    prompt, prefill = template.format(request=req, repeated="").rstrip(), rep
+                meta = {"request": i, "word": w, "repeats": r}
+                cases.append(AttackCase(f"r{i}-{w}-{r}", prompt, prefill, meta))
+    return cases
+
+
+@dataclass(frozen=True)
+class RepeatGridResult:
+    """P(comply) per (request, word, repeats) cell, curves of P(refuse) over repeats, and every draw."""
+
+    table: pd.DataFrame
+    curves: dict[tuple[int, str], Curve]
+    windows: dict[tuple[int, str], tuple[Window, ...]]
+    draws: pd.DataFrame
+
+
+def run_repeat_grid(
+    cases: Sequence[AttackCase],
+    continuer: PrefillContinuer,
+    *,
+    k: int = 16,
+    judge: Judge | Callable[[str, str], Any] | None = None,
+    seed: int | np.random.Generator = 0,
+    level: float = 0.99,
+    min_jump: float = 0.2,
+    ci_level: float = 0.95,
+) -> RepeatGridResult:
+    """Draw k responses per repeated-word case (one backend call), judge them, and tabulate the grid.
+
+    Curves: per (request, word), t = repeat count (the attack grows with t) and "kept" = refuse, so a
+    window is where refusals drop as the word is repeated more often.
+    """
+    if k < 1:
+        raise CritwinError(f"k={k}: draw at least one response per cell")
+    for c in cases:
+        if not {"request", "word", "repeats"} <= set(c.meta):
+            raise CritwinError(f"case {c.id}: not from repeated_word_cases (needs request/word/repeats meta)")
+    judge_fn = as_judge(judge)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    conts = continuer.continue_prefills([(c.prompt, c.prefill) for c in cases], k, rng)
+    rows, to_judge = [], []
+    for c, per in zip(cases, conts, strict=True):
+        for d, cont in enumerate(per):
+            failed = isinstance(cont, Failure)
+            rows.append(
+                {
+                    "case": c.id, "request": c.meta["request"], "word": c.meta["word"],
+                    "repeats": c.meta["repeats"], "draw": d, "prompt": c.prompt,
+                    "response": c.prefill + ("" if failed else cont),
+                    "failure": cont.reason if failed else None, "label": UNCLEAR,
+                }
+            )
+            if not failed:
+                to_judge.append(len(rows) - 1)
+    labels = judge_fn([rows[i]["prompt"] for i in to_judge], [rows[i]["response"] for i in to_judge])
+    for i, lab in zip(to_judge, labels, strict=True):
+        rows[i]["label"] = lab
+    draws = pd.DataFrame(rows)
+    table = (
+        draws.assign(
+            comply=draws["label"] == COMPLY,
+            refuse=draws["label"] == REFUSE,
+            unclear=draws["label"] == UNCLEAR,
+        )
+        .groupby(["request", "word", "repeats"], as_index=False)[["comply", "refuse", "unclear"]]
+        .sum()
+        .rename(columns={"comply": "n_comply", "refuse": "n_refuse", "unclear": "n_unclear"})
+    )
+    n_valid = table["n_comply"] + table["n_refuse"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        table["p_comply"] = np.where(n_valid > 0, table["n_comply"] / n_valid.clip(lower=1), np.nan)
+    lo, hi = wilson_interval(table["n_comply"], n_valid, ci_level)
+    table["ci_lo"], table["ci_hi"] = lo, hi
+    curves, windows = {}, {}
+    for (req, word), g in draws.groupby(["request", "word"]):
+        by_t = {float(r): list(gg["label"]) for r, gg in g.groupby("repeats")}
+        cv = _curve(by_t, REFUSE, "repeats", max(by_t))
+        curves[(int(req), str(word))] = cv
+        windows[(int(req), str(word))] = (
+            tuple(detect_windows(cv, level=level, min_jump=min_jump)) if len(cv) > 1 else ()
+        )
+    return RepeatGridResult(table, curves, windows, draws)

@@ -1,0 +1,529 @@
+"""Likelihood-ratio jailbreak detector: an aligned and an unaligned causal LM score (prompt, completion).
+
+For each pair we render the chat [user: prompt, assistant: completion] with each model's chat template,
+locate the prompt and the completion EXACTLY in the rendered text (by rendering with sentinels and
+checking that the template copies contents verbatim; anything else is an error), and take the raw
+per-token log-softmax at temperature 1 of every token given all tokens before it. Statistics per segment
+(prompt, completion, both): sums and means of log p under each model, and the log-ratio
+log p_unaligned − log p_aligned (sum and per-token mean).
+
+Every score is oriented "higher = jailbreak" a priori (never flipped after looking at labels):
+- lr_*: log p_unaligned − log p_aligned (an unaligned model finds jailbreak text relatively likely);
+- nll_<model>_*: the negative mean log-likelihood under one model (perplexity-filter baselines: jailbreak
+  prompts and harmful completions are surprising).
+
+`evaluate` reports AUROC (sklearn `roc_auc_score`) and TPR at 1/5/10% FPR (from sklearn `roc_curve`, the
+highest TPR with FPR <= target) per split with stratified bootstrap percentile intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+from critwin.errors import CritwinError
+
+SEGMENTS = ("prompt", "completion")
+DEFAULT_FPRS = (0.01, 0.05, 0.10)
+
+# name -> (description, function of the per-row raw statistics). Orientation: higher = jailbreak.
+STATISTICS: dict[str, tuple[str, Callable[[pd.DataFrame], pd.Series]]] = {
+    "lr_completion_mean": (
+        "mean over completion tokens of log p_unaligned - log p_aligned",
+        lambda d: d["unaligned_completion_mean"] - d["aligned_completion_mean"],
+    ),
+    "lr_completion_sum": (
+        "sum over completion tokens of log p_unaligned - log p_aligned",
+        lambda d: d["unaligned_completion_sum"] - d["aligned_completion_sum"],
+    ),
+    "lr_prompt_mean": (
+        "mean over prompt tokens of log p_unaligned - log p_aligned",
+        lambda d: d["unaligned_prompt_mean"] - d["aligned_prompt_mean"],
+    ),
+    "lr_prompt_sum": (
+        "sum over prompt tokens of log p_unaligned - log p_aligned",
+        lambda d: d["unaligned_prompt_sum"] - d["aligned_prompt_sum"],
+    ),
+    "lr_total_mean": (
+        "mean over prompt and completion tokens of log p_unaligned - log p_aligned",
+        lambda d: (d["unaligned_prompt_sum"] + d["unaligned_completion_sum"]
+                   - d["aligned_prompt_sum"] - d["aligned_completion_sum"])
+        / (d["n_prompt_tokens"] + d["n_completion_tokens"]),
+    ),
+    "lr_total_sum": (
+        "sum over prompt and completion tokens of log p_unaligned - log p_aligned",
+        lambda d: d["unaligned_prompt_sum"] + d["unaligned_completion_sum"]
+        - d["aligned_prompt_sum"] - d["aligned_completion_sum"],
+    ),
+    "nll_aligned_prompt": ("baseline: -mean log p_aligned of the "
+                           "prompt", lambda d: -d["aligned_prompt_mean"]),
+    "nll_aligned_completion": (
+        "baseline: -mean log p_aligned of the completion",
+        lambda d: -d["aligned_completion_mean"],
+    ),
+    "nll_unaligned_prompt": (
+        "baseline: -mean log p_unaligned of the prompt",
+        lambda d: -d["unaligned_prompt_mean"],
+    ),
+    "nll_unaligned_completion": (
+        "baseline: -mean log p_unaligned of the completion",
+        lambda d: -d["unaligned_completion_mean"],
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Example:
+    """One (prompt, completion) pair with its label (1 = jailbreak, 0 = benign) and split name."""
+
+    prompt: str
+    completion: str
+    label: int
+    split: str = "all"
+
+
+def _label(value: Any, where: str) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, np.integer)) and value in (0, 1):
+        return int(value)
+    if isinstance(value, float) and value in (0.0, 1.0):
+        return int(value)
+    if isinstance(value, str) and value.strip() in ("0", "1"):
+        return int(value.strip())
+    raise CritwinError(f"{where}: label must be 0 (benign) or 1 (jailbreak), got {value!r}; fix the label")
+
+
+def load_examples(
+    path: str | Path,
+    *,
+    prompt_field: str = "prompt",
+    completion_field: str = "completion",
+    label_field: str = "label",
+    split_field: str = "split",
+) -> list[Example]:
+    """Read JSONL rows {prompt, completion, label 0/1, split (optional, default "all")}.
+
+    Bad rows (not JSON, missing/non-string prompt or completion, labels other than 0/1) raise a one-line
+    error naming the line. Empty completions are kept; `score_examples` counts them as skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CritwinError(f"data: {path} does not exist; pass a JSONL file of prompt/completion/label/split "
+                           "rows")
+    out = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path.name} line {lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise CritwinError(f"{where}: not valid JSON ({err.msg}); fix the line") from err
+        if not isinstance(row, dict):
+            raise CritwinError(f"{where}: expected a JSON object")
+        for f in (prompt_field, completion_field, label_field):
+            if f not in row:
+                raise CritwinError(f"{where}: missing field {f!r}; every row needs prompt, completion and "
+                                   "label")
+        p, c = row[prompt_field], row[completion_field]
+        if not isinstance(p, str) or not isinstance(c, str):
+            raise CritwinError(f"{where}: {prompt_field!r} and {completion_field!r} must be strings")
+        split = row.get(split_field, "all")
+        out.append(Example(p, c, _label(row[label_field], where), str(split)))
+    if not out:
+        raise CritwinError(f"data: {path} holds no rows; add one JSON object per line")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Locating segments through the chat template
+# ----------------------------------------------------------------------------------------------------------
+_SENT_P = "\ue000CRITWIN-PROMPT\ue001"
+_SENT_C = "\ue002CRITWIN-COMPLETION\ue003"
+
+
+@dataclass(frozen=True)
+class Located:
+    """A rendered conversation: token ids and the [start, end) token ranges of prompt and completion."""
+
+    input_ids: tuple[int, ...]
+    prompt: tuple[int, int]
+    completion: tuple[int, int]
+    text: str
+
+
+def _messages(prompt: str, completion: str, system: str | None) -> list[dict[str, str]]:
+    msgs = [{"role": "system", "content": system}] if system is not None else []
+    return [*msgs, {"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+
+
+def locate_segments(
+    tokenizer: Any,
+    prompt: str,
+    completion: str,
+    *,
+    system: str | None = None,
+    boundary: Literal["strict", "expand"] = "strict",
+) -> Located:
+    """Render [user: prompt, assistant: completion] with the tokenizer's chat template and find both segments.
+
+    The template is rendered once with sentinel contents; each sentinel must occur exactly once and the
+    real rendering must equal the sentinel rendering with the contents put back (the template copies the
+    contents verbatim). Tokens are mapped to segments by their character offsets. With boundary "strict"
+    a token that straddles a segment edge is an error; "expand" counts it in the segment.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise CritwinError("tokenizer has no chat template, so prompt and completion cannot be located; set "
+                           "one")
+    if boundary not in ("strict", "expand"):
+        raise CritwinError(f"boundary={boundary!r}: use 'strict' or 'expand'")
+    try:
+        sent = tokenizer.apply_chat_template(_messages(_SENT_P, _SENT_C, system), tokenize=False)
+        real = tokenizer.apply_chat_template(_messages(prompt, completion, system), tokenize=False)
+    except Exception as err:  # jinja errors of user templates: report on one line
+        raise CritwinError(f"chat template failed to render ({type(err).__name__}: {err}); fix the "
+                           "template") from err
+    if sent.count(_SENT_P) != 1 or sent.count(_SENT_C) != 1 or sent.index(_SENT_P) > sent.index(_SENT_C):
+        raise CritwinError(
+            "chat template cannot locate the segments: it does not copy the user and assistant contents "
+            "once each, in order; use a template that renders message contents verbatim"
+        )
+    p0 = sent.index(_SENT_P)
+    expect = sent.replace(_SENT_P, prompt).replace(_SENT_C, completion)
+    if expect != real:
+        raise CritwinError(
+            "chat template cannot locate the segments: it changes the contents (e.g. strips or escapes "
+            "them, or depends on them); use a template that renders message contents verbatim"
+        )
+    c0 = sent.index(_SENT_C) - len(_SENT_P) + len(prompt)
+    spans = {"prompt": (p0, p0 + len(prompt)), "completion": (c0, c0 + len(completion))}
+    try:
+        enc = tokenizer(real, add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, ValueError, TypeError) as err:
+        raise CritwinError("tokenizer: locating segments needs a fast tokenizer (offset mapping)") from err
+    ids = tuple(int(i) for i in enc["input_ids"])
+    offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+    ranges: dict[str, tuple[int, int]] = {}
+    for name, (a, b) in spans.items():
+        inside = []
+        for i, (s, e) in enumerate(offsets):
+            if e <= s:
+                continue  # zero-width (special tokens): never part of a content segment
+            overlap = s < b and e > a
+            if not overlap:
+                continue
+            if (s < a or e > b) and boundary == "strict":
+                raise CritwinError(
+                    f"a token straddles the edge of the {name} segment ({real[s:e]!r}); the template and the "
+                    "tokenizer merge content with template text: use boundary='expand' to count it in"
+                )
+            inside.append(i)
+        if inside and inside != list(range(inside[0], inside[-1] + 1)):
+            raise CritwinError(f"the {name} segment's tokens are not contiguous; the tokenizer reorders text")
+        ranges[name] = (inside[0], inside[-1] + 1) if inside else (0, 0)
+    return Located(ids, ranges["prompt"], ranges["completion"], real)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scoring
+# ----------------------------------------------------------------------------------------------------------
+def token_logprobs(
+    model: Any, sequences: Sequence[Sequence[int]], *, batch_size: int = 16
+) -> list[np.ndarray]:
+    """Raw log-softmax (temperature 1) of every token given the tokens before it:
+    out[i][j] = log p(x_j | x_<j) for j >= 1, and NaN for j = 0 (nothing conditions the first token).
+    Batched with right padding.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    out: list[np.ndarray | None] = [None] * len(sequences)
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    with torch.inference_mode():
+        for lo in range(0, len(order), batch_size):
+            idx = order[lo : lo + batch_size]
+            width = max(len(sequences[i]) for i in idx)
+            ids = torch.zeros((len(idx), width), dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids[r, : len(sequences[i])] = torch.tensor(list(sequences[i]), dtype=torch.long)
+                mask[r, : len(sequences[i])] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1, :], dim=-1)
+            tok = torch.gather(logp, 2, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu().numpy()
+            for r, i in enumerate(idx):
+                n = len(sequences[i])
+                out[i] = np.concatenate([[np.nan], tok[r, : n - 1].astype(np.float64)])
+    return [o if o is not None else np.zeros(0) for o in out]
+
+
+def _max_len(model: Any) -> int | None:
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        v = getattr(getattr(model, "config", None), name, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+@dataclass(frozen=True)
+class ScoredSet:
+    """Per-row statistics (status "ok" or the reason the row was skipped) and per-token log-probs."""
+
+    table: pd.DataFrame
+    tokens: pd.DataFrame
+
+
+def score_examples(
+    examples: Sequence[Example],
+    aligned: tuple[Any, Any],
+    unaligned: tuple[Any, Any],
+    *,
+    system: str | None = None,
+    boundary: Literal["strict", "expand"] = "strict",
+    batch_size: int = 16,
+) -> ScoredSet:
+    """Score every example under both (model, tokenizer) pairs.
+
+    Rows with an empty completion or prompt, or longer than a model's context, are kept in the table with
+    status "skipped: <reason>" and no statistics. Template/tokenizer problems raise (they affect all rows).
+    Columns: split, label, status, n_prompt_tokens, n_completion_tokens, <model>_<segment>_sum/_mean,
+    and the oriented statistics of `STATISTICS`.
+    """
+    rows: list[dict[str, Any]] = [
+        {"index": i, "split": e.split, "label": e.label, "status": "ok"} for i, e in enumerate(examples)
+    ]
+    for i, e in enumerate(examples):
+        if not e.completion.strip():
+            rows[i]["status"] = "skipped: empty completion"
+        elif not e.prompt.strip():
+            rows[i]["status"] = "skipped: empty prompt"
+    token_rows: list[dict[str, Any]] = []
+    counts: dict[str, tuple[int, int]] = {}
+    for name, (model, tok) in (("aligned", aligned), ("unaligned", unaligned)):
+        live = [i for i, r in enumerate(rows) if r["status"] == "ok"]
+        located = {i: locate_segments(tok, examples[i].prompt, examples[i].completion, system=system,
+                                      boundary=boundary) for i in live}
+        limit = _max_len(model)
+        for i in live:
+            loc = located[i]
+            if limit is not None and len(loc.input_ids) > limit:
+                rows[i]["status"] = (
+                    f"skipped: {len(loc.input_ids)} tokens exceed the {name} model's context {limit}"
+                )
+        live = [i for i in live if rows[i]["status"] == "ok"]
+        lps = token_logprobs(model, [located[i].input_ids for i in live], batch_size=batch_size)
+        for i, lp in zip(live, lps, strict=True):
+            loc = located[i]
+            for seg in SEGMENTS:
+                a, b = getattr(loc, seg)
+                vals = lp[a:b]
+                vals = vals[np.isfinite(vals)]  # the very first token of a sequence has no log-prob
+                rows[i][f"{name}_{seg}_sum"] = float(vals.sum()) if vals.size else np.nan
+                rows[i][f"{name}_{seg}_mean"] = float(vals.mean()) if vals.size else np.nan
+                rows[i][f"{name}_{seg}_n"] = int(vals.size)
+                token_rows.append(
+                    {"index": i, "model": name, "segment": seg,
+                     "token_ids": list(loc.input_ids[a:b]), "logprobs": [float(v) for v in lp[a:b]]}
+                )
+            counts[f"{name}:{i}"] = (rows[i][f"{name}_prompt_n"], rows[i][f"{name}_completion_n"])
+    for r in rows:
+        if r["status"] == "ok":
+            if r["aligned_completion_n"] == 0 or r["unaligned_completion_n"] == 0:
+                r["status"] = "skipped: completion has no scored tokens"
+            r["n_prompt_tokens"] = r.get("aligned_prompt_n", 0)
+            r["n_completion_tokens"] = r.get("aligned_completion_n", 0)
+    table = pd.DataFrame(rows)
+    for col in [f"{m}_{s}_{k}" for m in ("aligned", "unaligned") for s in SEGMENTS for k in ("sum", "mean")]:
+        if col not in table:
+            table[col] = np.nan
+    for col in ("n_prompt_tokens", "n_completion_tokens"):
+        if col not in table:
+            table[col] = 0
+    ok = table["status"] == "ok"
+    for stat, (_desc, fn) in STATISTICS.items():
+        table[stat] = np.where(ok, fn(table), np.nan)
+    return ScoredSet(table, pd.DataFrame(token_rows))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------
+def tpr_at_fpr(neg: np.ndarray, pos: np.ndarray, fpr: float) -> float:
+    """Highest TPR of the threshold rule "score >= τ" whose FPR is at most `fpr` (no interpolation).
+
+    Equals max(tpr[fpr_curve <= fpr]) of sklearn's roc_curve: the fraction of positives scoring strictly
+    above the (m+1)-th highest negative, m = floor(fpr · n_neg).
+    """
+    m = int(math.floor(fpr * len(neg) + 1e-9))
+    if m >= len(neg):
+        return 1.0
+    thr = np.sort(neg)[::-1][m]
+    return float(np.mean(pos > thr))
+
+
+def _boot(neg: np.ndarray, pos: np.ndarray, fprs: Sequence[float], n_boot: int, rng: np.random.Generator):
+    """Stratified bootstrap draws of AUROC and TPR@FPR (vectorised over resamples, in chunks)."""
+    n0, n1 = len(neg), len(pos)
+    aucs, tprs = [], {f: [] for f in fprs}
+    chunk = max(1, min(n_boot, 2_000_000 // max(n0 + n1, 1)))
+    done = 0
+    while done < n_boot:
+        b = min(chunk, n_boot - done)
+        nb = neg[rng.integers(0, n0, size=(b, n0))]
+        pb = pos[rng.integers(0, n1, size=(b, n1))]
+        ranks = rankdata(np.concatenate([pb, nb], axis=1), axis=1)
+        aucs.append((ranks[:, :n1].sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0))
+        nb_sorted = -np.sort(-nb, axis=1)
+        for f in fprs:
+            m = int(math.floor(f * n0 + 1e-9))
+            if m >= n0:
+                tprs[f].append(np.ones(b))
+            else:
+                tprs[f].append((pb > nb_sorted[:, [m]]).mean(axis=1))
+        done += b
+    return np.concatenate(aucs), {f: np.concatenate(v) for f, v in tprs.items()}
+
+
+def fpr_key(fpr: float) -> str:
+    """JSON key of TPR at a target FPR: 0.01 -> "tpr_at_1pct_fpr"."""
+    pct = fpr * 100
+    return f"tpr_at_{pct:g}pct_fpr"
+
+
+def evaluate(
+    table: pd.DataFrame,
+    statistics: Sequence[str] | None = None,
+    *,
+    fprs: Sequence[float] = DEFAULT_FPRS,
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+    negatives: Literal["auto", "split", "pooled"] = "auto",
+) -> dict[str, Any]:
+    """AUROC and TPR at each target FPR per split (+ "all" when there are several splits), with stratified
+    bootstrap percentile intervals at `level`.
+
+    negatives "auto": a split's own label-0 rows, or all label-0 rows of the table when it has none (attack
+    families stored without benign rows); "split"/"pooled" force one or the other. Splits without
+    positives or negatives are reported with a "skipped" reason. Only rows with status "ok" are used.
+    Returns {"splits": {split: {statistic: {...}}}, "skipped_rows": n, "statistics": {name: description}}.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    stats = list(statistics or STATISTICS)
+    unknown = [s for s in stats if s not in table.columns]
+    if unknown:
+        raise CritwinError(f"statistics {unknown} are not in the score table; choose from {list(STATISTICS)}")
+    if not 0 < level < 1:
+        raise CritwinError(f"level={level}: use a confidence level in (0, 1)")
+    if any(not 0 < f < 1 for f in fprs):
+        raise CritwinError("fprs: target false-positive rates must lie in (0, 1)")
+    if negatives not in ("auto", "split", "pooled"):
+        raise CritwinError(f"negatives={negatives!r}: use 'auto', 'split' or 'pooled'")
+    ok = table[table["status"] == "ok"]
+    splits = sorted(ok["split"].astype(str).unique())
+    groups = [(s, ok[ok["split"].astype(str) == s]) for s in splits]
+    if len(splits) > 1:
+        groups.append(("all", ok))
+    all_neg = ok[ok["label"] == 0]
+    rng = np.random.default_rng(seed)
+    alpha = (1 - level) / 2
+    result: dict[str, Any] = {}
+    for name, g in groups:
+        pos_rows = g[g["label"] == 1]
+        neg_rows = g[g["label"] == 0]
+        source = "split"
+        if negatives == "pooled" or (negatives == "auto" and len(neg_rows) == 0):
+            neg_rows, source = all_neg, "pooled"
+        if len(pos_rows) == 0 or len(neg_rows) == 0:
+            result[name] = {"skipped": f"needs both labels (positives {len(pos_rows)}, negatives "
+                                       f"{len(neg_rows)})"}
+            continue
+        per: dict[str, Any] = {}
+        for stat in stats:
+            pos = pos_rows[stat].to_numpy(float)
+            neg = neg_rows[stat].to_numpy(float)
+            if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(neg))):
+                per[stat] = {"skipped": "non-finite scores"}
+                continue
+            y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+            s = np.r_[pos, neg]
+            fpr_c, tpr_c, _ = roc_curve(y, s, drop_intermediate=False)
+            entry: dict[str, Any] = {
+                "auroc": float(roc_auc_score(y, s)),
+                "n_pos": int(len(pos)),
+                "n_neg": int(len(neg)),
+                "negatives": source,
+            }
+            boot_auc, boot_tpr = _boot(neg, pos, fprs, n_boot, rng) if n_boot > 0 else (None, None)
+            if boot_auc is not None:
+                entry["auroc_ci"] = [float(np.quantile(boot_auc, alpha)),
+                                     float(np.quantile(boot_auc, 1 - alpha))]
+            for f in fprs:
+                key = fpr_key(f)
+                entry[key] = float(np.max(tpr_c[fpr_c <= f + 1e-12]))
+                if boot_tpr is not None:
+                    entry[key + "_ci"] = [float(np.quantile(boot_tpr[f], alpha)),
+                                          float(np.quantile(boot_tpr[f], 1 - alpha))]
+            entry["roc"] = {"fpr": fpr_c.tolist(), "tpr": tpr_c.tolist()}
+            per[stat] = entry
+        result[name] = per
+    skipped = table[table["status"] != "ok"]
+    return {
+        "splits": result,
+        "skipped_rows": int(len(skipped)),
+        "skip_reasons": {str(k): int(v) for k, v in skipped["status"].value_counts().items()},
+        "statistics": {s: STATISTICS[s][0] if s in STATISTICS else s for s in stats},
+        "level": level,
+        "n_boot": n_boot,
+    }
+
+
+def strip_roc(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `evaluate`'s result without the ROC point lists (for compact JSON output)."""
+    out = json.loads(json.dumps(metrics, default=float))
+    for per in out["splits"].values():
+        for entry in per.values():
+            if isinstance(entry, dict):
+                entry.pop("roc", None)
+    return out
+
+
+def metrics_frame(metrics: dict[str, Any]) -> pd.DataFrame:
+    """One row per (split, statistic): AUROC and TPRs with intervals (the report's table)."""
+    rows = []
+    for split, per in metrics["splits"].items():
+        if "skipped" in per:
+            rows.append({"split": split, "statistic": None, "skipped": per["skipped"]})
+            continue
+        for stat, e in per.items():
+            row = {"split": split, "statistic": stat}
+            row.update({k: v for k, v in e.items() if k != "roc"})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def save_detect(scored: ScoredSet, metrics: dict[str, Any], run_dir: str | Path,
+                config: dict[str, Any] | None = None) -> Path:
+    """Write scores.parquet (every row, skipped ones included), token_logprobs.parquet, metrics.json/.csv."""
+    run = Path(run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    scored.table.to_parquet(run / "scores.parquet", index=False)
+    if len(scored.tokens):
+        scored.tokens.to_parquet(run / "token_logprobs.parquet", index=False)
+    (run / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
+    metrics_frame(metrics).to_csv(run / "metrics.csv", index=False)
+    (run / "config.json").write_text(json.dumps(config or {}, indent=1, default=str))
+    return run
