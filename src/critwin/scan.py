@@ -316,6 +316,31 @@ def _label_of(feature: Feature, sample: Any, where: str) -> Label | None:
     return label
 
 
+def _batch_labels(batch: Callable[[list[Any]], Sequence[Label | None]], samples: list[Any], t: float) -> list:
+    try:
+        found = list(batch(samples))
+    except Exception as err:  # user code: one line naming where it broke
+        msg = str(err).splitlines()[0] if str(err) else ""
+        raise CritwinError(
+            f"feature.batch raised {type(err).__name__}({msg!r}) on the draws at t={t:g}; "
+            "fix the feature or make it return None for samples it cannot read"
+        ) from err
+    if len(found) != len(samples):
+        raise CritwinError(
+            f"feature.batch returned {len(found)} labels for {len(samples)} samples at t={t:g}"
+        )
+    for j, label in enumerate(found):
+        if label is not None:
+            try:
+                hash(label)
+            except TypeError as err:
+                raise CritwinError(
+                    f"feature returned an unhashable {type(label).__name__} on a draw at t={t:g} (#{j}); "
+                    "return a hashable label such as a str, int or tuple"
+                ) from err
+    return found
+
+
 def scan(
     sampler: Sampler,
     x: Any,
@@ -331,6 +356,7 @@ def scan(
     """Run FR_t on sample `x` for every t in `schedule` (forward times, t grows with degradation) with n
     resamples each, all in ONE `sampler.forward_reverse` call, and count how often `feature` is kept.
 
+    A feature may offer `feature.batch(samples) -> labels` to label a whole row of draws at once.
     reference: the label counted as "kept" (default: feature(x)). curve: an existing curve of the same
     sample to add these draws to (new t values are inserted, repeated ones pooled); use a fresh seed for
     each addition. on_draws: called with the raw `Draws` before the curve is built (to save them).
@@ -372,17 +398,23 @@ def scan(
         )
     labels: list[list[Label | None]] = []
     failures: list[list[str | None]] = []
+    batch = getattr(feature, "batch", None)
     for t, row in zip(ts, out, strict=True):
-        lab_row: list[Label | None] = []
-        fail_row: list[str | None] = []
-        for j, sample in enumerate(row):
-            if isinstance(sample, Failure):
-                lab_row.append(None)
-                fail_row.append(sample.reason or "backend failure")
-                continue
-            label = _label_of(feature, sample, f"draw {j} at t={t:g}")
-            lab_row.append(label)
-            fail_row.append(None if label is not None else "feature returned None")
+        ok = [j for j, sample in enumerate(row) if not isinstance(sample, Failure)]
+        lab_row: list[Label | None] = [None] * n
+        fail_row: list[str | None] = [
+            (s.reason or "backend failure") if isinstance(s, Failure) else None for s in row
+        ]
+        if callable(batch) and ok:
+            found = _batch_labels(batch, [row[j] for j in ok], t)
+            for j, label in zip(ok, found, strict=True):
+                lab_row[j] = label
+        else:
+            for j in ok:
+                lab_row[j] = _label_of(feature, row[j], f"draw {j} at t={t:g}")
+        for j in ok:
+            if lab_row[j] is None:
+                fail_row[j] = "feature returned None"
         labels.append(lab_row)
         failures.append(fail_row)
     if on_draws is not None:

@@ -2,15 +2,18 @@
 
 `detect_windows` (the default rule) combines a statistical test with explicit thresholds:
 
-1. Two-proportion z-tests (pooled, one-sided: "P(kept) is lower at the later t") between neighbouring
-   points, and, so that slow transitions on fine grids are caught too, between points 2, 4, 8, … grid
-   steps apart. Holm's step-down correction over all these tests keeps the chance of reporting any window
-   on a flat curve at most 1 − level (family-wise, up to the normal approximation of the test).
-2. Significant stretches are kept unless they contain a smaller significant stretch (that one already
-   explains the drop), and overlapping or touching stretches are merged: consecutive drops form one window.
-3. Each merged stretch is trimmed to the transition: points still consistent with the plateau before it
-   (pooled, one-sided test at 1 − level) are moved out of the window, and likewise at its far end.
-4. A window is reported when its jump p(t_lo) − p(t_hi) ≥ `min_jump` and its endpoint test is significant.
+1. Moving two-sample tests: for every gap between neighbouring points, a one-sided pooled two-proportion
+   z-test ("P(kept) is lower after the gap") between the blocks of g points on either side, for g = 1
+   (neighbouring points) and g = 2, 4, 8 (so slow transitions on fine grids are caught too; a MOSUM-type
+   scan). Holm's step-down correction over all gaps and block lengths keeps the chance of reporting any
+   window on a flat curve at most 1 − level (family-wise, up to the normal approximation).
+2. Runs of flagged gaps (joined when closer than the largest block length) form candidate windows; each
+   is trimmed to the transition by moving out points still consistent with the plateau on either side,
+   and split at any interior plateau: a stretch of points homogeneous by a chi-square test whose level
+   lies significantly below the point before it and above the point after it (Bonferroni-corrected), when
+   both parts would be windows of at least `min_jump`.
+3. Explicit thresholds: a window is reported when the drop between the pooled plateau levels on its two
+   sides is at least `min_jump` and significant.
 
 The jump's interval is Newcombe's hybrid score interval for a difference of proportions (built from the two
 Wilson intervals). `paper_rule_windows` implements the rule of Li, Karan & Chen's code for comparison.
@@ -131,50 +134,110 @@ def _window(t: np.ndarray, k: np.ndarray, n: np.ndarray, a: int, b: int, level: 
 # ----------------------------------------------------------------------------------------------------------
 # The default rule
 # ----------------------------------------------------------------------------------------------------------
-def _significant_stretches(k: np.ndarray, n: np.ndarray, alpha: float) -> list[tuple[int, int]]:
+#: Block lengths (in grid points) of the moving two-sample tests; capped at a third of the curve's points.
+BANDWIDTHS = (1, 2, 4, 8)
+
+
+def bandwidths(m: int) -> tuple[int, ...]:
+    """Block lengths used for a curve with m usable points (always includes 1: neighbouring points)."""
+    return tuple(g for g in BANDWIDTHS if g == 1 or g <= m // 3)
+
+
+def _moving_tests(k: np.ndarray, n: np.ndarray, alpha: float) -> np.ndarray:
+    """Which gaps (i, i+1) show a significant drop at some bandwidth (Holm over all gaps × bandwidths)."""
     m = len(k)
-    pairs: list[tuple[int, int]] = []
-    stride = 1
-    while stride < m:
-        pairs.extend((i, i + stride) for i in range(m - stride))
-        stride *= 2
-    if not pairs:
-        return []
-    ii = np.array([p[0] for p in pairs])
-    jj = np.array([p[1] for p in pairs])
-    reject = holm_reject(drop_p_value(k[ii], n[ii], k[jj], n[jj]), alpha)
-    kept: list[tuple[int, int]] = []
-    # Pairs are listed by increasing stride, so smaller stretches are kept before the ones containing them.
-    for (i, j), r in zip(pairs, reject, strict=True):
-        if r and not any(i <= a and b <= j for a, b in kept):
-            kept.append((i, j))
-    return kept
+    if m < 2:
+        return np.zeros(0, dtype=bool)
+    ck, cn = np.concatenate([[0.0], np.cumsum(k)]), np.concatenate([[0.0], np.cumsum(n)])
+    gaps = np.arange(m - 1)
+    p_all = []
+    for g in bandwidths(m):
+        lo, hi = np.maximum(gaps - g + 1, 0), np.minimum(gaps + g, m - 1)
+        # left block [lo..i], right block [i+1..hi], pooled counts via cumulative sums
+        p_all.append(
+            drop_p_value(
+                ck[gaps + 1] - ck[lo],
+                cn[gaps + 1] - cn[lo],
+                ck[hi + 1] - ck[gaps + 1],
+                cn[hi + 1] - cn[gaps + 1],
+            )
+        )
+    reject = holm_reject(np.concatenate(p_all), alpha).reshape(len(p_all), m - 1)
+    return reject.any(axis=0)
 
 
-def _merge(stretches: list[tuple[int, int]]) -> list[list[int]]:
-    merged: list[list[int]] = []
-    for a, b in sorted(stretches):
-        if merged and a <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], b)
+def _runs(flags: np.ndarray, join: int) -> list[list[int]]:
+    """Maximal runs of flagged gaps as point stretches [first gap, last gap + 1]; runs fewer than `join`
+    points apart are joined (a slow transition may leave an unflagged gap; `_split` undoes wrong joins)."""
+    out: list[list[int]] = []
+    for i in np.flatnonzero(flags):
+        if out and i - out[-1][1] < join:
+            out[-1][1] = int(i) + 1
         else:
-            merged.append([a, b])
-    return merged
+            out.append([int(i), int(i) + 1])
+    return out
+
+
+def _split(
+    a: int, b: int, k: np.ndarray, n: np.ndarray, alpha: float, min_jump: float
+) -> list[tuple[int, int]]:
+    """Split the stretch [a, b] at the longest interior plateau [c, e] (e > c): points homogeneous by a
+    chi-square test at alpha, with the point before it significantly above and the point after it
+    significantly below its pooled level (Bonferroni over the candidates), and both parts dropping by at
+    least min_jump (from p_a to the plateau, from the plateau to p_b). Recurse on [a, c] and [e, b]."""
+    ck = np.concatenate([[0.0], np.cumsum(k)])
+    cn = np.concatenate([[0.0], np.cumsum(n)])
+    ck2 = np.concatenate([[0.0], np.cumsum(k * k / n)])
+    best: tuple[int, int] | None = None
+    # Bonferroni over the candidate plateaus: on a smooth ramp some short stretch looks flat by chance.
+    inner = b - a - 1
+    alpha_edge = alpha / max(1, inner * (inner - 1) // 2)
+    for c in range(a + 1, b - 1):
+        for e in range(b - 1, c, -1):
+            if best is not None and e - c <= best[1] - best[0]:
+                break
+            kk, nn = ck[e + 1] - ck[c], cn[e + 1] - cn[c]
+            pbar = kk / nn
+            if k[a] / n[a] - pbar < min_jump or pbar - k[b] / n[b] < min_jump:
+                continue
+            if 0.0 < pbar < 1.0:
+                x2 = (ck2[e + 1] - ck2[c] - kk * kk / nn) / (pbar * (1.0 - pbar))
+                if stats.chi2.sf(x2, e - c) < alpha:
+                    continue
+            if (
+                drop_p_value(k[c - 1], n[c - 1], kk, nn) < alpha_edge
+                and drop_p_value(kk, nn, k[e + 1], n[e + 1]) < alpha_edge
+            ):
+                best = (c, e)
+                break
+    if best is None:
+        return [(a, b)]
+    c, e = best
+    return _split(a, c, k, n, alpha, min_jump) + _split(e, b, k, n, alpha, min_jump)
 
 
 def detect_windows(curve: Curve, *, level: float = 0.99, min_jump: float = 0.2) -> list[Window]:
-    """Windows of `curve`: stretches [t_lo, t_hi] over which P(kept) drops significantly (family-wise
-    level `level` over all tested pairs) by at least `min_jump`, trimmed to the points off the plateaus
-    on either side. Returned in increasing t. Points without valid draws are ignored."""
+    """Windows of `curve`: stretches [t_lo, t_hi] over which P(kept) drops, in increasing t.
+
+    A gap between neighbouring points is flagged when a one-sided two-proportion test of the pooled
+    blocks of g points on either side (g = 1, 2, 4, 8) shows a drop, with Holm's correction over all gaps
+    and block lengths at family-wise level `level` (so a flat curve gets a spurious window with
+    probability ≤ 1 − level). Runs of flagged gaps are trimmed to the transition: a point still consistent
+    (one-sided test at 1 − level) with the pooled plateau before the run, or after it, is moved out. The
+    window's t_lo is then the last point of the upper plateau and t_hi the first of the lower one;
+    p_before / p_after are the pooled levels of those plateaus (up to the neighbouring windows), jump their
+    difference with Newcombe's interval, p_value their one-sided test. Windows with jump < `min_jump` or
+    p_value ≥ 1 − level are dropped. Points without valid draws are ignored."""
     _check(curve, level)
     if not 0.0 <= min_jump <= 1.0:
         raise CritwinError(f"min_jump={min_jump} must lie in [0, 1] (a difference of probabilities)")
     use = np.flatnonzero(curve.n_valid > 0)
     t, k, n = curve.t[use], curve.n_kept[use].astype(float), curve.n_valid[use].astype(float)
     alpha = 1.0 - level
-    comps = _merge(_significant_stretches(k, n, alpha))
+    comps = _runs(_moving_tests(k, n, alpha), join=max(bandwidths(len(k))))
 
-    # Trim each stretch to the transition: a leading point still consistent with the plateau before the
-    # stretch (pooled from the previous stretch's end) belongs to that plateau, not to the window.
+    # Trim each run to the transition: a leading point still consistent with the plateau before the run
+    # (pooled from the previous run's end) belongs to that plateau, not to the window; same at the far end.
     for c, comp in enumerate(comps):
         start = comps[c - 1][1] if c else 0
         a, b = comp
@@ -193,10 +256,25 @@ def detect_windows(curve: Curve, *, level: float = 0.99, min_jump: float = 0.2) 
                 break
             b -= 1
         comps[c][1] = b
+    comps = [list(w) for a, b in comps for w in _split(a, b, k, n, alpha, min_jump)]
 
     out = []
-    for a, b in comps:
-        w = _window(t, k, n, a, b, level, "test")
+    for c, (a, b) in enumerate(comps):
+        start = comps[c - 1][1] if c else 0
+        stop = comps[c + 1][0] if c + 1 < len(comps) else len(k) - 1
+        k1, n1 = k[start : a + 1].sum(), n[start : a + 1].sum()
+        k2, n2 = k[b : stop + 1].sum(), n[b : stop + 1].sum()
+        w = Window(
+            t_lo=float(t[a]),
+            t_hi=float(t[b]),
+            p_before=float(k1 / n1),
+            p_after=float(k2 / n2),
+            jump=float(k1 / n1 - k2 / n2),
+            jump_ci=newcombe_interval(int(k1), int(n1), int(k2), int(n2), level),
+            p_value=float(drop_p_value(k1, n1, k2, n2)),
+            level=level,
+            rule="test",
+        )
         if w.jump >= min_jump and w.p_value < alpha:
             out.append(w)
     return out
