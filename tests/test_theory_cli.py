@@ -83,6 +83,7 @@ def test_json_contract_and_known_answers(tmp_path):
     tv = 0.5 * integrate.quad(lambda x: abs(p(x) - stats.norm.pdf(x, 20 * s, 1)), -40, 60, limit=400)[0]
     assert tv == pytest.approx(0.99, abs=1e-6)
     assert r["bound"] == pytest.approx(0.1 * (1 + math.sqrt(0.5 / (2 * 0.5))))
+    assert r["t_before_alpha_bar"] == pytest.approx(math.exp(-2 * r["t_before"]))  # DDPM view: ᾱ = e^{-2t}
     img = mpimg.imread(tmp_path / "p.png")
     assert img.shape[0] > 300 and img.shape[1] > 500
 
@@ -109,6 +110,7 @@ def test_discrete_truncation_spec_known_answer():
     # The feature is token 2 of 5: visible for t ≤ 2 tokens removed, gone from t = 3.
     assert (r["t_before"], r["window"]) == (3, [2, 3])
     assert r["t_after"] == 4 and r["width"] == 1
+    assert r["t_before_fraction_kept"] == pytest.approx(1 - 3 / 5)  # LLM view: fraction of the sequence kept
 
 
 def test_flags_match_spec_file():

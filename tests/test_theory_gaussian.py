@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import integrate, special, stats
+from scipy import integrate, optimize, special, stats
 
 from critwin.theory import (
     GaussianMixture,
@@ -114,6 +114,36 @@ def test_collinear_exact_path_matches_quadrature():
             return stats.norm.pdf(x, 4 * s, 1)
 
         assert est.value == pytest.approx(_tv_quad_1d(p, q, -30, 30), abs=1e-9)
+
+
+def test_collinear_exact_path_far_apart_groups():
+    """Crossings in the wide gap between far groups (unequal weights shift them) are still found exactly."""
+    mix = GaussianMixture([[0.0], [3.0], [5000.0]], 1.0, [0.1, 0.6, 0.3])
+    for t in (0.0, 5.0, 8.0):
+        s = math.exp(-t)
+        est = mix.tv([0, 1], [2], t)
+
+        def p(x, s=s):
+            return (0.1 * stats.norm.pdf(x, 0, 1) + 0.6 * stats.norm.pdf(x, 3 * s, 1)) / 0.7
+
+        def q(x, s=s):
+            return stats.norm.pdf(x, 5000 * s, 1)
+
+        # Truth: split the line at the sign changes of p − q (dense scan), integrate p − q on each piece.
+        xs = np.linspace(-60.0, 5000 * s + 60.0, 2_000_001)
+        v = p(xs) - q(xs)
+        cuts = np.flatnonzero(np.sign(v[:-1]) != np.sign(v[1:]))
+        pts = [
+            -60.0,
+            *[optimize.brentq(lambda x: p(x) - q(x), xs[i], xs[i + 1]) for i in cuts],
+            5000 * s + 60.0,
+        ]
+        truth = 0.5 * sum(
+            abs(integrate.quad(lambda x: p(x) - q(x), a, b, epsabs=1e-14, limit=500)[0])
+            for a, b in zip(pts, pts[1:], strict=False)
+        )
+        assert est.se == 0.0
+        assert est.value == pytest.approx(truth, abs=1e-10)
 
 
 def test_sub_mixture_identity():

@@ -76,8 +76,14 @@ def theory(
     weights: str = typer.Option(None, "--weights", help="Weights, e.g. 0.25,0.25,0.5 (default uniform)."),
     pair: list[str] = typer.Option(None, "--pair", help='TARG:INIT index lists, e.g. "0:0,1" (repeatable).'),
     eps: float = typer.Option(None, "--eps", help="ε in (0, 1) (overrides the spec's)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for Monte Carlo estimates."),
-    se_target: float = typer.Option(0.005, "--se-target", help="Monte Carlo standard-error target per TV."),
+    seed: int = typer.Option(
+        None, "--seed", help="Seed for Monte Carlo estimates (overrides the spec's; default 0)."
+    ),
+    se_target: float = typer.Option(
+        None,
+        "--se-target",
+        help="Monte Carlo standard-error target per TV (overrides the spec's; default 0.005).",
+    ),
 ) -> None:
     """Window edges T_before/T_after, the theorem's bound and window widths of a mixture; TV-curve plot."""
     from dataclasses import replace
@@ -97,15 +103,19 @@ def theory(
         if means is not None:
             if spec is not None:
                 raise CritwinError("SPEC: give either a spec file or --means, not both")
-            parsed = _flag_spec(means, variances, weights, pair, eps, seed, se_target)
+            parsed = _flag_spec(means, variances, weights, pair, eps, seed or 0, se_target or 0.005)
         elif spec is None:
             raise CritwinError("SPEC: missing; give a JSON/YAML spec file, 'demo', or --means (see --help)")
         else:
             parsed = load_spec(spec)
             if eps is not None:
                 parsed = replace(parsed, eps=check_eps(eps))
-            if seed:
+            if seed is not None:
                 parsed = replace(parsed, seed=seed)
+            if se_target is not None:
+                if not 0 < se_target < 0.5:
+                    raise CritwinError(f"--se-target: must lie in (0, 0.5), got {se_target:g}; e.g. 0.005")
+                parsed = replace(parsed, se_target=se_target)
         results = evaluate(parsed)
         if not no_plot:
             from critwin.theory.plot import plot_windows

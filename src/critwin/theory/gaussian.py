@@ -255,7 +255,7 @@ def _tv_1d(pos: np.ndarray, sd: float, wa: np.ndarray, wb: np.ndarray) -> float:
     """Exact TV of two equal-σ 1-D Gaussian mixtures with component positions `pos` and weights wa, wb.
 
     TV = Σ over intervals where p > q of (P(I) − Q(I)); crossings of log p − log q are bracketed on a grid
-    of spacing σ/64 and refined with Brent's method, interval masses come from normal CDFs.
+    (spacing σ/64 near components) and refined with Brent's method, interval masses come from normal CDFs.
     """
     keep = (wa + wb) > 0
     pos, wa, wb = pos[keep], wa[keep], wb[keep]
@@ -268,8 +268,10 @@ def _tv_1d(pos: np.ndarray, sd: float, wa: np.ndarray, wb: np.ndarray) -> float:
         return special.logsumexp(logs + lwa, axis=1) - special.logsumexp(logs + lwb, axis=1)
 
     lo, hi = pos.min() - 40.0 * sd, pos.max() + 40.0 * sd
-    n = int(min(200_000, max(2_000, (hi - lo) / (sd / 64.0))))
-    grid = np.linspace(lo, hi, n)
+    # Fine grids (σ/64) around every component, where nearby crossings can occur, plus a coarse grid across
+    # the gaps: with equal variances log p − log q is nearly linear far from all components.
+    local = [np.linspace(m - 12.0 * sd, m + 12.0 * sd, 1537) for m in pos]
+    grid = np.unique(np.concatenate([np.linspace(lo, hi, 4001), *local]))
     vals = g(grid)
     sign = np.sign(vals)
     roots = [

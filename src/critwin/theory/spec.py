@@ -90,7 +90,26 @@ def result_json(mix: Mix, r: PairResult) -> dict[str, Any]:
         "window": [_edge_json(r.window.lo), _edge_json(r.window.hi)],
         "width": r.window.width,
         "time_unit": mix.time_unit,
+        **_unit_views(mix, r),
     }
+
+
+def _unit_views(mix: Mix, r: PairResult) -> dict[str, Any]:
+    """The edges in the units users of each model kind read: DDPM ᾱ = e^{-2t} for OU time, and the
+    fraction of the sequence kept, 1 − t/L, for truncation."""
+    edges = {"t_before": r.t_before, "t_after": r.t_after}
+    if mix.time_unit == "ou":
+        return {
+            f"{k}_alpha_bar": None if _edge_json(e) is None else math.exp(-2.0 * e.t)
+            for k, e in edges.items()
+        }
+    if mix.time_unit == "tokens":
+        big_l = float(mix.t_max)
+        return {
+            f"{k}_fraction_kept": None if _edge_json(e) is None else 1.0 - e.t / big_l
+            for k, e in edges.items()
+        }
+    return {}
 
 
 def evaluate(spec: TheorySpec) -> list[PairResult]:
