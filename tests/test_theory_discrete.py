@@ -175,3 +175,11 @@ def test_tv_curve_is_exact_and_integer_for_truncation():
     mix = DiscreteMixture(comps, w, "truncation")
     curve = mix.tv_curve([0], [0, 1])
     assert curve.exact and curve.integer_t and curve.t_max == 3
+
+
+def test_restrict_is_the_sub_population():
+    comps, w = random_mixture(np.random.default_rng(5), 3, 2, 3, 3)
+    mix = DiscreteMixture(comps, w, "masking", labels=["a", "b", "c"])
+    sub = mix.restrict(["a", "c"])
+    assert sub.labels == ("a", "c") and sum(sub.weights) == pytest.approx(1.0)
+    assert ref_tv(sub.law(None, 0.7), mix.law(["a", "c"], 0.7)) < 1e-12

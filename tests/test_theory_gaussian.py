@@ -281,3 +281,15 @@ def test_monte_carlo_is_seeded():
     b = mix.tv([0], [1, 2], 0.5, seed=4)
     c = mix.tv([0], [1, 2], 0.5, seed=5)
     assert a == b and a.value != c.value
+
+
+def test_restrict_and_forward_push():
+    mix = GaussianMixture([[0.0, 1.0], [2.0, 0.0], [5.0, 5.0]], [1.0, 2.0, 0.5], [0.2, 0.3, 0.5])
+    sub = mix.restrict([2, 0])
+    assert sub.labels == ("0", "2") and np.allclose(sub.weights, [0.2 / 0.7, 0.5 / 0.7])
+    x = np.random.default_rng(0).normal(size=(4, 2))
+    assert np.allclose(sub.log_density(x, 0.3), mix.log_density(x, 0.3, [0, 2]))
+    at = mix.at(0.5)  # p_t in closed form: means e^{-t} μ, variances e^{-2t} σ² + 1 − e^{-2t}
+    assert np.allclose(at.means, math.exp(-0.5) * mix.means)
+    assert np.allclose(at.variances, math.exp(-1.0) * mix.variances + 1 - math.exp(-1.0))
+    assert np.allclose(at.log_density(x), mix.log_density(x, 0.5))

@@ -277,11 +277,24 @@ class DiscreteMixture(Mixture):
             )
         self.vocab_size = v
         self._components = parsed
+        self.components: tuple[Component, ...] = tuple(comps)
         self.time_unit = "tokens" if self.process == "truncation" else "mask"
         self.t_max = float(self.length) if self.process == "truncation" else math.inf
         self._marginals: dict[tuple[int, ...], tuple[np.ndarray, np.ndarray]] = {}
         self._per_size: dict[tuple, np.ndarray] = {}
         self._table_rows: np.ndarray | None = None
+
+    def restrict(self, sel: Selection) -> DiscreteMixture:
+        """p^S as a mixture of its own: the components in S with weights w_θ / W_S (labels kept)."""
+        idx = list(self.select(sel))
+        w = self.weights[idx]
+        return DiscreteMixture(
+            [self.components[i] for i in idx],
+            w / w.sum(),
+            self.process,
+            [self.labels[i] for i in idx],
+            vocab_size=self.vocab_size,
+        )
 
     # ---- marginals ------------------------------------------------------------------------------
     def _all_table_rows(self) -> tuple[np.ndarray, np.ndarray]:

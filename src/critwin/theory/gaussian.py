@@ -86,6 +86,14 @@ class GaussianMixture(Mixture):
             self._geom = GaussianGeometry(self.means, self.variances)
         return self._geom
 
+    def restrict(self, sel: Selection) -> GaussianMixture:
+        """p^S as a mixture of its own: the components in S with weights w_θ / W_S (labels kept)."""
+        idx = list(self.select(sel))
+        w = self.weights[idx]
+        return GaussianMixture(
+            self.means[idx], self.variances[idx], w / w.sum(), [self.labels[i] for i in idx]
+        )
+
     # ---- forward process ------------------------------------------------------------------------
     def at(self, t: float) -> GaussianMixture:
         """The mixture p_t: every component pushed to OU time t (closed form)."""

@@ -133,6 +133,8 @@ def t_after(
     """T_after(ε) = sup{t : TV(p^init_t, p^rest_t) ≥ 1 − ε²}: below it, S_init is separated from the rest.
 
     None when even t = 0 falls short of 1 − ε²; Edge.at(inf) when S_init is everything (no rest to separate).
+    With Monte Carlo TVs, an edge with lo == 0 means t = 0 itself was within 3 standard errors of 1 − ε²
+    (the edge may then not exist at all).
     """
     eps = check_eps(eps)
     b = mix.select(init, "init")
