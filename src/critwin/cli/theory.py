@@ -54,6 +54,17 @@ def _flag_spec(
     return gaussian_spec(rows, var, w, parsed, 0.1 if eps is None else eps, seed=seed, se_target=se_target)
 
 
+def _number(text: str | None, field: str, kind: type) -> float | int | None:
+    if text is None:
+        return None
+    try:
+        return kind(text)
+    except ValueError:
+        raise CritwinError(
+            f"{field}: must be {'an integer' if kind is int else 'a number'}, got {text!r}"
+        ) from None
+
+
 @app.command("theory")
 def theory(
     spec: str = typer.Argument(None, help=SPEC_HELP, show_default=False),
@@ -75,11 +86,12 @@ def theory(
     ),
     weights: str = typer.Option(None, "--weights", help="Weights, e.g. 0.25,0.25,0.5 (default uniform)."),
     pair: list[str] = typer.Option(None, "--pair", help='TARG:INIT index lists, e.g. "0:0,1" (repeatable).'),
-    eps: float = typer.Option(None, "--eps", help="ε in (0, 1) (overrides the spec's)."),
-    seed: int = typer.Option(
+    # Numbers are parsed here (not by typer) so that a bad value gets the usual one-line error and exit 2.
+    eps_text: str = typer.Option(None, "--eps", help="ε in (0, 1) (overrides the spec's)."),
+    seed_text: str = typer.Option(
         None, "--seed", help="Seed for Monte Carlo estimates (overrides the spec's; default 0)."
     ),
-    se_target: float = typer.Option(
+    se_text: str = typer.Option(
         None,
         "--se-target",
         help="Monte Carlo standard-error target per TV (overrides the spec's; default 0.005).",
@@ -90,6 +102,10 @@ def theory(
 
     from critwin.theory.mixtures import check_eps
     from critwin.theory.spec import evaluate, evaluate_chain, load_spec, result_json
+
+    eps = _number(eps_text, "--eps", float)
+    seed = _number(seed_text, "--seed", int)
+    se_target = _number(se_text, "--se-target", float)
 
     if spec == "demo" and means is None:
         from critwin.theory.demo import write_demo_page
