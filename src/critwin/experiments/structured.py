@@ -5,7 +5,7 @@ drawn ONCE. For each distinct output s (identified by its tuple of choices, or b
 curve P(output = s | prefix of s) is estimated at every token and character position from the N samples
 themselves, without re-generation: among the samples that start with the first j tokens of s, the fraction
 whose output equals s. In the forward-time convention t = L − j (tokens removed from the end of s), so the
-curve is a `Curve` and `detect_windows` finds its jumps.
+curve is a `Curve`, and `step_windows` finds its one-token jumps.
 
 Theory overlay (DESIGN §1, autoregressive truncation): if the text before the token that decides blank m
 has the same law whatever is chosen later, the curve is flat except for one-token windows at the deciding
@@ -31,7 +31,7 @@ from critwin.errors import CritwinError
 from critwin.features.choices import ChoiceTemplate, normalize, parse_choices
 from critwin.samplers.base import Failure
 from critwin.scan import Curve, wilson_interval
-from critwin.windows import Window, detect_windows
+from critwin.windows import Window, drop_p_value, holm_reject, newcombe_interval
 
 Unit = Literal["tokens", "chars"]
 Equality = Literal["choices", "exact"]
@@ -235,6 +235,33 @@ def deciding_chars(template: ChoiceTemplate, out: StructuredOutput) -> tuple[int
     return tuple(result)
 
 
+def step_windows(curve: Curve, *, level: float = 0.99, min_jump: float = 0.05) -> list[Window]:
+    """One-unit windows of a staircase: every step t -> t + 1 where P(output = s | prefix) drops.
+
+    The theory puts each window of a structured output at a single token, and neighbouring windows can be
+    one token apart (two words in a row), so the steps are tested one by one instead of being merged into
+    stretches: a one-sided two-proportion test per step, Holm's correction over all steps at family-wise
+    level `level`, and a drop of at least `min_jump`. Returns windows (t_lo = t, t_hi = t + 1), rule "step".
+    """
+    if not 0.0 < level < 1.0:
+        raise CritwinError(f"level={level} must lie strictly between 0 and 1 (e.g. 0.99)")
+    k, n, t = curve.n_kept, curve.n_valid, curve.t
+    steps = [i for i in range(len(t) - 1) if n[i] > 0 and n[i + 1] > 0]
+    if not steps:
+        return []
+    idx = np.array(steps)
+    pv = drop_p_value(k[idx], n[idx], k[idx + 1], n[idx + 1])
+    keep = holm_reject(pv, 1.0 - level)
+    out = []
+    for i, p, ok in zip(steps, pv, keep, strict=True):
+        p0, p1 = k[i] / n[i], k[i + 1] / n[i + 1]
+        if ok and p0 - p1 >= min_jump:
+            ci = newcombe_interval(int(k[i]), int(n[i]), int(k[i + 1]), int(n[i + 1]), level)
+            out.append(Window(float(t[i]), float(t[i + 1]), float(p0), float(p1), float(p0 - p1), ci,
+                              float(p), level, "step"))
+    return out
+
+
 def char_to_token(starts: Sequence[int], char: int) -> int:
     """Index of the token that contains character offset `char` (the last token starting at or before it)."""
     idx = int(np.searchsorted(np.asarray(starts), char, side="right")) - 1
@@ -341,7 +368,7 @@ def _staircase(
     length = len(seq)
     pred = plateau_predictions(deciding, length, choices, prefix_mass)
     theory = tuple((float(length - d - 1), float(length - d)) for d in deciding)
-    wins = tuple(detect_windows(curve, level=level, min_jump=min_jump)) if length > 0 else ()
+    wins = tuple(step_windows(curve, level=level, min_jump=min_jump))
     return Staircase(unit, curve, deciding, first_unit, pred, theory, wins)
 
 
@@ -401,7 +428,7 @@ def analyze(
     units: Sequence[Unit] = ("tokens", "chars"),
     prefix_mass: Callable[[tuple[str, ...]], float] | None = None,
     level: float = 0.99,
-    min_jump: float = 0.2,
+    min_jump: float = 0.05,
     ci_level: float = 0.95,
 ) -> StructuredResult:
     """Staircases of the `top` most frequent distinct outputs (with at least `min_count` samples).
@@ -409,7 +436,7 @@ def analyze(
     equality "choices": output = s means the same tuple of choices (case/whitespace variants pooled);
     "exact": the same token sequence. Wrongly filled outputs are failed items at every prefix they share.
     prefix_mass: exact p(first m choices = c[:m]) for an exact testbed; default the sample frequencies.
-    Windows are detected with `detect_windows(level, min_jump)`; plateau intervals use `ci_level`.
+    Windows are one-token steps found by `step_windows(level, min_jump)`; plateau intervals use `ci_level`.
     """
     if equality not in ("choices", "exact"):
         raise CritwinError(f"equality={equality!r}: use 'choices' or 'exact'")
