@@ -2,8 +2,8 @@
 
 import sys
 
-import click
 import typer
+from typer._click import exceptions as click_exceptions  # typer 0.29 vendors its own click
 
 from critwin.cli.app import app
 from critwin.errors import CritwinError
@@ -20,12 +20,18 @@ def main(argv: list[str] | None = None) -> None:
     except CritwinError as err:
         print(f"critwin: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except click.ClickException as err:
-        err.show()
+    except click_exceptions.ClickException as err:
+        hint = ""
+        ctx = getattr(err, "ctx", None)
+        if ctx is not None:
+            hint = f"; see '{ctx.command_path} --help'"
+        print(f"critwin: error: {err.format_message()}{hint}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except (click_exceptions.Abort, typer.Abort, KeyboardInterrupt):
         print("critwin: aborted", file=sys.stderr)
         sys.exit(130)
+    except typer.Exit as err:
+        sys.exit(err.exit_code)
     except BrokenPipeError:
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
