@@ -1,0 +1,550 @@
+"""Hugging Face transformers backend: the forward–reverse experiment on a local causal LM.
+
+A sample x is a `Response` (prompt and response token ids plus their texts). The forward process deletes
+the last t response tokens (time_unit "tokens", t = 0 keeps the whole response, t = len(response) keeps
+only the prompt); the reverse process samples a new ending with the same model and sampling settings.
+All cuts × n draws of one call share one prefill of prompt + response and are decoded together in large
+batches (see `critwin.samplers._kv`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from critwin.errors import CritwinError
+from critwin.samplers import _kv
+from critwin.samplers._kv import Continuation, PrefixBank, Row, SamplingSettings, StopStrings
+from critwin.samplers.base import Failure
+
+PAPER_FRACTIONS: tuple[float, ...] = (0.05, 0.1, 0.3, 0.5, 0.7, 0.9)
+"""Fractions of the response KEPT at which the paper cuts reasoning traces."""
+
+Prompt = str | Sequence[Mapping[str, str]]
+"""A user message (str) or a whole chat (list of {"role", "content"} messages)."""
+
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer.model",
+    "vocab.json",
+    "vocab.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tekken.json",
+)
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+
+@dataclass(frozen=True)
+class Response:
+    """A prompt and one response of a causal LM, as token ids and texts.
+
+    `prompt_text` is the text the model saw (chat template applied). `stop_reason` is "eos", "stop_string",
+    "length" or None (unknown, e.g. a response read from a file). For a resampled response, `n_kept` is the
+    number of response tokens kept from the original before resampling (None for an original response).
+    """
+
+    prompt_ids: tuple[int, ...]
+    response_ids: tuple[int, ...]
+    prompt_text: str
+    response_text: str
+    stop_reason: str | None = None
+    n_kept: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompt_ids", tuple(int(i) for i in self.prompt_ids))
+        object.__setattr__(self, "response_ids", tuple(int(i) for i in self.response_ids))
+
+    @property
+    def length(self) -> int:
+        """Number of response tokens (the largest meaningful t for this response)."""
+        return len(self.response_ids)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cut positions
+
+
+def cut_positions(
+    length: int, fractions: Sequence[float] | None = PAPER_FRACTIONS, *, dense: bool = False, step: int = 1
+) -> list[int]:
+    """Numbers of response tokens KEPT for each fraction kept (floor(f · length)), in the given order.
+
+    `dense=True` ignores `fractions` and returns every `step`-th cut 0, step, 2·step, …, length.
+    Fractions must lie in [0, 1]. Equal cuts are not merged, so results line up with `fractions`.
+    """
+    if length < 0:
+        raise CritwinError(f"length={length}: a response length is >= 0")
+    if dense:
+        if step < 1:
+            raise CritwinError(f"step={step}: use a positive integer number of tokens")
+        kept = list(range(0, length + 1, step))
+        return kept if kept[-1] == length else [*kept, length]
+    fractions = PAPER_FRACTIONS if fractions is None else fractions
+    out = []
+    for f in fractions:
+        if not 0.0 <= float(f) <= 1.0:
+            raise CritwinError(f"fraction kept {f}: use values in [0, 1] (the share of the response kept)")
+        out.append(int(np.floor(float(f) * length + 1e-9)))
+    return out
+
+
+def ts_from_fractions(
+    length: int, fractions: Sequence[float] | None = PAPER_FRACTIONS, *, dense: bool = False, step: int = 1
+) -> list[int]:
+    """Forward times t (tokens removed from the end) for fractions kept; t = length - kept."""
+    return [length - k for k in cut_positions(length, fractions, dense=dense, step=step)]
+
+
+def fraction_kept(length: int, t: float) -> float:
+    """The display coordinate of t for a response of `length` tokens: 1 - t / length."""
+    return 1.0 - float(t) / length if length else 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """ "auto" → cuda when available, else cpu."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CritwinError(f"device={device}: CUDA is not available here; use device='cpu' or 'auto'")
+    return dev
+
+
+def load_causal_lm(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torch.device = "auto"):
+    """Load a local causal LM directory (config, weights, tokenizer) offline; returns (model, tokenizer).
+
+    dtype "auto" means float32 on CPU and the checkpoint's dtype on CUDA. The model is in eval mode.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise CritwinError(
+            f"model: {path} is not a directory; pass a local Hugging Face model directory "
+            "(config.json, weights, tokenizer files)"
+        )
+    if not (path / "config.json").is_file():
+        raise CritwinError(f"model: {path} has no config.json; pass a directory written by save_pretrained")
+    dev = resolve_device(device)
+    torch_dtype = _resolve_dtype(dtype, dev)
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise CritwinError(
+            f"model: cannot read {path}/config.json ({_first_line(exc)}); fix or re-save it"
+        ) from None
+    if getattr(config, "is_encoder_decoder", False):
+        raise CritwinError(
+            f"model: {path} is an encoder-decoder ({config.model_type}); pass a decoder-only causal LM"
+        )
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
+    except ValueError as exc:
+        if "Unrecognized configuration class" in str(exc):
+            raise CritwinError(
+                f"model: {path} is a {config.model_type} model, not a causal LM; pass a "
+                "decoder-only language model directory"
+            ) from None
+        raise CritwinError(f"model: cannot load {path} ({_first_line(exc)})") from None
+    except OSError as exc:
+        raise CritwinError(f"model: cannot load weights from {path} ({_first_line(exc)})") from None
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        raise CritwinError(
+            f"model: no tokenizer files in {path}; save one there with tokenizer.save_pretrained"
+        )
+    try:
+        tokenizer = _load_tokenizer(path, AutoTokenizer)
+    except (OSError, ValueError, TypeError) as exc:
+        raise CritwinError(
+            f"model: no usable tokenizer in {path} ({_first_line(exc)}); save one there with "
+            "tokenizer.save_pretrained"
+        ) from None
+    if tokenizer is None or isinstance(tokenizer, bool) or len(tokenizer) < 2:
+        raise CritwinError(f"model: no tokenizer in {path}; save one there with tokenizer.save_pretrained")
+    model.to(dev)
+    model.eval()
+    return model, tokenizer
+
+
+def _load_tokenizer(path: Path, auto_cls):
+    """The directory's tokenizer, exactly as saved.
+
+    transformers 5 replaces a generic tokenizer (tokenizer_class TokenizersBackend / PreTrainedTokenizerFast)
+    by the model type's own class for some model types (e.g. qwen2), which changes how text is split; a
+    directory that declares a generic tokenizer gets that generic tokenizer from its tokenizer.json.
+    """
+    import json
+
+    from transformers import PreTrainedTokenizerFast
+
+    config_file = path / "tokenizer_config.json"
+    if config_file.is_file() and (path / "tokenizer.json").is_file():
+        try:
+            declared = json.loads(config_file.read_text()).get("tokenizer_class")
+        except (OSError, ValueError):
+            declared = None
+        if declared in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+            return PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    return auto_cls.from_pretrained(path, local_files_only=True)
+
+
+def _resolve_dtype(dtype: str | torch.dtype, device: torch.device):
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        # bf16/fp16 matmuls are slow and inexact on CPU; on GPU use what the checkpoint was saved in.
+        return torch.float32 if device.type == "cpu" else "auto"
+    if dtype not in _DTYPES:
+        raise CritwinError(f"dtype={dtype!r}: use one of auto, {', '.join(sorted(_DTYPES))}")
+    return _DTYPES[dtype]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _seed_from(rng: np.random.Generator | int | None) -> int:
+    if rng is None:
+        return 0
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(0, 2**62))
+    return int(rng)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The sampler
+
+
+class HFSampler:
+    """`Sampler` over a local Hugging Face causal LM; x is a `Response`, t = response tokens removed.
+
+    Sampling settings (temperature, top_p, top_k, max_new_tokens, stop_strings, eos) apply to original
+    responses and to resampled endings alike. `max_new_tokens` caps the whole response: an ending after a
+    cut keeping k tokens may add max_new_tokens - k tokens, so resampled responses follow exactly the law
+    of the original ones (`budget="continuation"` gives every ending max_new_tokens instead).
+    `chat`: None uses the tokenizer's chat template when it has one, True requires it, False never uses it.
+    """
+
+    time_unit = "tokens"
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        temperature: float = 0.6,
+        top_p: float = 0.9,
+        top_k: int = 0,
+        max_new_tokens: int = 2048,
+        stop_strings: Sequence[str] = (),
+        eos_token_ids: Sequence[int] | None = None,
+        chat: bool | None = None,
+        system_prompt: str | None = None,
+        batch_size: int = 256,
+        budget: str = "response",
+        prompt: Prompt | None = None,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        if eos_token_ids is None:
+            eos_token_ids = _eos_ids(model, tokenizer)
+        self.settings = SamplingSettings(
+            temperature=float(temperature),
+            top_p=float(top_p),
+            top_k=int(top_k),
+            max_new_tokens=int(max_new_tokens),
+            eos_token_ids=tuple(int(i) for i in eos_token_ids),
+            stop_strings=tuple(stop_strings),
+        )
+        if chat is True and not getattr(tokenizer, "chat_template", None):
+            raise CritwinError(
+                "chat=True but the tokenizer has no chat template; add one "
+                "(tokenizer.chat_template = ...) or use plain prompts (chat=False)"
+            )
+        self.chat = bool(getattr(tokenizer, "chat_template", None)) if chat is None else bool(chat)
+        self.system_prompt = system_prompt
+        if batch_size < 1:
+            raise CritwinError(f"batch_size={batch_size}: use a positive integer")
+        self.batch_size = int(batch_size)
+        if budget not in ("response", "continuation"):
+            raise CritwinError(f"budget={budget!r}: use 'response' or 'continuation'")
+        self.budget = budget
+        self.prompt = prompt
+        self._stop_cache: dict[tuple[str, ...], StopStrings] = {}
+        self._bank_memo: tuple[tuple, PrefixBank] | None = None
+        self.fault_hook = None  # tests inject out-of-memory errors through this
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path, *, dtype: str = "auto", device: str = "auto", **kwargs
+    ) -> HFSampler:
+        """Load a local model directory (see `load_causal_lm`) and wrap it."""
+        model, tokenizer = load_causal_lm(path, dtype=dtype, device=device)
+        return cls(model, tokenizer, **kwargs)
+
+    @property
+    def t_max(self) -> float:
+        """The longest response the settings allow, in tokens."""
+        return float(self.settings.max_new_tokens)
+
+    def with_prompt(self, prompt: Prompt) -> HFSampler:
+        """A copy bound to `prompt`, so that `sample(n, rng)` draws responses to it."""
+        other = copy.copy(self)
+        other.prompt = prompt
+        return other
+
+    # -- prompts and texts --------------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: Prompt) -> tuple[tuple[int, ...], str]:
+        """Token ids and text the model sees for `prompt` (chat template with a generation prompt if chat)."""
+        tok = self.tokenizer
+        if isinstance(prompt, str):
+            messages = [{"role": "user", "content": prompt}]
+        else:
+            messages = [dict(m) for m in prompt]
+            if not all("role" in m and "content" in m for m in messages):
+                raise CritwinError("prompt: each chat message needs 'role' and 'content'")
+        if self.chat:
+            if self.system_prompt is not None and messages[0]["role"] != "system":
+                messages = [{"role": "system", "content": self.system_prompt}, *messages]
+            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+        else:
+            if not isinstance(prompt, str):
+                raise CritwinError(
+                    "prompt: a list of chat messages needs a tokenizer with a chat template; "
+                    "pass a plain string prompt instead"
+                )
+            text = prompt if self.system_prompt is None else f"{self.system_prompt}\n{prompt}"
+            ids = tok(text)["input_ids"]
+        if len(ids) == 0:
+            raise CritwinError("prompt: empty after tokenization; give a non-empty prompt")
+        return tuple(int(i) for i in ids), text
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of token ids, special tokens dropped."""
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    def response_from_text(self, prompt: Prompt, response_text: str) -> Response:
+        """A `Response` for a response given as text (e.g. read from a file), tokenized without specials."""
+        prompt_ids, prompt_text = self.encode_prompt(prompt)
+        ids = self.tokenizer(response_text, add_special_tokens=False)["input_ids"]
+        return Response(prompt_ids, tuple(ids), prompt_text, response_text, None)
+
+    # -- original responses -------------------------------------------------------------------------------
+
+    def generate_responses(
+        self, prompts: Sequence[Prompt], *, seed: np.random.Generator | int | None = 0, **overrides: Any
+    ) -> list[Response | Failure]:
+        """One sampled response per prompt (repeat a prompt for several), all decoded in shared batches.
+
+        `overrides` replace sampling settings for this call, e.g. temperature=0.0, max_new_tokens=32 for a
+        greedy answer-elicitation turn.
+        """
+        if isinstance(prompts, str):
+            raise CritwinError("prompts: pass a list of prompts, e.g. [prompt]")
+        settings = dataclasses.replace(self.settings, **overrides) if overrides else self.settings
+        encoded = [self.encode_prompt(p) for p in prompts]
+        if not encoded:
+            return []
+        bank = PrefixBank.build(self.model, [ids for ids, _ in encoded])
+        rows = [
+            Row(seq=i, n_keep=len(ids), max_new=settings.max_new_tokens, stop_context=0)
+            for i, (ids, _) in enumerate(encoded)
+        ]
+        conts = self._decode(bank, rows, settings, _seed_from(seed))
+        out: list[Response | Failure] = []
+        for (ids, text), c in zip(encoded, conts, strict=True):
+            if isinstance(c, Failure):
+                out.append(c)
+            else:
+                out.append(Response(ids, c.token_ids, text, self.decode(c.token_ids), c.stop_reason))
+        return out
+
+    def sample(self, n: int, rng: np.random.Generator) -> list[Response | Failure]:
+        """n independent responses to the bound prompt (see `with_prompt`)."""
+        if self.prompt is None:
+            raise CritwinError(
+                "HFSampler.sample needs a prompt: use sampler.with_prompt(prompt).sample(n, rng)"
+            )
+        return self.generate_responses([self.prompt] * int(n), seed=rng)
+
+    # -- forward–reverse ----------------------------------------------------------------------------------
+
+    def forward_reverse(
+        self, x: Response, ts: Sequence[float], n: int, rng: np.random.Generator | int | None
+    ) -> list[list[Response | Failure]]:
+        """For each t, n responses keeping the first len(x) - t response tokens of x, the rest resampled."""
+        conts = self.resample(x, ts, n, rng)
+        return [[self._join(x, int(t), c) for c in per_t] for t, per_t in zip(ts, conts, strict=True)]
+
+    def resample(
+        self, x: Response, ts: Sequence[float], n: int, rng: np.random.Generator | int | None
+    ) -> list[list[Continuation | Failure]]:
+        """For each t, n sampled continuations (token ids without eos, stop reason) after the cut at t."""
+        return self.resample_many([x], [ts], n, rng)[0]
+
+    def resample_many(
+        self,
+        xs: Sequence[Response],
+        ts_per_x: Sequence[Sequence[float]],
+        n: int,
+        rng: np.random.Generator | int | None,
+    ) -> list[list[list[Continuation | Failure]]]:
+        """`resample` for several responses at once: all their cuts × n draws share decode batches."""
+        if len(xs) != len(ts_per_x):
+            raise CritwinError(
+                f"ts_per_x: got {len(ts_per_x)} schedules for {len(xs)} responses; give one each"
+            )
+        if int(n) < 1:
+            raise CritwinError(f"n={n}: draw at least one continuation per t")
+        n = int(n)
+        rows: list[Row] = []
+        for i, (x, ts) in enumerate(zip(xs, ts_per_x, strict=True)):
+            self._check_response(x)
+            for t in ts:
+                kept = x.length - self._check_t(x, t)
+                rows.extend(
+                    [
+                        Row(
+                            seq=i,
+                            n_keep=len(x.prompt_ids) + kept,
+                            max_new=self._budget(kept),
+                            stop_context=kept,
+                        )
+                    ]
+                    * n
+                )
+        bank = self._bank([x.prompt_ids + x.response_ids for x in xs])
+        conts = self._decode(bank, rows, self.settings, _seed_from(rng))
+        out, pos = [], 0
+        for ts in ts_per_x:
+            per_x = []
+            for _ in ts:
+                per_x.append(conts[pos : pos + n])
+                pos += n
+            out.append(per_x)
+        return out
+
+    def next_token_logits(self, x: Response, ts: Sequence[float]) -> torch.Tensor:
+        """Raw next-token logits (float32, (len(ts), vocab)) after each cut, through the shared cache."""
+        self._check_response(x)
+        p = len(x.prompt_ids)
+        rows = [Row(seq=0, n_keep=p + x.length - self._check_t(x, t), max_new=1) for t in ts]
+        bank = self._bank([x.prompt_ids + x.response_ids])
+        return _kv.next_token_logits(self.model, bank, rows)
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    def _join(self, x: Response, t: int, c: Continuation | Failure) -> Response | Failure:
+        if isinstance(c, Failure):
+            return c
+        kept = x.length - t
+        ids = x.response_ids[:kept] + c.token_ids
+        return Response(x.prompt_ids, ids, x.prompt_text, self.decode(ids), c.stop_reason, kept)
+
+    def _budget(self, kept: int) -> int:
+        if self.budget == "continuation":
+            return self.settings.max_new_tokens
+        return self.settings.max_new_tokens - kept
+
+    def _check_response(self, x: Response) -> None:
+        if not isinstance(x, Response):
+            raise CritwinError(f"x: expected a Response, got {type(x).__name__}")
+        if x.length == 0:
+            raise CritwinError(
+                "response is empty: there is nothing to cut; generate or pass a non-empty response"
+            )
+        if len(x.prompt_ids) == 0:
+            raise CritwinError("response has an empty prompt: a cut needs at least one prompt token")
+        if self.budget == "response" and x.length > self.settings.max_new_tokens:
+            raise CritwinError(
+                f"response has {x.length} tokens but max_new_tokens={self.settings.max_new_tokens}: "
+                "raise max_new_tokens or use budget='continuation'"
+            )
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        ids = x.prompt_ids + x.response_ids
+        if min(ids) < 0 or max(ids) >= vocab:
+            raise CritwinError(
+                f"response has token ids outside the model's vocabulary (0..{vocab - 1}); "
+                "tokenize it with this model's tokenizer"
+            )
+
+    @staticmethod
+    def _check_t(x: Response, t: float) -> int:
+        ti = int(round(float(t)))
+        if abs(float(t) - ti) > 1e-9 or not 0 <= ti <= x.length:
+            raise CritwinError(
+                f"t={t}: cut positions are whole numbers of tokens removed, 0..{x.length} for this response"
+            )
+        return ti
+
+    def _bank(self, seqs: list[tuple[int, ...]]) -> PrefixBank:
+        key = tuple(seqs)
+        if self._bank_memo is not None and self._bank_memo[0] == key:
+            return self._bank_memo[1]
+        bank = PrefixBank.build(self.model, seqs)
+        self._bank_memo = (key, bank)  # adaptive searches call again on the same response: reuse the prefill
+        return bank
+
+    def _stop(self, settings: SamplingSettings) -> StopStrings | None:
+        if not settings.stop_strings:
+            return None
+        if settings.stop_strings not in self._stop_cache:
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            self._stop_cache[settings.stop_strings] = StopStrings(
+                settings.stop_strings,
+                lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False),
+                vocab,
+            )
+        return self._stop_cache[settings.stop_strings]
+
+    def _decode(
+        self, bank: PrefixBank, rows: list[Row], settings: SamplingSettings, seed: int
+    ) -> list[Continuation | Failure]:
+        res = _kv.decode_rows(
+            self.model,
+            bank,
+            rows,
+            settings,
+            seed=seed,
+            batch_size=self.batch_size,
+            stop=self._stop(settings),
+            fault_hook=self.fault_hook,
+        )
+        return [Failure(r.reason) if isinstance(r, _kv.DecodeFailure) else r for r in res]
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids: set[int] = set()
+    for src in (
+        getattr(tokenizer, "eos_token_id", None),
+        getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+        getattr(model.config, "eos_token_id", None),
+    ):
+        if src is None:
+            continue
+        ids.update([int(src)] if isinstance(src, int) else [int(i) for i in src])
+    return sorted(ids)

@@ -1,0 +1,105 @@
+"""The shared-prefix KV cache gives the same numbers as running the model from scratch on each cut."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from critwin.samplers import _kv
+from critwin.samplers.hf import HFSampler, Response, cut_positions
+from critwin.samplers.hf_tiny import CHAT_TEMPLATE, char_tokenizer, tiny_causal_lm
+
+TOK = char_tokenizer(chat_template=CHAT_TEMPLATE)
+
+
+@pytest.fixture(scope="module", params=["qwen2", "llama"])
+def model(request):
+    return tiny_causal_lm(len(TOK), arch=request.param, seed=3)
+
+
+def _response(sampler: HFSampler, prompt: str, text: str) -> Response:
+    return sampler.response_from_text(prompt, text)
+
+
+def _uncached_next_logits(model, ids) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(torch.tensor([list(ids)])).logits[0, -1].float()
+
+
+def test_cached_logits_match_uncached_at_every_cut(model):
+    sampler = HFSampler(model, TOK, max_new_tokens=200)
+    x = _response(sampler, "what is 12+7?", "12+7: add units 2+7=9, tens 1 -> 19. answer 19")
+    ts = list(range(x.length + 1))  # every cut, from "keep all" (t = 0) to "keep only the prompt"
+    cached = sampler.next_token_logits(x, ts)
+    full = x.prompt_ids + x.response_ids
+    for i, t in enumerate(ts):
+        ref = _uncached_next_logits(model, full[: len(full) - t])
+        assert torch.max(torch.abs(cached[i] - ref)).item() <= 1e-5, f"t={t}"
+
+
+def test_cached_logits_match_across_several_sequences_in_one_bank(model):
+    # Sequences of different lengths share one prefilled bank and one batch; offsets must not mix them up.
+    seqs = [
+        tuple(TOK("<bos>abc def ghi").input_ids),
+        tuple(TOK("x").input_ids),
+        tuple(TOK("<bos>the quick brown fox, 42").input_ids),
+    ]
+    bank = _kv.PrefixBank.build(model, seqs, max_tokens=20)  # small budget: several prefill groups
+    rows = [_kv.Row(seq=i, n_keep=k, max_new=1) for i, s in enumerate(seqs) for k in range(1, len(s) + 1)]
+    got = _kv.next_token_logits(model, bank, rows)
+    for j, r in enumerate(rows):
+        ref = _uncached_next_logits(model, seqs[r.seq][: r.n_keep])
+        assert torch.max(torch.abs(got[j] - ref)).item() <= 1e-5, r
+
+
+def _hf_greedy(model, ids, max_new, eos):
+    with torch.inference_mode():
+        out = model.generate(
+            torch.tensor([list(ids)]),
+            do_sample=False,
+            max_new_tokens=max_new,
+            eos_token_id=eos,
+            pad_token_id=0,
+        )
+    new = out[0, len(ids) :].tolist()
+    return tuple(new[: new.index(eos)] if eos in new else new)
+
+
+def test_greedy_continuations_equal_generate_for_every_paper_cut(model):
+    sampler = HFSampler(model, TOK, temperature=0.0, max_new_tokens=60)
+    x = _response(sampler, "solve: 3*4+5", "3*4=12, then 12+5=17, so the answer is 17.")
+    kept = cut_positions(x.length) + [0, x.length]
+    ts = [x.length - k for k in kept]
+    conts = sampler.resample(x, ts, 2, rng=0)
+    for t, k, per_t in zip(ts, kept, conts, strict=True):
+        ref = _hf_greedy(model, x.prompt_ids + x.response_ids[:k], 60 - k, TOK.eos_token_id)
+        for c in per_t:
+            assert c.token_ids == ref, f"t={t}"
+            assert c.stop_reason == ("eos" if len(ref) < 60 - k else "length")
+
+
+def test_greedy_original_responses_equal_generate(model):
+    sampler = HFSampler(model, TOK, temperature=0.0, max_new_tokens=25)
+    prompts = ["a", "what is 2+2?", "tell me a long story about numbers"]
+    got = sampler.generate_responses(prompts)
+    for p, r in zip(prompts, got, strict=True):
+        ids, text = sampler.encode_prompt(p)
+        assert r.prompt_ids == ids and r.prompt_text == text
+        assert r.response_ids == _hf_greedy(model, ids, 25, TOK.eos_token_id)
+        assert r.response_text == TOK.decode(list(r.response_ids), skip_special_tokens=True)
+
+
+def test_prompt_and_response_are_prefilled_once(model):
+    sampler = HFSampler(model, TOK, max_new_tokens=40)
+    x = _response(sampler, "hello", "world, this is a response of some length")
+    widths = []
+    handle = model.register_forward_pre_hook(
+        lambda mod, args, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True
+    )
+    try:
+        sampler.resample(x, [x.length - k for k in cut_positions(x.length)], 8, rng=1)
+        sampler.resample(x, [1, 2], 4, rng=2)  # a second call on the same response reuses the prefill
+    finally:
+        handle.remove()
+    assert sum(w > 1 for w in widths) == 1
+    assert widths[0] == len(x.prompt_ids) + x.length - 1
