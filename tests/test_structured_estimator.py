@@ -190,17 +190,29 @@ def test_measured_staircase_equals_the_exact_one_within_intervals():
     assert np.all(np.abs(z) < stats.norm.ppf(1 - 0.0005 / len(z)))
 
 
-def test_run_directory_round_trip(tmp_path):
+def test_run_directory_round_trip_and_report(tmp_path):
+    from critwin.report.build import write_report
+    from critwin.rundir import RunDir
+
     lang = toy_language()
     t = ChoiceTemplate.parse(TOY_TEMPLATE)
     outs = S.draw_outputs(ToyLMSampler(lang), 300, t, seed=1, decode=lang.decode)
-    res = S.analyze(outs, t)
-    S.save(res, tmp_path, {"n": 300})
-    t2, outs2, cfg = S.load_outputs(tmp_path)
-    assert t2 == t and outs2 == outs and cfg["n"] == 300
-    res2 = S.analyze(outs2, t2)
+    res = S.analyze(outs, t, top=3)
+    run = RunDir.create(tmp_path / "run", "structured", {"template": t.as_text(), "n": 300})
+    S.write_run(res, run)
+    summary = write_report(run)
+    again = RunDir.open(tmp_path / "run")
+    t2, outs2 = S.read_run(again)
+    assert t2 == t and outs2 == outs
+    res2 = S.analyze(outs2, t2, top=3)
     assert res2.fit.equals(res.fit) and res2.summary == res.summary
-    for name in ("curves.parquet", "fit.csv", "windows.json", "summary.json"):
-        assert (tmp_path / name).exists()
-    with pytest.raises(CritwinError, match="run dir"):
-        S.load_outputs(tmp_path / "nope")
+    # Every staircase is a case of the run directory, with its predicted plateaus and one-unit theory windows.
+    assert len(summary["cases"]) == 2 * len(res.targets)
+    rec = again.case(S.case_name(res.targets[0], "tokens"))
+    np.testing.assert_allclose(rec.exact, res.targets[0].staircases["tokens"].predicted)
+    assert [(w.lo, w.hi) for w in rec.theory] == list(res.targets[0].staircases["tokens"].theory_windows)
+    assert rec.meta["pieces"][:2] == ["the", " quick"] or rec.meta["pieces"][:2] == ["the", " lazy"]
+    html = (tmp_path / "run" / "index.html").read_text()
+    assert "Structured output: overview" in html and html.count("<img") >= len(res.targets) * 2
+    with pytest.raises(CritwinError, match="not a `critwin structured` run"):
+        S.read_run(RunDir.create(tmp_path / "other", "jailbreak", {}))

@@ -26,8 +26,9 @@ import pandas as pd
 
 from critwin.errors import CritwinError
 from critwin.features.judges import COMPLY, REFUSE, UNCLEAR, Judge, as_judge
+from critwin.rundir import RunDir
 from critwin.samplers.base import Failure
-from critwin.scan import Curve, wilson_interval
+from critwin.scan import Curve, Draws, wilson_interval
 from critwin.windows import Window, detect_windows
 
 CutUnit = Literal["chars", "tokens"]
@@ -130,19 +131,15 @@ class HFContinuer:
                 out[i] = [r if isinstance(r, Failure) else r.response_text for r in resp[j * k : (j + 1) * k]]
         return out
 
-    def token_offsets(self, text: str) -> list[int]:
-        """Character offsets where the tokens of `text` start (tokenized alone, no special tokens)."""
-        return token_offsets(self.tokenizer, text)
 
-
-def token_offsets(tokenizer: Any, text: str) -> list[int]:
-    """Character offsets at which the tokens of `text` start, via the fast tokenizer's offset mapping."""
+def token_ends(tokenizer: Any, text: str) -> list[int]:
+    """Character offsets at which the tokens of `text` end, via the fast tokenizer's offset mapping."""
     try:
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     except (NotImplementedError, ValueError, TypeError) as err:
         raise CritwinError("tokenizer: token cuts need a fast tokenizer (offset mapping); use --unit "
                            "chars") from err
-    return [int(a) for a, _ in enc["offset_mapping"]]
+    return [int(b) for _, b in enc["offset_mapping"]]
 
 
 def cut_points(
@@ -150,7 +147,8 @@ def cut_points(
 ) -> tuple[list[int], list[int]]:
     """Where to cut a prefill: (character offsets of the cuts, number of units kept at each cut), ascending.
 
-    chars: every `step` characters; tokens: every `step`-th token boundary of the prefill tokenized alone.
+    chars: every `step` characters; tokens: every `step`-th token of the prefill tokenized alone (a cut
+    keeps the text up to the end of its last token).
     Both lists start at 0 (no prefill) and end at the full prefill. Raises if the prefill is longer than
     `max_prefill` units.
     """
@@ -161,8 +159,9 @@ def cut_points(
     elif unit == "tokens":
         if tokenizer is None:
             raise CritwinError("unit='tokens' needs a tokenizer; pass one or cut in 'chars'")
-        bounds = [*token_offsets(tokenizer, prefill), len(prefill)] if prefill else [0]
-        bounds = sorted(set(bounds))
+        # Keeping j tokens keeps the text up to the end of token j (the full prefill for the last one).
+        ends = token_ends(tokenizer, prefill) if prefill else []
+        bounds = sorted({0, *ends[:-1], len(prefill)})
     else:
         raise CritwinError(f"unit={unit!r}: use 'chars' or 'tokens'")
     length = len(bounds) - 1
@@ -322,21 +321,45 @@ def _summary(results: Sequence[CaseCurve], draws: pd.DataFrame) -> dict[str, Any
     }
 
 
-def save_prefill(result: PrefillResult, run_dir: str | Path, config: dict[str, Any] | None = None) -> Path:
-    """Write draws.parquet, curves.parquet, windows.json, summary.json and config.json into `run_dir`."""
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    result.draws.to_parquet(run / "draws.parquet", index=False)
-    frames = []
+def _draws_of(rows: pd.DataFrame, t_col: str, reference: str) -> Draws:
+    """Raw draws of one case in the engine's `Draws` form (unclear verdicts and backend failures failed)."""
+    ts, samples, labels, failures = [], [], [], []
+    for t, g in rows.groupby(t_col, sort=True):
+        ts.append(float(t))
+        samples.append(list(g["response"]))
+        labels.append([lab if lab != UNCLEAR else None for lab in g["label"]])
+        failures.append([
+            None if lab != UNCLEAR else (f if isinstance(f, str) else "unclear verdict")
+            for f, lab in zip(g["failure"], g["label"], strict=True)
+        ])
+    return Draws(tuple(ts), samples, labels, failures, reference)
+
+
+def write_prefill_run(result: PrefillResult, run: RunDir) -> RunDir:
+    """Store prefill-attack curves, windows and every judged draw in a run directory (experiment
+    "jailbreak", config kind "prefill"); the summary goes to jailbreak.json."""
     for r in result.cases:
-        f = r.curve.to_frame()
-        f.insert(0, "case", r.case.id)
-        frames.append(f)
-    pd.concat(frames, ignore_index=True).to_parquet(run / "curves.parquet", index=False)
-    wins = [{"case": r.case.id, **w.to_dict()} for r in result.cases for w in r.windows]
-    (run / "windows.json").write_text(json.dumps(wins, indent=1))
-    (run / "summary.json").write_text(json.dumps(result.summary, indent=1, default=str))
-    (run / "config.json").write_text(json.dumps(config or {}, indent=1, default=str))
+        sub = result.draws[result.draws["case"] == r.case.id]
+        run.write_draws(r.case.id, _draws_of(sub, "t", COMPLY))
+        run.write_curve(r.case.id, r.curve)
+        cuts = sub.drop_duplicates("kept").sort_values("kept")
+        run.write_case(
+            r.case.id,
+            detected=r.windows,
+            meta={
+                "title": f"{r.case.id}: {r.case.prompt[:60]}",
+                "kind": "prefill",
+                "prompt": r.case.prompt,
+                "prefill": r.case.prefill,
+                "unit": r.unit,
+                "length": r.length,
+                "kept": [int(v) for v in cuts["kept"]],
+                "cut_texts": list(cuts["prefill_cut"]),
+                "feature": "judge verdict (comply counts as kept)",
+                "n": int(sub["draw"].max() + 1) if len(sub) else 0,
+            },
+        )
+    (run.path / "jailbreak.json").write_text(json.dumps(result.summary, indent=1, default=str))
     return run
 
 
@@ -458,3 +481,21 @@ def run_repeat_grid(
             tuple(detect_windows(cv, level=level, min_jump=min_jump)) if len(cv) > 1 else ()
         )
     return RepeatGridResult(table, curves, windows, draws)
+
+
+def write_repeat_run(result: RepeatGridResult, run: RunDir) -> RunDir:
+    """Store the repeated-word grid (repeat_grid.csv), its curves of P(refuse) over repeat counts and
+    every judged draw in a run directory (experiment "jailbreak", config kind "repeat")."""
+    for (req, word), curve in result.curves.items():
+        name = f"request {req} × {word!r}"
+        sub = result.draws[(result.draws["request"] == req) & (result.draws["word"] == word)]
+        run.write_draws(name, _draws_of(sub, "repeats", REFUSE))
+        run.write_curve(name, curve)
+        run.write_case(
+            name,
+            detected=result.windows[(req, word)],
+            meta={"title": name, "kind": "repeat", "request": req, "word": word,
+                  "feature": "judge verdict (refuse counts as kept)", "prompt": str(sub["prompt"].iloc[-1])},
+        )
+    result.table.to_csv(run.path / "repeat_grid.csv", index=False)
+    return run

@@ -491,9 +491,22 @@ def evaluate(
     }
 
 
+def plain(obj: Any) -> Any:
+    """Strict-JSON copy: numpy scalars to Python, tuples to lists, NaN/inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def strip_roc(metrics: dict[str, Any]) -> dict[str, Any]:
     """A copy of `evaluate`'s result without the ROC point lists (for compact JSON output)."""
-    out = json.loads(json.dumps(metrics, default=float))
+    out = plain(metrics)
     for per in out["splits"].values():
         for entry in per.values():
             if isinstance(entry, dict):
@@ -515,15 +528,13 @@ def metrics_frame(metrics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def save_detect(scored: ScoredSet, metrics: dict[str, Any], run_dir: str | Path,
-                config: dict[str, Any] | None = None) -> Path:
-    """Write scores.parquet (every row, skipped ones included), token_logprobs.parquet, metrics.json/.csv."""
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    scored.table.to_parquet(run / "scores.parquet", index=False)
+def write_detect_run(scored: ScoredSet, metrics: dict[str, Any], run: Any) -> Any:
+    """Store a detector evaluation in a run directory (experiment "jailbreak", config kind "detect"):
+    scores.parquet (every row, skipped ones with their reason), token_logprobs.parquet, metrics.json
+    (with ROC points) and metrics.csv."""
+    scored.table.to_parquet(run.path / "scores.parquet", index=False)
     if len(scored.tokens):
-        scored.tokens.to_parquet(run / "token_logprobs.parquet", index=False)
-    (run / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float))
-    metrics_frame(metrics).to_csv(run / "metrics.csv", index=False)
-    (run / "config.json").write_text(json.dumps(config or {}, indent=1, default=str))
+        scored.tokens.to_parquet(run.path / "token_logprobs.parquet", index=False)
+    (run.path / "metrics.json").write_text(json.dumps(plain(metrics), indent=1, allow_nan=False))
+    metrics_frame(metrics).to_csv(run.path / "metrics.csv", index=False)
     return run

@@ -21,7 +21,6 @@ import json
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -29,6 +28,7 @@ import pandas as pd
 
 from critwin.errors import CritwinError
 from critwin.features.choices import ChoiceTemplate, normalize, parse_choices
+from critwin.rundir import RunDir, TheoryInterval
 from critwin.samplers.base import Failure
 from critwin.scan import Curve, wilson_interval
 from critwin.windows import Window, drop_p_value, holm_reject, newcombe_interval
@@ -290,13 +290,23 @@ class Staircase:
 
 @dataclass(frozen=True)
 class Target:
-    """One distinct output s: its choices, how many samples produced it, its text, and its staircases."""
+    """One distinct output s: its choices, how many samples produced it, its text (the most frequent
+    spelling, `representative`), and its staircases per unit."""
 
     key: str
     choices: tuple[str, ...]
     count: int
     text: str
     staircases: dict[str, Staircase] = field(default_factory=dict)
+    representative: StructuredOutput | None = None
+
+    def pieces(self, unit: str) -> list[str]:
+        """The text of each unit of the representative output (characters, or decoded token pieces)."""
+        rep = self.representative
+        if unit == "chars" or rep is None or rep.token_starts is None:
+            return list(self.text)
+        bounds = [*rep.token_starts, len(rep.text)]
+        return [rep.text[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def revealed(deciding: Sequence[int], j: int) -> int:
@@ -479,7 +489,7 @@ def analyze(
         # Representative text: the most frequent exact spelling of this choice tuple.
         rep_tokens, _ = Counter(o.tokens for o in members).most_common(1)[0]
         rep = next(o for o in members if o.tokens == rep_tokens)
-        target = Target(_target_key(choices), choices, len(members), rep.text)
+        target = Target(_target_key(choices), choices, len(members), rep.text, representative=rep)
         dchars = deciding_chars(template, rep)
         fchars = tuple(a for a, _ in rep.spans or ())
         for unit in units:
@@ -569,36 +579,75 @@ def outputs_from_frame(df: pd.DataFrame) -> list[StructuredOutput]:
     return out
 
 
-def save(result: StructuredResult, run_dir: str | Path, config: dict[str, Any] | None = None) -> Path:
-    """Write outputs.parquet (raw samples), curves.parquet, windows.json, fit.csv and summary.json."""
-    run = Path(run_dir)
-    run.mkdir(parents=True, exist_ok=True)
-    outputs_frame(result.outputs).to_parquet(run / "outputs.parquet", index=False)
-    frames, wins = [], []
+OUTPUTS = "outputs.parquet"
+FIT = "fit.csv"
+SUMMARY = "structured.json"
+
+
+def case_name(target: Target, unit: str) -> str:
+    """Name of the run-directory case holding one staircase."""
+    return f"{target.key} [{unit}]"
+
+
+def write_run(result: StructuredResult, run: RunDir) -> RunDir:
+    """Store a structured-output analysis in a run directory (experiment "structured").
+
+    Curves and windows go through `RunDir` (one case per distinct output and unit; the predicted plateaus
+    in the `exact` column), the raw outputs to outputs.parquet, the plateau fit to fit.csv and the summary
+    to structured.json. `read_run` gives the outputs back, so the analysis can be redone without a model.
+    """
     for tg in result.targets:
         for unit, st in tg.staircases.items():
-            f = st.curve.to_frame()
-            f.insert(0, "unit", unit)
-            f.insert(0, "target", tg.key)
-            f["predicted"] = st.predicted
-            frames.append(f)
-            wins += [{"target": tg.key, "unit": unit, **w.to_dict()} for w in st.windows]
-    if frames:
-        pd.concat(frames, ignore_index=True).to_parquet(run / "curves.parquet", index=False)
-    (run / "windows.json").write_text(json.dumps(wins, indent=1))
-    result.fit.to_csv(run / "fit.csv", index=False)
-    (run / "summary.json").write_text(json.dumps(result.summary, indent=1, default=str))
-    cfg = {"template": result.template.as_text(), **(config or {})}
-    (run / "config.json").write_text(json.dumps(cfg, indent=1, default=str))
+            name = case_name(tg, unit)
+            run.write_curve(name, st.curve, exact=st.predicted)
+            theory = [
+                TheoryInterval(a, b, label=f"blank {m + 1}: {c}")
+                for m, ((a, b), c) in enumerate(zip(st.theory_windows, tg.choices, strict=True))
+            ]
+            run.write_case(
+                name,
+                detected=st.windows,
+                theory=theory,
+                meta={
+                    "title": f"{tg.text!r} ({unit})",
+                    "kind": "structured",
+                    "target": tg.key,
+                    "unit": unit,
+                    "choices": list(tg.choices),
+                    "count": tg.count,
+                    "text": tg.text,
+                    "pieces": tg.pieces(unit),
+                    "deciding": list(st.deciding),
+                    "first_unit": list(st.first_unit),
+                    "sampler": "N samples drawn once; P(output = s | prefix of s) from the samples",
+                    "feature": "tuple of template choices",
+                    "description": "Staircase of one distinct output: predicted plateaus (black) are "
+                    "p(s | choices decided so far); shaded bands are the one-unit windows at the deciding "
+                    "unit of each chosen word.",
+                },
+            )
+    outputs_frame(result.outputs).to_parquet(run.path / OUTPUTS, index=False)
+    result.fit.to_csv(run.path / FIT, index=False)
+    (run.path / SUMMARY).write_text(json.dumps(to_plain(result.summary), indent=1))
     return run
 
 
-def load_outputs(run_dir: str | Path) -> tuple[ChoiceTemplate, list[StructuredOutput], dict[str, Any]]:
-    """Read the template, raw outputs and config back from a run directory (to re-analyze without a model)."""
-    run = Path(run_dir)
-    if not (run / "outputs.parquet").exists() or not (run / "config.json").exists():
-        raise CritwinError(f"run dir {run}: no outputs.parquet/config.json; point at a `critwin structured` "
-                           "run")
-    cfg = json.loads((run / "config.json").read_text())
-    outputs = outputs_from_frame(pd.read_parquet(run / "outputs.parquet"))
-    return ChoiceTemplate.parse(cfg["template"]), outputs, cfg
+def to_plain(obj: Any) -> Any:
+    """JSON-able copy (tuples to lists, numpy scalars to Python, dict keys to strings)."""
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def read_run(run: RunDir) -> tuple[ChoiceTemplate, list[StructuredOutput]]:
+    """The template and the raw outputs of a structured run directory (to re-analyze without a model)."""
+    if run.config.get("experiment") != "structured" or not (run.path / OUTPUTS).is_file():
+        raise CritwinError(f"run dir {run.path}: not a `critwin structured` run (no {OUTPUTS}); pass one")
+    template = ChoiceTemplate.parse(run.config["template"])
+    return template, outputs_from_frame(pd.read_parquet(run.path / OUTPUTS))

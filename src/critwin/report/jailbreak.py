@@ -1,0 +1,202 @@
+"""Report sections of jailbreak runs (experiment "jailbreak"; config "kind" prefill, repeat or detect).
+
+- prefill: P(comply) against the length of the prefill kept, one figure per case, windows marked;
+- repeat: the word × repeat-count grid of P(comply) as a heat map, then the generic per-curve sections;
+- detect: AUROC and TPR at fixed FPRs per split with bootstrap intervals, and ROC curves per split.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from critwin.report.build import case_section, register_sections  # noqa: E402
+from critwin.report.html import Figure, Section, Table  # noqa: E402
+from critwin.report.plots import DETECTED_COLOUR, MEASURED_COLOUR, png_bytes  # noqa: E402
+from critwin.rundir import CaseRecord, RunDir  # noqa: E402
+
+LEVEL = 0.99
+
+
+def prefill_figure(rec: CaseRecord, *, level: float = LEVEL) -> bytes:
+    """PNG: P(comply) with Wilson intervals against the prefill units kept; detected windows shaded."""
+    curve = rec.curve
+    fig, ax = plt.subplots(figsize=(8.6, 3.6))
+    if curve is None:
+        ax.text(0.5, 0.5, "no curve stored", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return png_bytes(fig)
+    length = float(rec.meta.get("length", curve.t_max or curve.t.max()))
+    kept = length - curve.t
+    p = curve.p_hat
+    lo, hi = curve.wilson(level)
+    ok = curve.n_valid > 0
+    ax.fill_between(kept[ok], lo[ok], hi[ok], color=MEASURED_COLOUR, alpha=0.18, lw=0, step=None)
+    ax.plot(kept[ok], p[ok], "o-", ms=3.5, color=MEASURED_COLOUR, label=f"P(comply), {level:.0%} Wilson band")
+    for i, w in enumerate(rec.detected):
+        ax.axvspan(length - w.t_hi, length - w.t_lo, color=DETECTED_COLOUR, alpha=0.2, lw=0,
+                   label="detected window" if i == 0 else None)
+    prefill = str(rec.meta.get("prefill", ""))
+    unit = rec.meta.get("unit", curve.time_unit)
+    if unit == "chars" and 0 < len(prefill) <= 90:
+        ax.set_xticks(np.arange(len(prefill)) + 0.5, [c if c.strip() else "·" for c in prefill], fontsize=7,
+                      family="monospace")
+    ax.set_xlim(-0.5, length + 0.5)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel(f"prefill {unit} kept" + ("; tick labels: the character added" if unit == "chars" else ""))
+    ax.set_ylabel("P(comply)")
+    ax.legend(fontsize=7, loc="lower right")
+    return png_bytes(fig)
+
+
+def _prefill_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
+    rows = []
+    for rec in cases:
+        c = rec.curve
+        if c is None:
+            continue
+        length = rec.meta.get("length")
+        big = max(rec.detected, key=lambda w: w.jump, default=None)
+        where = "none"
+        if big is not None and length is not None:
+            a, b = int(length - big.t_hi), int(length - big.t_lo)
+            pre = str(rec.meta.get("prefill", ""))
+            text = f" ({pre[:a]!r} → {pre[:b]!r})" if rec.meta.get("unit") == "chars" else ""
+            where = f"{a} → {b} {rec.meta.get('unit')}{text}, jump {big.jump:.2f}"
+        p = c.p_hat
+        none_kept = f"{p[-1]:.2f}" if c.n_valid[-1] else None
+        all_kept = f"{p[0]:.2f}" if c.n_valid[0] else None
+        rows.append([rec.name, none_kept, all_kept, where, int(c.n_failed.sum())])
+    overview = Section(
+        "Prefill attack: overview",
+        "Each case starts the assistant turn with a growing part of the prefill and judges K continuations. "
+        "A window is a short stretch of prefill over which P(comply) jumps.",
+        [Table(["case", "P(comply) without prefill", "with the full prefill", "largest window (kept)",
+                "unclear / failed"], rows)],
+    )
+    sections = [overview]
+    for rec in cases:
+        det = Table(["", ""], [["prompt", rec.meta.get("prompt")], ["prefill", rec.meta.get("prefill")],
+                               ["continuations per cut", rec.meta.get("n")]])
+        fig = Figure(prefill_figure(rec), alt=f"P(comply) against prefill length for {rec.name}")
+        sections.append(Section(str(rec.meta.get("title", rec.name)), "", [det], [fig]))
+    return sections
+
+
+def grid_figure(table: pd.DataFrame) -> bytes:
+    """Heat map of P(comply) with rows (request, word) and columns repeat counts."""
+    piv = table.pivot_table(index=["request", "word"], columns="repeats", values="p_comply")
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * piv.shape[1], 0.9 + 0.35 * piv.shape[0]))
+    im = ax.imshow(piv.to_numpy(float), vmin=0, vmax=1, cmap="magma", aspect="auto")
+    ax.set_xticks(range(piv.shape[1]), [str(c) for c in piv.columns])
+    ax.set_yticks(range(piv.shape[0]), [f"{r} × {w}" for r, w in piv.index], fontsize=7)
+    ax.set_xlabel("repeat count")
+    fig.colorbar(im, ax=ax, label="P(comply)")
+    return png_bytes(fig)
+
+
+def _repeat_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
+    sections = []
+    path = run.path / "repeat_grid.csv"
+    if path.is_file():
+        table = pd.read_csv(path)
+        rows = [
+            [r.request, r.word, r.repeats, r.n_comply, r.n_refuse, r.n_unclear,
+             None if not math.isfinite(r.p_comply) else f"{r.p_comply:.2f} [{r.ci_lo:.2f}, {r.ci_hi:.2f}]"]
+            for r in table.itertuples(index=False)
+        ]
+        sections.append(Section(
+            "Repeated-word attack: grid",
+            "Each request is sent with a word repeated r times; cells are P(comply) with 95% Wilson "
+            "intervals. Curves below count refusals as kept, so a window is where refusals break down as "
+            "r grows.",
+            [Table(["request", "word", "repeats", "comply", "refuse", "unclear", "P(comply)"], rows)],
+            [Figure(grid_figure(table), alt="P(comply) over words and repeat counts")],
+        ))
+    sections += [case_section(rec) for rec in cases]
+    return sections
+
+
+def roc_figure(per_stat: dict, title: str) -> bytes:
+    """ROC curves of every statistic of one split (likelihood ratios solid, single-model baselines dashed)."""
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    for name, e in per_stat.items():
+        if not isinstance(e, dict) or "roc" not in e:
+            continue
+        ls = "-" if name.startswith("lr_") else "--"
+        ax.plot(e["roc"]["fpr"], e["roc"]["tpr"], ls, lw=1.3, label=f"{name} ({e['auroc']:.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
+    ax.set_xscale("symlog", linthresh=0.01)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false-positive rate (benign flagged)")
+    ax.set_ylabel("true-positive rate (jailbreaks caught)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, loc="lower right")
+    return png_bytes(fig)
+
+
+def _fmt_ci(e: dict, key: str) -> str | None:
+    if key not in e or e[key] is None:
+        return None
+    ci = e.get(key + "_ci")
+    return f"{e[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+def _detect_sections(run: RunDir) -> list[Section]:
+    path = run.path / "metrics.json"
+    if not path.is_file():
+        return [Section("Jailbreak detection", "metrics.json is missing from this run directory.")]
+    metrics = json.loads(path.read_text())
+    fpr_keys = sorted({k for per in metrics["splits"].values() if isinstance(per, dict)
+                       for e in per.values() if isinstance(e, dict)
+                       for k in e if k.startswith("tpr_at_") and not k.endswith("_ci")},
+                      key=lambda k: float(k.split("_")[2].removesuffix("pct")))
+    sections = []
+    for split, per in metrics["splits"].items():
+        if "skipped" in per:
+            sections.append(Section(f"Split {split}", f"Skipped: {per['skipped']}"))
+            continue
+        rows = []
+        for stat, e in per.items():
+            if "skipped" in e:
+                rows.append([stat, e["skipped"], *[None] * (len(fpr_keys) + 1)])
+                continue
+            rows.append([stat, _fmt_ci(e, "auroc"), *[_fmt_ci(e, k) for k in fpr_keys],
+                         f"{e['n_pos']} / {e['n_neg']} ({e['negatives']})"])
+        level = metrics.get("level", 0.95)
+        cols = ["statistic", "AUROC", *[k.replace("_", " ") for k in fpr_keys], "jailbreaks / benign"]
+        caption = (f"Bootstrap {level:.0%} intervals ({metrics.get('n_boot')} resamples). Every score is "
+                   "oriented so that higher means jailbreak.")
+        table = Table(cols, rows, caption=caption)
+        fig = Figure(roc_figure(per, f"split {split}"), alt=f"ROC curves of split {split}")
+        sections.append(Section(f"Split {split}", "", [table], [fig]))
+    desc = [[k, v] for k, v in metrics.get("statistics", {}).items()]
+    skipped = metrics.get("skip_reasons") or {}
+    intro = (
+        "Per-token log-probabilities (raw log-softmax at temperature 1) of the prompt and the completion, "
+        "located through each model's chat template, under an aligned and an unaligned model. "
+        f"Rows skipped: {metrics.get('skipped_rows', 0)}"
+        + (" (" + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + ")" if skipped else "") + "."
+    )
+    head = Section("Jailbreak detection: likelihood ratio", intro, [Table(["statistic", "definition"], desc)])
+    return [head, *sections]
+
+
+@register_sections("jailbreak", replace_cases=True)
+def jailbreak_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
+    """Sections for the run's kind (prefill, repeat or detect)."""
+    kind = run.config.get("kind")
+    if kind == "detect":
+        return _detect_sections(run)
+    if kind == "repeat":
+        return _repeat_sections(run, cases)
+    return _prefill_sections(run, cases)
