@@ -8,10 +8,10 @@
    scan). Holm's step-down correction over all gaps and block lengths keeps the chance of reporting any
    window on a flat curve at most 1 − level (family-wise, up to the normal approximation).
 2. Runs of flagged gaps (joined when closer than the largest block length) form candidate windows; each
-   is trimmed to the transition by moving out points still consistent with the plateau on either side,
-   and split at any interior plateau: a stretch of points homogeneous by a chi-square test whose level
-   lies significantly below the point before it and above the point after it (Bonferroni-corrected), when
-   both parts would be windows of at least `min_jump`.
+   is trimmed to the transition by moving out points that are not both significantly and by at least
+   `edge_frac` (10%) of the drop off the plateau on either side (like a 10–90% rise time),
+   and cut at interior plateaus: homogeneous stretches (chi-square test) between sharp steps (a
+   significant drop between two neighbouring points, Holm-corrected).
 3. Explicit thresholds: a window is reported when the drop between the pooled plateau levels on its two
    sides is at least `min_jump` and significant.
 
@@ -21,6 +21,8 @@ Wilson intervals). `paper_rule_windows` implements the rule of Li, Karan & Chen'
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -178,72 +180,102 @@ def _runs(flags: np.ndarray, join: int) -> list[list[int]]:
     return out
 
 
-def _split(
-    a: int, b: int, k: np.ndarray, n: np.ndarray, alpha: float, min_jump: float
-) -> list[tuple[int, int]]:
-    """Split the stretch [a, b] at the longest interior plateau [c, e] (e > c): points homogeneous by a
-    chi-square test at alpha, with the point before it significantly above and the point after it
-    significantly below its pooled level (Bonferroni over the candidates), and both parts dropping by at
-    least min_jump (from p_a to the plateau, from the plateau to p_b). Recurse on [a, c] and [e, b]."""
-    ck = np.concatenate([[0.0], np.cumsum(k)])
-    cn = np.concatenate([[0.0], np.cumsum(n)])
-    ck2 = np.concatenate([[0.0], np.cumsum(k * k / n)])
-    best: tuple[int, int] | None = None
-    # Bonferroni over the candidate plateaus: on a smooth ramp some short stretch looks flat by chance.
-    inner = b - a - 1
-    alpha_edge = alpha / max(1, inner * (inner - 1) // 2)
-    for c in range(a + 1, b - 1):
-        for e in range(b - 1, c, -1):
-            if best is not None and e - c <= best[1] - best[0]:
-                break
-            kk, nn = ck[e + 1] - ck[c], cn[e + 1] - cn[c]
-            pbar = kk / nn
-            if k[a] / n[a] - pbar < min_jump or pbar - k[b] / n[b] < min_jump:
-                continue
-            if 0.0 < pbar < 1.0:
-                x2 = (ck2[e + 1] - ck2[c] - kk * kk / nn) / (pbar * (1.0 - pbar))
-                if stats.chi2.sf(x2, e - c) < alpha:
-                    continue
-            if (
-                drop_p_value(k[c - 1], n[c - 1], kk, nn) < alpha_edge
-                and drop_p_value(kk, nn, k[e + 1], n[e + 1]) < alpha_edge
-            ):
-                best = (c, e)
-                break
-    if best is None:
+class _Pooled:
+    """Pooled counts and chi-square homogeneity of stretches [i, j] of points (via cumulative sums)."""
+
+    def __init__(self, k: np.ndarray, n: np.ndarray):
+        self.ck = np.concatenate([[0.0], np.cumsum(k)])
+        self.cn = np.concatenate([[0.0], np.cumsum(n)])
+        self.ck2 = np.concatenate([[0.0], np.cumsum(k * k / n)])
+
+    def counts(self, i: int, j: int) -> tuple[float, float]:
+        return self.ck[j + 1] - self.ck[i], self.cn[j + 1] - self.cn[i]
+
+    def homogeneous(self, i: int, j: int, alpha: float) -> bool:
+        """Chi-square test of "all points in [i, j] share one P(kept)" not rejected at alpha."""
+        if j <= i:
+            return True
+        kk, nn = self.counts(i, j)
+        pbar = kk / nn
+        if not 0.0 < pbar < 1.0:
+            return True
+        x2 = (self.ck2[j + 1] - self.ck2[i] - kk * kk / nn) / (pbar * (1.0 - pbar))
+        return bool(stats.chi2.sf(x2, j - i) >= alpha)
+
+
+def _split(a: int, b: int, k: np.ndarray, n: np.ndarray, alpha: float) -> list[tuple[int, int]]:
+    """Cut the stretch [a, b] into windows at interior plateaus between sharp steps.
+
+    A gap (g, g+1) is a sharp step when P(kept) drops significantly between the two neighbouring points
+    (Holm over the gaps of the stretch). Between two sharp steps, a stretch of points that is
+    homogeneous (chi-square at alpha) is a plateau: the windows end and start there. Homogeneous stretches
+    before the first or after the last sharp step are plateau points too and are cut off. A smooth ramp has
+    either no sharp steps (few draws) or no homogeneous stretch between them (many draws), so it stays one
+    window."""
+    if b - a < 2:
         return [(a, b)]
-    c, e = best
-    return _split(a, c, k, n, alpha, min_jump) + _split(e, b, k, n, alpha, min_jump)
+    gaps = np.arange(a, b)
+    sharp = [
+        int(g) for g in gaps[holm_reject(drop_p_value(k[gaps], n[gaps], k[gaps + 1], n[gaps + 1]), alpha)]
+    ]
+    if not sharp:
+        return [(a, b)]
+    pool = _Pooled(k, n)
+    start = sharp[0] if pool.homogeneous(a, sharp[0], alpha) else a
+    parts: list[tuple[int, int]] = []
+    for g, nxt in zip(sharp[:-1], sharp[1:], strict=True):
+        if nxt > g + 1 and pool.homogeneous(g + 1, nxt, alpha):
+            parts.append((start, g + 1))
+            start = nxt
+    last = sharp[-1]
+    parts.append((start, last + 1 if pool.homogeneous(last + 1, b, alpha) else b))
+    return parts
 
 
-def detect_windows(curve: Curve, *, level: float = 0.99, min_jump: float = 0.2) -> list[Window]:
+def detect_windows(
+    curve: Curve, *, level: float = 0.99, min_jump: float = 0.2, edge_frac: float = 0.1
+) -> list[Window]:
     """Windows of `curve`: stretches [t_lo, t_hi] over which P(kept) drops, in increasing t.
 
     A gap between neighbouring points is flagged when a one-sided two-proportion test of the pooled
     blocks of g points on either side (g = 1, 2, 4, 8) shows a drop, with Holm's correction over all gaps
     and block lengths at family-wise level `level` (so a flat curve gets a spurious window with
-    probability ≤ 1 − level). Runs of flagged gaps are trimmed to the transition: a point still consistent
-    (one-sided test at 1 − level) with the pooled plateau before the run, or after it, is moved out. The
-    window's t_lo is then the last point of the upper plateau and t_hi the first of the lower one;
+    probability ≤ 1 − level). Runs of flagged gaps are trimmed to the transition: a point is moved out
+    unless it is both significantly (one-sided test at 1 − level) and by at least `edge_frac` of the run's
+    drop off the pooled plateau before the run (or after it), and cut at interior plateaus between sharp
+    steps. The window's t_lo is then the last point of the upper plateau and t_hi the first of the lower;
     p_before / p_after are the pooled levels of those plateaus (up to the neighbouring windows), jump their
     difference with Newcombe's interval, p_value their one-sided test. Windows with jump < `min_jump` or
     p_value ≥ 1 − level are dropped. Points without valid draws are ignored."""
     _check(curve, level)
     if not 0.0 <= min_jump <= 1.0:
         raise CritwinError(f"min_jump={min_jump} must lie in [0, 1] (a difference of probabilities)")
+    if not 0.0 <= edge_frac < 0.5:
+        raise CritwinError(f"edge_frac={edge_frac} must lie in [0, 0.5) (share of the drop left outside)")
     use = np.flatnonzero(curve.n_valid > 0)
     t, k, n = curve.t[use], curve.n_kept[use].astype(float), curve.n_valid[use].astype(float)
     alpha = 1.0 - level
     comps = _runs(_moving_tests(k, n, alpha), join=max(bandwidths(len(k))))
 
-    # Trim each run to the transition: a leading point still consistent with the plateau before the run
-    # (pooled from the previous run's end) belongs to that plateau, not to the window; same at the far end.
+    # Trim each run to the transition. A point belongs to the plateau before the run (pooled from the
+    # previous run's end) unless it lies significantly below it AND by at least edge_frac of the run's
+    # drop (an explicit margin, like a 10-90% rise time: without it, with many draws, the edge would
+    # move to wherever the curve first deviates by a detectable hair). Same at the far end.
+    bounds = [
+        (comps[c - 1][1] if c else 0, comps[c + 1][0] if c + 1 < len(comps) else len(k) - 1)
+        for c in range(len(comps))
+    ]
+    margins = []
+    for (a, b), (start, stop) in zip(comps, bounds, strict=True):
+        drop = k[start : a + 1].sum() / n[start : a + 1].sum() - k[b : stop + 1].sum() / n[b : stop + 1].sum()
+        margins.append(edge_frac * max(drop, 0.0))
     for c, comp in enumerate(comps):
         start = comps[c - 1][1] if c else 0
         a, b = comp
         while b - a > 1:
             k_pl, n_pl = k[start : a + 1].sum(), n[start : a + 1].sum()
-            if drop_p_value(k_pl, n_pl, k[a + 1], n[a + 1]) < alpha:
+            below = k_pl / n_pl - k[a + 1] / n[a + 1]
+            if below >= margins[c] and drop_p_value(k_pl, n_pl, k[a + 1], n[a + 1]) < alpha:
                 break
             a += 1
         comp[0] = a
@@ -252,11 +284,12 @@ def detect_windows(curve: Curve, *, level: float = 0.99, min_jump: float = 0.2) 
         stop = comps[c + 1][0] if c + 1 < len(comps) else len(k) - 1
         while b - a > 1:
             k_pl, n_pl = k[b : stop + 1].sum(), n[b : stop + 1].sum()
-            if drop_p_value(k[b - 1], n[b - 1], k_pl, n_pl) < alpha:
+            above = k[b - 1] / n[b - 1] - k_pl / n_pl
+            if above >= margins[c] and drop_p_value(k[b - 1], n[b - 1], k_pl, n_pl) < alpha:
                 break
             b -= 1
         comps[c][1] = b
-    comps = [list(w) for a, b in comps for w in _split(a, b, k, n, alpha, min_jump)]
+    comps = [list(w) for a, b in comps for w in _split(a, b, k, n, alpha)]
 
     out = []
     for c, (a, b) in enumerate(comps):
@@ -298,3 +331,40 @@ def paper_rule_windows(
     if len(d) == 0 or np.any(-d > max_drop):
         return []
     return [_window(t, k, n, i, i + 1, level, "paper") for i in np.flatnonzero(d > threshold)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Comparing measured windows with predicted ones
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WindowAgreement:
+    """How detected windows sit relative to predicted ones (all in forward time t).
+
+    outside[i]: how far detected window i sticks out of the nearest predicted window (0 when inside it).
+    hits[j]: number of detected windows overlapping predicted window j (a window can be seen in parts).
+    edge_error[j]: (lo, hi) offsets of the union of those detected windows from predicted window j's edges
+    (detected − predicted), None when none overlaps.
+    """
+
+    outside: tuple[float, ...]
+    hits: tuple[int, ...]
+    edge_error: tuple[tuple[float, float] | None, ...]
+
+    def agrees(self, tol: float) -> bool:
+        """Every detected window lies within `tol` of a predicted one, and every predicted one is hit."""
+        return all(o <= tol for o in self.outside) and all(h > 0 for h in self.hits)
+
+
+def window_agreement(
+    predicted: Sequence[tuple[float, float]], detected: Sequence[tuple[float, float]]
+) -> WindowAgreement:
+    """Compare detected windows [t_lo, t_hi] with predicted ones [lo, hi] (see `WindowAgreement`)."""
+    outside = tuple(
+        min((max(0.0, lo - a, b - hi) for lo, hi in predicted), default=math.inf) for a, b in detected
+    )
+    hits, errors = [], []
+    for lo, hi in predicted:
+        over = [(a, b) for a, b in detected if a <= hi and b >= lo]
+        hits.append(len(over))
+        errors.append(None if not over else (min(a for a, _ in over) - lo, max(b for _, b in over) - hi))
+    return WindowAgreement(outside, tuple(hits), tuple(errors))

@@ -1,0 +1,132 @@
+"""Figures for reports (matplotlib, Agg backend, PNG bytes).
+
+`curve_figure` draws one case: measured P(kept) with its Wilson intervals, the exact curve, the theory's
+windows shaded and the detected windows marked. The x axis is forward time t (t grows with degradation);
+for token curves a second axis shows the fraction of the text kept, 1 − t/t_max.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: never open a window, never need a display
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from critwin.rundir import CaseRecord  # noqa: E402
+
+THEORY_COLOUR = "#f2b134"
+DETECTED_COLOUR = "#c0392b"
+MEASURED_COLOUR = "#1f4e9c"
+EXACT_COLOUR = "#222222"
+UNIT_NAMES = {"ou": "OU time t", "tokens": "tokens removed t", "mask": "masking time t"}
+
+
+def png_bytes(fig: plt.Figure) -> bytes:
+    """Render a figure to PNG bytes and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def curve_figure(rec: CaseRecord, *, level: float = 0.99, title: str | None = None) -> bytes:
+    """PNG of one case: measured P(kept) ± `level` Wilson intervals, exact curve, theory windows (shaded
+    bands, with edge uncertainty hatched where the theory used Monte Carlo), detected windows (red bars
+    above the curve and dashed edges)."""
+    curve = rec.curve
+    fig, ax = plt.subplots(figsize=(8.6, 4.0))
+    if curve is None:
+        ax.text(0.5, 0.5, "no curve stored for this case", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        return png_bytes(fig)
+    t = curve.t
+    p = curve.p_hat
+    lo, hi = curve.wilson(level)
+    span = float(t.max() - t.min()) if len(t) > 1 else 1.0
+    x_lo, x_hi = float(t.min()) - 0.02 * span, float(t.max()) + 0.02 * span
+
+    for i, w in enumerate(rec.theory):
+        a, b = max(w.lo, x_lo), min(w.hi, x_hi)
+        if b > a:
+            ax.axvspan(a, b, color=THEORY_COLOUR, alpha=0.28, lw=0, label="theory window" if i == 0 else None)
+        for iv in (w.lo_interval, w.hi_interval):
+            if iv is not None and iv[1] > iv[0] and math.isfinite(iv[0]) and math.isfinite(iv[1]):
+                ax.axvspan(iv[0], iv[1], color=THEORY_COLOUR, alpha=0.5, lw=0, hatch="///", fill=False)
+
+    if rec.exact is not None and np.any(np.isfinite(rec.exact)):
+        ok = np.isfinite(rec.exact)
+        step = curve.time_unit == "tokens"
+        ax.plot(
+            t[ok],
+            rec.exact[ok],
+            color=EXACT_COLOUR,
+            lw=1.6,
+            label="exact",
+            drawstyle="steps-mid" if step else "default",
+            zorder=3,
+        )
+    valid = curve.n_valid > 0
+    ax.errorbar(
+        t[valid],
+        p[valid],
+        yerr=np.clip([p[valid] - lo[valid], hi[valid] - p[valid]], 0.0, None),
+        fmt="o",
+        ms=3.2,
+        color=MEASURED_COLOUR,
+        ecolor=MEASURED_COLOUR,
+        elinewidth=0.9,
+        capsize=1.5,
+        alpha=0.9,
+        label=f"measured ({int(round(level * 100))}% Wilson)",
+        zorder=4,
+    )
+    for i, w in enumerate(rec.detected):
+        ax.plot(
+            [w.t_lo, w.t_hi],
+            [1.075, 1.075],
+            color=DETECTED_COLOUR,
+            lw=5,
+            solid_capstyle="butt",
+            label="detected window" if i == 0 else None,
+            zorder=5,
+        )
+        for x in (w.t_lo, w.t_hi):
+            ax.axvline(x, color=DETECTED_COLOUR, ls="--", lw=0.9, alpha=0.8, zorder=2)
+    failed = curve.n_failed > 0
+    if np.any(failed):
+        ax.plot(t[failed], np.full(failed.sum(), -0.06), "x", color="#7f7f7f", ms=4, label="has failed draws")
+
+    ax.set_xlim(x_lo, x_hi)
+    ax.set_ylim(-0.1, 1.13)
+    ax.set_ylabel("P(feature kept)")
+    ax.set_xlabel(UNIT_NAMES.get(curve.time_unit, f"t ({curve.time_unit})") + "  →  more degraded")
+    ax.grid(alpha=0.25)
+    if curve.time_unit == "tokens" and curve.t_max:
+        tm = float(curve.t_max)
+        sec = ax.secondary_xaxis("top", functions=(lambda x: 1 - x / tm, lambda f: tm * (1 - f)))
+        sec.set_xlabel("fraction of text kept")
+    if title:
+        ax.set_title(title, fontsize=11, loc="left")
+    ax.legend(loc="lower left", fontsize=8, framealpha=0.9, ncol=2)
+    return png_bytes(fig)
+
+
+def summary_figure(names: Sequence[str], coverage: Sequence[float], level: float = 0.99) -> bytes:
+    """PNG bar chart of the share of points whose interval contains the exact value, per case."""
+    fig, ax = plt.subplots(figsize=(8.6, 0.5 + 0.42 * len(names)))
+    y = np.arange(len(names))
+    cov = np.array([np.nan if c is None else c for c in coverage], dtype=float)
+    ax.barh(y, np.nan_to_num(cov), color=MEASURED_COLOUR, alpha=0.8)
+    ax.axvline(level, color=DETECTED_COLOUR, ls="--", lw=1, label=f"nominal {level:.0%}")
+    ax.set_yticks(y, names, fontsize=9)
+    ax.set_xlim(0, 1.0)
+    ax.set_xlabel("coverage: share of points whose interval contains the exact value")
+    ax.invert_yaxis()
+    ax.legend(loc="lower left", fontsize=8)
+    return png_bytes(fig)
