@@ -16,6 +16,7 @@ whole decode, so a step writes one slot instead of re-concatenating the cache.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -179,6 +180,18 @@ class PrefixBank:
         return len(self.keys)
 
 
+_CACHE_KWARG: dict[type, str] = {}
+
+
+def _cache_kwarg(model) -> str:
+    """Name of `model.forward`'s cache argument: "cache" in recent transformers, "past_key_values" before."""
+    name = _CACHE_KWARG.get(type(model))
+    if name is None:
+        params = inspect.signature(model.forward).parameters
+        name = _CACHE_KWARG[type(model)] = "cache" if "cache" in params else "past_key_values"
+    return name
+
+
 def _prefill_group(
     model, seqs: list[tuple[int, ...]], device
 ) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
@@ -192,7 +205,12 @@ def _prefill_group(
     for b, s in enumerate(seqs):
         ids[b, : lens[b]] = torch.tensor(s[:-1], dtype=torch.long)
     cache = DynamicCache()  # plain full layers, also for sliding-window models (we need every position)
-    model(input_ids=ids.to(device), cache=cache, use_cache=True, logits_to_keep=1)
+    model(input_ids=ids.to(device), use_cache=True, logits_to_keep=1, **{_cache_kwarg(model): cache})
+    if not cache.layers:
+        raise CritwinError(
+            f"model {type(model).__name__} did not fill the KV cache it was given; "
+            "shared-prefix resampling needs a standard transformers decoder"
+        )
     for layer in cache.layers:
         if (
             not isinstance(layer, DynamicLayer)
@@ -216,9 +234,9 @@ def _empty_states(model, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
     cache = DynamicCache()
     model(
         input_ids=torch.zeros((1, 1), dtype=torch.long, device=device),
-        cache=cache,
         use_cache=True,
         logits_to_keep=1,
+        **{_cache_kwarg(model): cache},
     )
     return [
         (layer.keys.transpose(1, 2)[0, :0].contiguous(), layer.values.transpose(1, 2)[0, :0].contiguous())
@@ -259,14 +277,23 @@ class _GrowingLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.n
 
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        # Copies only the filled part; the tail of the new buffer stays uninitialised until written.
-        new_k = self.buf_k.new_empty((len(indices), *self.buf_k.shape[1:]))
-        new_v = self.buf_v.new_empty((len(indices), *self.buf_v.shape[1:]))
-        torch.index_select(self.buf_k[:, : self.n], 0, indices, out=new_k[:, : self.n])
-        torch.index_select(self.buf_v[:, : self.n], 0, indices, out=new_v[:, : self.n])
-        self.buf_k, self.buf_v = new_k, new_v
+    def select(self, indices: torch.Tensor, drop_front: int) -> None:
+        """Keep batch rows `indices` and drop the first `drop_front` slots (padding of every kept row).
+
+        Copies only the filled part into a buffer `drop_front` slots shorter; its tail stays uninitialised
+        until written.
+        """
+        cap = self.buf_k.shape[1] - drop_front
+        new_k = self.buf_k.new_empty((len(indices), cap, *self.buf_k.shape[2:]))
+        new_v = self.buf_v.new_empty((len(indices), cap, *self.buf_v.shape[2:]))
+        filled = self.n - drop_front
+        torch.index_select(self.buf_k[:, drop_front : self.n], 0, indices, out=new_k[:, :filled])
+        torch.index_select(self.buf_v[:, drop_front : self.n], 0, indices, out=new_v[:, :filled])
+        self.buf_k, self.buf_v, self.n = new_k, new_v, filled
         self._views()
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.select(indices, 0)
 
 
 class _GrowingCache(DynamicCache):
@@ -275,9 +302,12 @@ class _GrowingCache(DynamicCache):
         self.layers = layers
         self.layer_class_to_replicate = None
 
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
+    def select(self, indices: torch.Tensor, drop_front: int) -> None:
         for layer in self.layers:
-            layer.batch_select_indices(indices)
+            layer.select(indices, drop_front)
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self.select(indices, 0)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -465,9 +495,9 @@ def _step(model, cache, attn, tokens, position, width):
         input_ids=tokens[:, None],
         attention_mask=attn[:, :width],
         position_ids=position[:, None],
-        cache=cache,
         use_cache=True,
         logits_to_keep=1,
+        **{_cache_kwarg(model): cache},
     ).logits[:, -1, :]
 
 
@@ -493,6 +523,7 @@ def _decode_chunk(
     max_steps = max(r.max_new for r in rows)
     cache, attn, tokens, position, s0 = _build_cache(model, bank, rows, max_steps)
     budget = torch.tensor([r.max_new for r in rows], dtype=torch.long, device=device)
+    lead = torch.tensor([s0 - (r.n_keep - 1) for r in rows], dtype=torch.long, device=device)  # padding slots
     eos = torch.tensor(sorted(set(settings.eos_token_ids)), dtype=torch.long, device=device)
     out = torch.zeros((n_rows, max_steps), dtype=torch.long, device=device)
     out_len = torch.zeros(n_rows, dtype=torch.long)
@@ -503,23 +534,21 @@ def _decode_chunk(
     compact_at = max(1, n_rows // 8)
 
     for step in range(max_steps):
-        logits = _step(model, cache, attn, tokens, position, s0 + step + 1)
+        filled = cache.layers[0].n if cache.layers else s0 + step
+        logits = _step(model, cache, attn, tokens, position, filled + 1)
         nxt = sample_tokens(logits, settings, gen)
         hit_eos = torch.isin(nxt, eos) if eos.numel() else torch.zeros_like(done)
         fresh = ~done
-        # Record the token (not eos) of live, unfinished rows.
-        rec = fresh & ~hit_eos
+        rec = fresh & ~hit_eos  # record the token (never eos) of unfinished rows
         out[live[rec], step] = nxt[rec]
         finished_now = fresh & (hit_eos | (budget <= step + 1))
         if stop is not None:
-            cand = (rec & stop_cand[nxt]).nonzero().squeeze(1).tolist()
-            for b in cand:
+            for b in (rec & stop_cand[nxt]).nonzero().squeeze(1).tolist():
                 r = int(live[b])
                 row = rows[r]
                 n_ctx = min(row.stop_context, row.n_keep, stop.window)
                 ctx = list(bank.seqs[row.seq][row.n_keep - n_ctx : row.n_keep])
-                toks = ctx + out[r, : step + 1].tolist()
-                if stop.hit(toks, len(ctx)):
+                if stop.hit(ctx + out[r, : step + 1].tolist(), len(ctx)):
                     finished_now[b] = True
                     reason[r] = "stop_string"
         if bool(finished_now.any()):
@@ -533,17 +562,17 @@ def _decode_chunk(
         if n_done == len(live):
             break
         if n_done >= compact_at:
+            # Drop finished rows, and the leading slots that are padding for every remaining row (rows with
+            # long prefixes tend to finish first, leaving short-prefix rows with wide padding).
             keep = (~done).nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
-            attn = attn.index_select(0, keep)
-            live, budget, position = live[keep], budget[keep], position[keep]
+            drop = int(lead[keep].min())
+            cache.select(keep, drop)
+            attn = attn.index_select(0, keep)[:, drop:]
+            live, budget, position, lead = live[keep], budget[keep], position[keep], lead[keep] - drop
             nxt = nxt[keep]
             done = torch.zeros(len(keep), dtype=torch.bool, device=device)
             compact_at = max(1, len(keep) // 8)
         tokens = nxt
         position = position + 1
-    else:
-        for b in (~done).nonzero().squeeze(1).tolist():
-            out_len[int(live[b])] = max_steps
     out = out.cpu()
     return [Continuation(tuple(out[r, : out_len[r]].tolist()), reason[r]) for r in range(n_rows)]

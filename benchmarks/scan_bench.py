@@ -1,0 +1,277 @@
+"""Benchmark: critwin's shared-prefix resampling vs two plain-transformers ways of doing the same work.
+
+The work: one response of >= 200 tokens, cut at the paper's M = 6 fractions kept (0.05 … 0.9), K = 32
+continuations per cut, temperature 0.6, top-p 0.9, same stop rules and the same length cap for all methods
+(the whole response is capped at `cap` tokens, so an ending after a cut keeping k tokens may add cap - k).
+
+- critwin: `HFSampler.resample` — prompt + response prefilled once, every cut's cache gathered from it,
+  all M·K rows decoded in one batch that drops finished rows.
+- (a) per_cut: the original pipeline's approach — one `model.generate` per cut with
+  num_return_sequences=K, which re-prefills the prefix K times.
+- (b) batched: the best plain-transformers baseline — all M·K rows left-padded into one `generate` call
+  (its max_new_tokens is the largest budget; each row is truncated at its own budget afterwards).
+
+Consistency checks in the same run: under greedy decoding (K = 1) the three methods must give identical
+continuations; under sampling, the first sampled tokens of critwin and each baseline are compared per cut
+with a χ² homogeneity test (summed over cuts) and the mean continuation lengths are reported.
+
+The model is the bundled reasoning model (src/critwin/assets/reasoning_model) when it exists, answering a
+long synthetic sum; otherwise a random-weight model of similar size (said so in the JSON: its response is
+a 240-token sample with eos suppressed, and its continuations stop at its own, random, eos).
+
+Last stdout line: one JSON object with ratio_vs_per_cut, ratio_vs_batched, the wall times, tokens/s and
+the consistency checks. Usage: python benchmarks/scan_bench.py [--smoke] [--k 32] [--random-model]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+import critwin
+from critwin.samplers.hf import PAPER_FRACTIONS, HFSampler, Response, cut_positions, load_causal_lm
+from critwin.samplers.hf_tiny import char_tokenizer, tiny_causal_lm
+
+ASSET = Path(critwin.__file__).parent / "assets" / "reasoning_model"
+TEMPERATURE, TOP_P = 0.6, 0.9
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- model and original response -------------------------------------------------------------------------
+
+
+def bundled_response(min_len: int, cap: int, seed: int):
+    """The bundled model answering long synthetic sums; the first sampled answer of >= min_len tokens."""
+    model, tok = load_causal_lm(ASSET, dtype="float32", device="cpu")
+    sampler = HFSampler(model, tok, temperature=TEMPERATURE, top_p=TOP_P, max_new_tokens=cap)
+    try:
+        from critwin.experiments.arith import NAMES, generate_problems
+
+        prompts = [p.question for p in generate_problems(24, seed, n_terms=(len(NAMES) - 6, len(NAMES)))]
+    except Exception as exc:  # noqa: BLE001 - the task module may change; any long prompt will do
+        log(f"arith problems unavailable ({exc}); using a generic prompt")
+        prompts = ["Add up all numbers from 1 to 40, step by step."] * 8
+    responses = [r for r in sampler.generate_responses(prompts, seed=seed) if isinstance(r, Response)]
+    best = max(responses, key=lambda r: r.length)
+    long_enough = [r for r in responses if r.length >= min_len]
+    return model, tok, (long_enough[0] if long_enough else best), "bundled reasoning model"
+
+
+def random_response(length: int, seed: int, smoke: bool):
+    """A random-weight model of the bundled model's size; a `length`-token response sampled without eos."""
+    tok = char_tokenizer()
+    if smoke:
+        model = tiny_causal_lm(len(tok), seed=seed)
+    else:
+        model = tiny_causal_lm(
+            len(tok),
+            hidden_size=256,
+            num_layers=4,
+            num_heads=8,
+            num_kv_heads=4,
+            intermediate_size=688,
+            init_std=0.05,
+            seed=seed,
+        )
+    sampler = HFSampler(
+        model, tok, temperature=TEMPERATURE, top_p=TOP_P, max_new_tokens=length, eos_token_ids=[], chat=False
+    )
+    x = sampler.generate_responses(["Question: what is 17 + 25? Think step by step.\nAnswer:"], seed=seed)[0]
+    kind = "random-weight fallback (bundled model not found)" if not smoke else "random-weight tiny (smoke)"
+    return model, tok, x, kind
+
+
+# -- the three methods -----------------------------------------------------------------------------------
+
+
+def run_critwin(model, tok, x: Response, kept: list[int], k: int, cap: int, temperature: float, seed: int):
+    sampler = HFSampler(
+        model,
+        tok,
+        temperature=temperature,
+        top_p=TOP_P,
+        max_new_tokens=cap,
+        batch_size=max(256, len(kept) * k),
+    )
+    t0 = time.perf_counter()
+    conts = sampler.resample(x, [x.length - c for c in kept], k, rng=seed)
+    wall = time.perf_counter() - t0
+    return wall, [[c.token_ids for c in per_t] for per_t in conts]
+
+
+def _gen_kwargs(temperature: float, eos: list[int], pad: int) -> dict:
+    kw = dict(eos_token_id=eos, pad_token_id=pad)
+    if temperature > 0:
+        kw.update(do_sample=True, temperature=temperature, top_p=TOP_P, top_k=0)
+    else:
+        kw.update(do_sample=False)
+    return kw
+
+
+def _trim(new_tokens: list[int], budget: int, eos: set[int]) -> tuple[int, ...]:
+    out = []
+    for tkn in new_tokens[:budget]:
+        if tkn in eos:
+            break
+        out.append(tkn)
+    return tuple(out)
+
+
+@torch.inference_mode()
+def run_per_cut(model, x: Response, kept: list[int], k: int, cap: int, temperature: float, eos, pad, seed):
+    full = list(x.prompt_ids + x.response_ids)
+    p = len(x.prompt_ids)
+    torch.manual_seed(seed)
+    outs = []
+    t0 = time.perf_counter()
+    for c in kept:
+        ids = torch.tensor([full[: p + c]])
+        # An explicit mask: without it generate masks every token equal to the pad id, even real ones.
+        g = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            num_return_sequences=k,
+            max_new_tokens=cap - c,
+            **_gen_kwargs(temperature, eos, pad),
+        )
+        outs.append([_trim(row[p + c :].tolist(), cap - c, set(eos)) for row in g])
+    return time.perf_counter() - t0, outs
+
+
+@torch.inference_mode()
+def run_batched(model, x: Response, kept: list[int], k: int, cap: int, temperature: float, eos, pad, seed):
+    full = list(x.prompt_ids + x.response_ids)
+    p = len(x.prompt_ids)
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    prefixes = [full[: p + c] for c in kept for _ in range(k)]
+    width = max(map(len, prefixes))
+    ids = torch.full((len(prefixes), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+    for i, pre in enumerate(prefixes):
+        ids[i, width - len(pre) :] = torch.tensor(pre)
+        mask[i, width - len(pre) :] = 1
+    g = model.generate(
+        ids, attention_mask=mask, max_new_tokens=cap - min(kept), **_gen_kwargs(temperature, eos, pad)
+    )
+    rows = [_trim(g[i, width:].tolist(), cap - kept[i // k], set(eos)) for i in range(len(prefixes))]
+    wall = time.perf_counter() - t0
+    return wall, [rows[j * k : (j + 1) * k] for j in range(len(kept))]
+
+
+# -- consistency -----------------------------------------------------------------------------------------
+
+
+def first_token_pvalue(a: list[list[tuple[int, ...]]], b: list[list[tuple[int, ...]]]) -> float:
+    """χ² homogeneity of the first continuation token (eos/empty as its own cell), summed over cuts."""
+    stat, dof = 0.0, 0
+    for rows_a, rows_b in zip(a, b, strict=True):
+        fa = [r[0] if r else -1 for r in rows_a]
+        fb = [r[0] if r else -1 for r in rows_b]
+        cats = sorted(set(fa) | set(fb))
+        table = np.array([[fa.count(c) for c in cats], [fb.count(c) for c in cats]])
+        if table.shape[1] < 2:
+            continue
+        res = stats.chi2_contingency(table, correction=False)
+        stat, dof = stat + res.statistic, dof + res.dof
+    return float(stats.chi2.sf(stat, dof)) if dof else 1.0
+
+
+def n_tokens(outs) -> int:
+    return int(sum(len(r) for per_cut in outs for r in per_cut))
+
+
+def mean_len(outs) -> float:
+    return float(np.mean([len(r) for per_cut in outs for r in per_cut]))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny model and K=4: checks the script, not speed")
+    ap.add_argument("--k", type=int, default=32)
+    ap.add_argument("--random-model", action="store_true", help="use the random-weight model even if bundled")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    torch.set_grad_enabled(False)
+    k = 4 if args.smoke else args.k
+    min_len = 40 if args.smoke else 200
+    use_bundled = (ASSET / "config.json").is_file() and not args.random_model and not args.smoke
+    if use_bundled:
+        cap = 512
+        model, tok, x, kind = bundled_response(min_len, cap, args.seed)
+    else:
+        cap = 48 if args.smoke else 240
+        model, tok, x, kind = random_response(cap, args.seed, args.smoke)
+    eos = sorted(HFSampler(model, tok).settings.eos_token_ids)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    kept = cut_positions(x.length, PAPER_FRACTIONS)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(
+        f"model: {kind}, {n_params / 1e6:.2f}M params; prompt {len(x.prompt_ids)} + response {x.length} "
+        f"tokens; "
+        f"cuts keep {kept}; K={k}; cap {cap}; threads {torch.get_num_threads()}"
+    )
+
+    # Greedy sanity check first (K = 1): the three methods must agree token for token.
+    g_c = run_critwin(model, tok, x, kept, 1, cap, 0.0, args.seed)[1]
+    g_a = run_per_cut(model, x, kept, 1, cap, 0.0, eos, pad, args.seed)[1]
+    g_b = run_batched(model, x, kept, 1, cap, 0.0, eos, pad, args.seed)[1]
+    greedy_same = sum(g_c[j] == g_a[j] == g_b[j] for j in range(len(kept)))
+
+    t_c, o_c = run_critwin(model, tok, x, kept, k, cap, TEMPERATURE, args.seed)
+    log(f"critwin: {t_c:.2f}s, {n_tokens(o_c)} tokens")
+    t_b, o_b = run_batched(model, x, kept, k, cap, TEMPERATURE, eos, pad, args.seed)
+    log(f"batched generate: {t_b:.2f}s, {n_tokens(o_b)} tokens")
+    t_a, o_a = run_per_cut(model, x, kept, k, cap, TEMPERATURE, eos, pad, args.seed)
+    log(f"per-cut generate: {t_a:.2f}s, {n_tokens(o_a)} tokens")
+
+    result = {
+        "bench": "scan",
+        "model": kind,
+        "model_params": n_params,
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "prompt_tokens": len(x.prompt_ids),
+        "response_tokens": x.length,
+        "M": len(kept),
+        "K": k,
+        "cuts_kept_tokens": kept,
+        "length_cap": cap,
+        "critwin_s": round(t_c, 3),
+        "per_cut_s": round(t_a, 3),
+        "batched_s": round(t_b, 3),
+        "ratio_vs_per_cut": round(t_a / t_c, 2),
+        "ratio_vs_batched": round(t_b / t_c, 2),
+        "tokens_per_s": {
+            "critwin": round(n_tokens(o_c) / t_c, 1),
+            "per_cut": round(n_tokens(o_a) / t_a, 1),
+            "batched": round(n_tokens(o_b) / t_b, 1),
+        },
+        "mean_continuation_tokens": {
+            "critwin": round(mean_len(o_c), 1),
+            "per_cut": round(mean_len(o_a), 1),
+            "batched": round(mean_len(o_b), 1),
+        },
+        "greedy_identical_cuts": f"{greedy_same}/{len(kept)}",
+        "first_token_chi2_p": {
+            "vs_per_cut": round(first_token_pvalue(o_c, o_a), 4),
+            "vs_batched": round(first_token_pvalue(o_c, o_b), 4),
+        },
+        "targets": {"ratio_vs_per_cut": 5.0, "ratio_vs_batched": 1.5},
+    }
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
