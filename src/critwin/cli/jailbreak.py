@@ -95,10 +95,14 @@ def windows(
         case_list = J.load_cases(cases)
     if unit not in ("chars", "tokens"):
         raise CritwinError(f"--unit {unit!r}: use chars or tokens")
+    # Validate every prefill before any loading or decoding (a long prefill fails fast); token cuts need
+    # the model's tokenizer, so they are checked again once it is loaded.
+    if unit == "chars":
+        for c in case_list:
+            J.cut_points(c.prefill, unit, step, max_prefill=max_prefill)
     judge_fn = _judge(judge, judge_model, rubric_file, dtype, device)
     sampler = _sampler(model, dtype, device, temperature, top_p, max_new_tokens, batch_size)
     cont = J.HFContinuer(sampler)
-    # Validate every prefill before any decoding (a long prefill fails fast).
     for c in case_list:
         J.cut_points(c.prefill, unit, step, tokenizer=sampler.tokenizer, max_prefill=max_prefill)
     log(f"{len(case_list)} case(s): {k} continuations per cut ...")

@@ -563,17 +563,22 @@ def outputs_from_frame(df: pd.DataFrame) -> list[StructuredOutput]:
     if not need <= set(df.columns):
         raise CritwinError(f"outputs table lacks columns {sorted(need - set(df.columns))}; it was not "
                            "written by critwin")
+    def opt(v: Any) -> Any:
+        # Missing cells come back as None or NaN depending on the pandas string dtype.
+        return json.loads(v) if isinstance(v, str) else None
+
     out = []
     for r in df.itertuples(index=False):
+        starts, choices, spans = opt(r.token_starts), opt(r.choices), opt(r.spans)
         out.append(
             StructuredOutput(
-                text=r.text,
+                text=str(r.text),
                 tokens=tuple(json.loads(r.tokens)),
-                token_starts=None if r.token_starts is None else tuple(json.loads(r.token_starts)),
-                choices=None if r.choices is None else tuple(json.loads(r.choices)),
-                spans=None if r.spans is None else tuple(tuple(s) for s in json.loads(r.spans)),
-                status=r.status,
-                reason=r.reason or "",
+                token_starts=None if starts is None else tuple(starts),
+                choices=None if choices is None else tuple(choices),
+                spans=None if spans is None else tuple(tuple(s) for s in spans),
+                status=str(r.status),
+                reason=r.reason if isinstance(r.reason, str) else "",
             )
         )
     return out

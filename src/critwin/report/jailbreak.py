@@ -127,7 +127,7 @@ def _repeat_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
 
 def roc_figure(per_stat: dict, title: str) -> bytes:
     """ROC curves of every statistic of one split (likelihood ratios solid, single-model baselines dashed)."""
-    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    fig, ax = plt.subplots(figsize=(7.6, 4.6))
     for name, e in per_stat.items():
         if not isinstance(e, dict) or "roc" not in e:
             continue
@@ -140,7 +140,8 @@ def roc_figure(per_stat: dict, title: str) -> bytes:
     ax.set_xlabel("false-positive rate (benign flagged)")
     ax.set_ylabel("true-positive rate (jailbreaks caught)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), title="statistic (AUROC)",
+              title_fontsize=7)
     return png_bytes(fig)
 
 

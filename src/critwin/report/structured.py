@@ -53,7 +53,8 @@ def staircase_figure(rec: CaseRecord, *, level: float = LEVEL) -> bytes:
     if rec.exact is not None and np.isfinite(rec.exact).any():
         ax.step(j, rec.exact, where="post", color=EXACT_COLOUR, lw=1.2, label="predicted plateau")
     ok = curve.n_valid > 0
-    ax.errorbar(j[ok], p[ok], yerr=[p[ok] - lo[ok], hi[ok] - p[ok]], fmt="o", ms=3.5, color=MEASURED_COLOUR,
+    yerr = np.clip([p[ok] - lo[ok], hi[ok] - p[ok]], 0.0, None)  # rounding can make a bar slightly negative
+    ax.errorbar(j[ok], p[ok], yerr=yerr, fmt="o", ms=3.5, color=MEASURED_COLOUR,
                 ecolor=MEASURED_COLOUR, elinewidth=0.8, capsize=0, label=f"measured ({level:.0%} Wilson)")
     for i, w in enumerate(rec.detected):
         ax.annotate("", xy=(length - w.t_lo, w.p_before), xytext=(length - w.t_hi, w.p_after),
@@ -63,8 +64,8 @@ def staircase_figure(rec: CaseRecord, *, level: float = LEVEL) -> bytes:
     pieces = list(rec.meta.get("pieces") or [])
     if pieces and len(pieces) <= 120:
         # Unit k (0-based) is added between j = k and j = k + 1: label it at k + 0.5.
-        ax.set_xticks(np.arange(len(pieces)) + 0.5, [repr(x)[1:-1] or "·" for x in pieces], rotation=90,
-                      fontsize=7, family="monospace")
+        labels = [repr(x)[1:-1].replace(" ", "␣") or "·" for x in pieces]
+        ax.set_xticks(np.arange(len(pieces)) + 0.5, labels, rotation=90, fontsize=7, family="monospace")
         ax.set_xticks(np.arange(len(pieces) + 1), minor=True)
     ax.set_xlim(-0.5, length + 0.5)
     ax.set_ylim(-0.03, 1.03)
