@@ -168,7 +168,8 @@ def test_statistics_are_oriented_higher_means_jailbreak():
         "aligned_completion_sum": [-30.0, -2.0], "unaligned_completion_sum": [-2.0, -2.0],
         "aligned_prompt_mean": [-1.0, -1.0], "unaligned_prompt_mean": [-1.0, -1.0],
         "aligned_prompt_sum": [-5.0, -5.0], "unaligned_prompt_sum": [-5.0, -5.0],
-        "n_prompt_tokens": [5, 5], "n_completion_tokens": [10, 10],
+        "aligned_prompt_n": [5, 5], "unaligned_prompt_n": [5, 5],
+        "aligned_completion_n": [10, 10], "unaligned_completion_n": [10, 10],
     })
     for name in ("lr_completion_mean", "lr_completion_sum", "lr_total_mean", "lr_total_sum",
                  "nll_aligned_completion"):

@@ -54,9 +54,11 @@ STATISTICS: dict[str, tuple[str, Callable[[pd.DataFrame], pd.Series]]] = {
     ),
     "lr_total_mean": (
         "mean over prompt and completion tokens of log p_unaligned - log p_aligned",
-        lambda d: (d["unaligned_prompt_sum"] + d["unaligned_completion_sum"]
-                   - d["aligned_prompt_sum"] - d["aligned_completion_sum"])
-        / (d["n_prompt_tokens"] + d["n_completion_tokens"]),
+        # Each model's mean over its own tokens (the two tokenizations may differ).
+        lambda d: (d["unaligned_prompt_sum"] + d["unaligned_completion_sum"])
+        / (d["unaligned_prompt_n"] + d["unaligned_completion_n"])
+        - (d["aligned_prompt_sum"] + d["aligned_completion_sum"])
+        / (d["aligned_prompt_n"] + d["aligned_completion_n"]),
     ),
     "lr_total_sum": (
         "sum over prompt and completion tokens of log p_unaligned - log p_aligned",
@@ -310,7 +312,6 @@ def score_examples(
         elif not e.prompt.strip():
             rows[i]["status"] = "skipped: empty prompt"
     token_rows: list[dict[str, Any]] = []
-    counts: dict[str, tuple[int, int]] = {}
     for name, (model, tok) in (("aligned", aligned), ("unaligned", unaligned)):
         live = [i for i, r in enumerate(rows) if r["status"] == "ok"]
         located = {i: locate_segments(tok, examples[i].prompt, examples[i].completion, system=system,
@@ -337,7 +338,6 @@ def score_examples(
                     {"index": i, "model": name, "segment": seg,
                      "token_ids": list(loc.input_ids[a:b]), "logprobs": [float(v) for v in lp[a:b]]}
                 )
-            counts[f"{name}:{i}"] = (rows[i][f"{name}_prompt_n"], rows[i][f"{name}_completion_n"])
     for r in rows:
         if r["status"] == "ok":
             if r["aligned_completion_n"] == 0 or r["unaligned_completion_n"] == 0:
@@ -345,7 +345,8 @@ def score_examples(
             r["n_prompt_tokens"] = r.get("aligned_prompt_n", 0)
             r["n_completion_tokens"] = r.get("aligned_completion_n", 0)
     table = pd.DataFrame(rows)
-    for col in [f"{m}_{s}_{k}" for m in ("aligned", "unaligned") for s in SEGMENTS for k in ("sum", "mean")]:
+    models = ("aligned", "unaligned")
+    for col in [f"{m}_{s}_{k}" for m in models for s in SEGMENTS for k in ("sum", "mean", "n")]:
         if col not in table:
             table[col] = np.nan
     for col in ("n_prompt_tokens", "n_completion_tokens"):

@@ -164,30 +164,42 @@ def draw_outputs(
 # The prefix-conditional estimator
 # ----------------------------------------------------------------------------------------------------------
 class PrefixIndex:
-    """A trie over sample sequences with the label counts of all samples below each node.
+    """The N sample sequences as one padded integer array, with their labels, for prefix counting.
 
     `counts_along(seq)` returns, for j = 0..len(seq), the Counter of labels of the samples whose sequence
-    starts with seq[:j] (None = a sample whose label could not be read). Built once, queried per target.
+    starts with seq[:j] (None = a sample whose label could not be read). Built once, queried per target:
+    each query compares all samples with seq at once (O(N · len(seq)) vectorised, O(N · L) memory), which
+    stays small where a trie over 10^4 samples × 10^2 characters would need millions of nodes.
     """
 
     def __init__(self, sequences: Sequence[Sequence[Hashable]], labels: Sequence[Hashable | None]) -> None:
         if len(sequences) != len(labels):
             raise CritwinError("sequences and labels must have equal lengths")
-        self._root: list[Any] = [{}, Counter()]
-        for seq, lab in zip(sequences, labels, strict=True):
-            node = self._root
-            node[1][lab] += 1
-            for tok in seq:
-                node = node[0].setdefault(tok, [{}, Counter()])
-                node[1][lab] += 1
+        self._vocab: dict[Hashable, int] = {}
+        width = max((len(q) for q in sequences), default=0)
+        arr = np.full((len(sequences), width), -1, dtype=np.int64)  # -1 pads past each sample's end
+        for i, seq in enumerate(sequences):
+            arr[i, : len(seq)] = [self._vocab.setdefault(tok, len(self._vocab)) for tok in seq]
+        self._arr = arr
+        codes: dict[Hashable | None, int] = {}
+        self._codes = np.array([codes.setdefault(lab, len(codes)) for lab in labels], dtype=np.int64)
+        self._labels: list[Hashable | None] = list(codes)
 
     def counts_along(self, seq: Sequence[Hashable]) -> list[Counter]:
         """Label counts of the samples starting with seq[:j], for j = 0..len(seq)."""
-        out = [self._root[1]]
-        node: list[Any] | None = self._root
-        for tok in seq:
-            node = node[0].get(tok) if node is not None else None
-            out.append(node[1] if node is not None else Counter())
+        m = len(seq)
+        target = np.array([self._vocab.get(tok, -2) for tok in seq], dtype=np.int64)  # -2 matches nothing
+        w = min(m, self._arr.shape[1])
+        eq = self._arr[:, :w] == target[:w]
+        # Length of the common prefix of each sample with seq (w when they agree on all w positions).
+        lcp = np.where(eq.all(axis=1), w, eq.argmin(axis=1)) if w else np.zeros(len(self._arr), np.int64)
+        k = len(self._labels)
+        hist = np.bincount(self._codes * (m + 1) + lcp, minlength=k * (m + 1)).reshape(k, m + 1)
+        at_least = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1]  # per label: samples with common prefix >= j
+        out = []
+        for j in range(m + 1):
+            col = at_least[:, j]
+            out.append(Counter({self._labels[c]: int(col[c]) for c in np.flatnonzero(col)}))
         return out
 
 
