@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from critwin.cli.app import app, emit_json, log
+from critwin.errors import CritwinError
 
 
 @app.command("demo")
@@ -22,6 +23,14 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Run the built-in demo (Gaussian diffusion + toy language) and write index.html and summary.json."""
+    # Check the arguments before the (slow) scientific imports so that mistakes fail fast.
+    for name, value in (("n", n), ("n_language", n_language)):
+        if value < 1:
+            raise CritwinError(f"{name}={value} must be a whole number >= 1 (resamples per t)")
+    if seed < 0:
+        raise CritwinError(f"seed={seed} must be a whole number >= 0")
+    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CritwinError(f"--out {out} exists and is not an empty folder; choose a new folder")
     from critwin.experiments.demo import run_demo
 
     folder = Path(tempfile.mkdtemp(prefix="critwin-demo-")) if out is None else out

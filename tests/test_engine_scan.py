@@ -1,0 +1,200 @@
+"""scan / Curve: batching, counting, intervals, merging, on-disk form and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from critwin.errors import CritwinError
+from critwin.samplers.base import Failure
+from critwin.scan import Curve, decode_label, encode_label, scan, wilson_interval
+
+
+class ScriptedSampler:
+    """Returns draw j at time t as the integer (t, j) -> 10*t + j; counts the backend calls."""
+
+    time_unit = "tokens"
+    t_max = 10.0
+
+    def __init__(self, fail_every: int = 0):
+        self.calls: list[tuple[list[float], int]] = []
+        self.fail_every = fail_every
+
+    def sample(self, n, rng):
+        return [0] * n
+
+    def forward_reverse(self, x, ts, n, rng):
+        self.calls.append((list(ts), n))
+        out = []
+        for t in ts:
+            row = []
+            for j in range(n):
+                if self.fail_every and j % self.fail_every == 0:
+                    row.append(Failure("engine error"))
+                else:
+                    row.append(int(10 * t + j))
+            out.append(row)
+        return out
+
+
+class CoinSampler:
+    """Each draw keeps the feature with probability p(t) = 1 - t / t_max (Bernoulli)."""
+
+    time_unit = "ou"
+    t_max = 4.0
+
+    def sample(self, n, rng):
+        return [True] * n
+
+    def forward_reverse(self, x, ts, n, rng):
+        return [list(rng.random(n) < 1 - t / self.t_max) for t in ts]
+
+
+def parity(sample: int) -> str:
+    return "even" if sample % 2 == 0 else "odd"
+
+
+def test_wilson_matches_scipy():
+    for k, n in [(0, 10), (3, 10), (10, 10), (57, 200), (199, 200), (1, 1)]:
+        for level in (0.9, 0.95, 0.99):
+            lo, hi = wilson_interval(k, n, level)
+            ref = stats.binomtest(k, n).proportion_ci(level, method="wilson")
+            assert float(lo) == pytest.approx(ref.low, abs=1e-12)
+            assert float(hi) == pytest.approx(ref.high, abs=1e-12)
+    lo, hi = wilson_interval(0, 0)
+    assert np.isnan(lo) and np.isnan(hi)
+
+
+def test_scan_batches_everything_in_one_call_and_counts_exactly():
+    s = ScriptedSampler()
+    curve = scan(s, 0, [3, 1, 2], 5, parity, seed=0)
+    assert len(s.calls) == 1 and s.calls[0] == ([3.0, 1.0, 2.0], 5)
+    assert list(curve.t) == [1.0, 2.0, 3.0]  # sorted
+    # reference = parity(0) = "even"; draws at t are 10t + j, j = 0..4 -> even for j = 0, 2, 4
+    assert list(curve.n_kept) == [3, 3, 3]
+    assert list(curve.n_valid) == [5, 5, 5]
+    assert list(curve.n_failed) == [0, 0, 0]
+    assert curve.label_counts[0] == {"even": 3, "odd": 2}
+    assert np.allclose(curve.p_hat, 0.6)
+    assert curve.reference == "even" and curve.time_unit == "tokens" and curve.t_max == 10.0
+
+
+def test_failures_and_unreadable_samples_are_counted_separately():
+    s = ScriptedSampler(fail_every=3)  # draws 0, 3 fail in the backend
+
+    def feature(sample):
+        return None if sample % 5 == 1 else parity(sample)  # draw 1 at t=0 (sample 1) is unreadable
+
+    seen = []
+    curve = scan(s, 0, [0, 1], 6, feature, on_draws=seen.append)
+    # t = 0: samples 1, 2, 4, 5 (0, 3 failed); 1 unreadable -> valid 2, 4, 5
+    assert curve.n_failed[0] == 3 and curve.n_valid[0] == 3 and curve.n_kept[0] == 2
+    assert curve.n_total[0] == 6
+    draws = seen[0]
+    assert draws.failures[0][0] == "engine error" and draws.failures[0][1] == "feature returned None"
+    assert draws.labels[0][0] is None and draws.labels[0][2] == "even"
+
+
+def test_batch_feature_gives_same_curve_as_per_sample():
+    class Batched:
+        def __call__(self, s):
+            return parity(s)
+
+        def batch(self, samples):
+            return [parity(s) for s in samples]
+
+    a = scan(ScriptedSampler(), 0, [1, 2], 7, parity)
+    b = scan(ScriptedSampler(), 0, [1, 2], 7, Batched())
+    assert np.array_equal(a.n_kept, b.n_kept) and a.label_counts == b.label_counts
+
+
+def test_same_seed_same_curve_and_statistics_are_sane():
+    a = scan(CoinSampler(), True, [0, 1, 2, 3], 400, bool, seed=7)
+    b = scan(CoinSampler(), True, [0, 1, 2, 3], 400, bool, seed=np.random.default_rng(7))
+    c = scan(CoinSampler(), True, [0, 1, 2, 3], 400, bool, seed=8)
+    assert np.array_equal(a.n_kept, b.n_kept)
+    assert not np.array_equal(a.n_kept, c.n_kept)
+    lo, hi = a.wilson(0.999)
+    truth = 1 - a.t / 4
+    assert np.all((lo <= truth) & (truth <= hi))
+
+
+def test_adding_draws_to_an_existing_curve_pools_counts():
+    first = scan(CoinSampler(), True, [0, 2], 100, bool, seed=1)
+    more = scan(CoinSampler(), True, [1, 2], 50, bool, seed=2, curve=first)
+    alone = scan(CoinSampler(), True, [1, 2], 50, bool, seed=2)
+    assert list(more.t) == [0.0, 1.0, 2.0]
+    assert list(more.n_valid) == [100, 50, 150]
+    assert more.n_kept[2] == first.n_kept[1] + alone.n_kept[1]
+    with pytest.raises(CritwinError, match="same sample"):
+        scan(CoinSampler(), True, [1], 5, bool, curve=first, reference=False)
+
+
+def test_curve_frame_round_trip_through_parquet(tmp_path):
+    curve = Curve(
+        t=[0.0, 1.5],
+        n_valid=[3, 2],
+        n_kept=[2, 0],
+        n_failed=[1, 0],
+        label_counts=({("a", 1): 2, ("b", 2): 1}, {7: 1, "x": 1}),
+        reference=("a", 1),
+        time_unit="ou",
+        t_max=3.0,
+    )
+    path = tmp_path / "c.parquet"
+    curve.to_frame().to_parquet(path)
+    back = Curve.from_frame(pd.read_parquet(path))
+    assert back.reference == ("a", 1) and back.t_max == 3.0
+    assert back.label_counts == curve.label_counts
+    assert np.array_equal(back.n_failed, curve.n_failed)
+    assert decode_label(encode_label((1, ("u", True), 2.5))) == (1, ("u", True), 2.5)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "n", "match"),
+    [
+        ([0, 11], 3, r"t=11 is outside \[0, 10\]"),
+        ([-0.5], 3, "outside"),
+        ([float("nan")], 3, "outside"),
+        ([], 3, "empty"),
+        ([1, 1], 3, "repeated"),
+        (["a"], 3, "list of numbers"),
+        ([1], 0, "n=0"),
+        ([1], 2.5, "whole number"),
+        ([1], True, "whole number"),
+    ],
+)
+def test_bad_schedule_and_n_are_one_line_errors(schedule, n, match):
+    with pytest.raises(CritwinError, match=match) as err:
+        scan(ScriptedSampler(), 0, schedule, n, parity)
+    assert "\n" not in str(err.value)
+
+
+def test_feature_that_raises_or_returns_unhashable_is_a_one_line_error():
+    def boom(sample):
+        if sample == 12:
+            raise ValueError("cannot parse\nsecond line")
+        return parity(sample)
+
+    with pytest.raises(
+        CritwinError, match=r"feature raised ValueError\('cannot parse'\) on draw 2 at t=1"
+    ) as e:
+        scan(ScriptedSampler(), 0, [1], 4, boom)
+    assert "\n" not in str(e.value)
+    with pytest.raises(CritwinError, match="unhashable list"):
+        scan(ScriptedSampler(), 0, [1], 4, lambda s: [s])
+    with pytest.raises(CritwinError, match="returned None for the scanned sample"):
+        scan(ScriptedSampler(), 0, [1], 4, lambda s: None)
+    with pytest.raises(CritwinError, match="not a Sampler"):
+        scan(object(), 0, [1], 4, parity)
+
+
+def test_curve_rejects_inconsistent_counts():
+    with pytest.raises(CritwinError, match="strictly ascending"):
+        Curve([1.0, 0.0], [1, 1], [1, 1], [0, 0], ({"a": 1}, {"a": 1}), "a", "ou")
+    with pytest.raises(CritwinError, match="disagree"):
+        Curve([0.0], [2], [1], [0], ({"a": 2},), "a", "ou")
+    with pytest.raises(CritwinError, match="lacks columns"):
+        Curve.from_frame(pd.DataFrame({"t": [0.0]}))
