@@ -93,7 +93,7 @@ def test_exact_curve_quadrature_matches_scipy_quad():
             limit=400,
         )[0]
         assert ref_class == 0
-        assert value == pytest.approx(ref, abs=1e-8)
+        assert value == pytest.approx(ref, abs=1e-9)
 
 
 def test_exact_curve_monte_carlo_in_two_dimensions_agrees_with_quadrature():

@@ -91,6 +91,10 @@ def _fmt_windows(pairs: list[tuple[float, float]], unit: str | None) -> str:
     return ", ".join(f"[{_num(a, digits)}, {_num(b, digits)}]" for a, b in pairs)
 
 
+def _pval(p: float) -> str:
+    return "< 1e-300" if p <= 0 else f"{p:.1e}"
+
+
 def _num(v: float, digits: int) -> str:
     if not math.isfinite(v):
         return "∞" if v > 0 else "−∞"
@@ -166,7 +170,7 @@ def case_section(rec: CaseRecord, level: float = LEVEL) -> Section:
                 _fmt_windows([(w.t_lo, w.t_hi)], unit),
                 f"{w.p_before:.3f} → {w.p_after:.3f}",
                 f"{w.jump:.3f} [{w.jump_ci[0]:.3f}, {w.jump_ci[1]:.3f}]",
-                f"{w.p_value:.1e}",
+                _pval(w.p_value),
             ]
         )
     for w in rec.paper:
