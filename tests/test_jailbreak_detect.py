@@ -294,3 +294,15 @@ def test_cli_detect_json_and_bad_labels(models, tmp_path, capsys):
                            "--data", str(data), "--out", str(tmp_path / "run2"))
     assert code == 2 and stderr.count("\n") == 1 and "label must be 0" in stderr
     assert "Traceback" not in stderr
+
+
+def test_rows_without_a_statistic_are_left_out_of_that_statistic_only():
+    rng = np.random.default_rng(4)
+    tab = _table(rng.normal(1, 1, 20), rng.normal(0, 1, 20))
+    tab["other"] = tab["score"]
+    tab.loc[tab.index[0], "score"] = np.nan
+    m = D.evaluate(tab, ["score", "other"], n_boot=0)
+    e, o = m["splits"]["s"]["score"], m["splits"]["s"]["other"]
+    assert e["n_nonfinite"] == 1 and e["n_pos"] == 19 and o["n_nonfinite"] == 0 and o["n_pos"] == 20
+    ok = tab.iloc[1:]
+    assert e["auroc"] == pytest.approx(roc_auc_score(ok["label"], ok["score"]))

@@ -454,10 +454,14 @@ def evaluate(
             continue
         per: dict[str, Any] = {}
         for stat in stats:
-            pos = pos_rows[stat].to_numpy(float)
-            neg = neg_rows[stat].to_numpy(float)
-            if not (np.all(np.isfinite(pos)) and np.all(np.isfinite(neg))):
-                per[stat] = {"skipped": "non-finite scores"}
+            pos_all = pos_rows[stat].to_numpy(float)
+            neg_all = neg_rows[stat].to_numpy(float)
+            # A row can lack a statistic (e.g. a one-token prompt at the very start has no scored token):
+            # it is left out of this statistic only, and counted.
+            pos, neg = pos_all[np.isfinite(pos_all)], neg_all[np.isfinite(neg_all)]
+            n_out = int(len(pos_all) - len(pos) + len(neg_all) - len(neg))
+            if len(pos) == 0 or len(neg) == 0:
+                per[stat] = {"skipped": "no finite scores for one of the labels"}
                 continue
             y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
             s = np.r_[pos, neg]
@@ -467,6 +471,7 @@ def evaluate(
                 "n_pos": int(len(pos)),
                 "n_neg": int(len(neg)),
                 "negatives": source,
+                "n_nonfinite": n_out,
             }
             boot_auc, boot_tpr = _boot(neg, pos, fprs, n_boot, rng) if n_boot > 0 else (None, None)
             if boot_auc is not None:
