@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
             hint = f"; see '{ctx.command_path} --help'"
         print(f"critwin: error: {err.format_message()}{hint}", file=sys.stderr)
         sys.exit(2)
-    except (click_exceptions.Abort, typer.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("critwin: aborted", file=sys.stderr)
         sys.exit(130)
     except typer.Exit as err:
