@@ -58,17 +58,16 @@ def test_exact_staircase_is_found_at_the_right_gaps():
     assert wins[1].p_before == pytest.approx(0.6, abs=0.05) and wins[1].p_value < 1e-6
 
 
-def test_smooth_transition_on_a_fine_grid_is_one_window_inside_the_ramp():
+@pytest.mark.parametrize("n", [200, 2000, 200_000])
+def test_smooth_transition_on_a_fine_grid_is_one_window_inside_the_ramp(n):
+    """A ramp is one window at any number of draws (never cut into pieces at chance 'plateaus')."""
     t = np.round(np.arange(0, 6.01, 0.1), 10)
     p = 0.5 + 0.5 / (1 + np.exp(3 * (t - 3)))  # from 1 to 0.5, 10%..90% of the drop between t = 2.27 and 3.73
-    hits = 0
     for seed in range(10):
-        wins = detect_windows(curve_from(p, 200, np.random.default_rng(seed), t))
-        assert len(wins) == 1
+        wins = detect_windows(curve_from(p, n, np.random.default_rng(seed), t))
+        assert len(wins) == 1, (seed, wins)
         w = wins[0]
-        assert 1.7 <= w.t_lo and w.t_hi <= 4.3 and w.jump > 0.35
-        hits += w.t_lo < 3 < w.t_hi
-    assert hits == 10
+        assert 1.9 <= w.t_lo < 3 < w.t_hi <= 4.3 and w.jump > 0.35
 
 
 def count_false_windows(runs: int, level: float, min_jump: float, seed: int) -> int:

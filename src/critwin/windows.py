@@ -8,10 +8,11 @@
    scan). Holm's step-down correction over all gaps and block lengths keeps the chance of reporting any
    window on a flat curve at most 1 − level (family-wise, up to the normal approximation).
 2. Runs of flagged gaps (joined when closer than the largest block length) form candidate windows; each
-   is trimmed to the transition by moving out points that are not both significantly and by at least
-   `edge_frac` (10%) of the drop off the plateau on either side (like a 10–90% rise time),
-   and cut at interior plateaus: homogeneous stretches (chi-square test) between sharp steps (a
-   significant drop between two neighbouring points, Holm-corrected).
+   is trimmed to the transition by moving out points that are not both significantly (Bonferroni) and
+   by at least `edge_frac` (10%) of the drop off the plateau on either side (like a 10–90% rise time),
+   and cut at interior plateaus: homogeneous stretches (chi-square test) of at least 3 points between
+   sharp steps (a significant drop between two neighbouring points, Holm-corrected). Two windows with
+   fewer than 3 grid points between them are reported as one.
 3. Explicit thresholds: a window is reported when the drop between the pooled plateau levels on its two
    sides is at least `min_jump` and significant.
 
@@ -203,14 +204,20 @@ class _Pooled:
         return bool(stats.chi2.sf(x2, j - i) >= alpha)
 
 
+#: Points a plateau between two sharp steps needs before it separates two windows (two points of a
+#: finely sampled ramp can look flat between two steps that happen to test significant).
+MIN_PLATEAU = 3
+
+
 def _split(a: int, b: int, k: np.ndarray, n: np.ndarray, alpha: float) -> list[tuple[int, int]]:
     """Cut the stretch [a, b] into windows at interior plateaus between sharp steps.
 
     A gap (g, g+1) is a sharp step when P(kept) drops significantly between the two neighbouring points
-    (Holm over the gaps of the stretch). Between two sharp steps, a stretch of points that is
-    homogeneous (chi-square at alpha) is a plateau: the windows end and start there. Homogeneous stretches
-    before the first or after the last sharp step are plateau points too and are cut off. A smooth ramp has
-    either no sharp steps (few draws) or no homogeneous stretch between them (many draws), so it stays one
+    (Holm over the gaps of the stretch). Between two sharp steps, a stretch of at least MIN_PLATEAU points
+    that is homogeneous (chi-square test not rejected at alpha / 10) is a plateau: the windows end and
+    start there. Homogeneous stretches before the first or after the last sharp step are plateau points
+    too and are cut off. A smooth ramp has either no sharp steps (few draws) or no homogeneous stretch of
+    3 points between them (many draws), so it stays one
     window."""
     if b - a < 2:
         return [(a, b)]
@@ -221,14 +228,17 @@ def _split(a: int, b: int, k: np.ndarray, n: np.ndarray, alpha: float) -> list[t
     if not sharp:
         return [(a, b)]
     pool = _Pooled(k, n)
-    start = sharp[0] if pool.homogeneous(a, sharp[0], alpha) else a
+    # Homogeneity is rejected only on strong evidence (alpha / 10): wrongly rejecting a true plateau would
+    # merge two windows, while the stretches of a ramp that has sharp steps fail the test by a wide margin.
+    alpha_h = alpha / 10
+    start = sharp[0] if pool.homogeneous(a, sharp[0], alpha_h) else a
     parts: list[tuple[int, int]] = []
     for g, nxt in zip(sharp[:-1], sharp[1:], strict=True):
-        if nxt > g + 1 and pool.homogeneous(g + 1, nxt, alpha):
+        if nxt - g >= MIN_PLATEAU and pool.homogeneous(g + 1, nxt, alpha_h):
             parts.append((start, g + 1))
             start = nxt
     last = sharp[-1]
-    parts.append((start, last + 1 if pool.homogeneous(last + 1, b, alpha) else b))
+    parts.append((start, last + 1 if pool.homogeneous(last + 1, b, alpha_h) else b))
     return parts
 
 
@@ -240,13 +250,14 @@ def detect_windows(
     A gap between neighbouring points is flagged when a one-sided two-proportion test of the pooled
     blocks of g points on either side (g = 1, 2, 4, 8) shows a drop, with Holm's correction over all gaps
     and block lengths at family-wise level `level` (so a flat curve gets a spurious window with
-    probability ≤ 1 − level). Runs of flagged gaps are trimmed to the transition: a point is moved out
-    unless it is both significantly (one-sided test at 1 − level) and by at least `edge_frac` of the run's
-    drop off the pooled plateau before the run (or after it), and cut at interior plateaus between sharp
-    steps. The window's t_lo is then the last point of the upper plateau and t_hi the first of the lower;
-    p_before / p_after are the pooled levels of those plateaus (up to the neighbouring windows), jump their
-    difference with Newcombe's interval, p_value their one-sided test. Windows with jump < `min_jump` or
-    p_value ≥ 1 − level are dropped. Points without valid draws are ignored."""
+    probability <= 1 - level). Runs of flagged gaps are trimmed to the transition: a point is moved out
+    unless it lies both significantly (one-sided test, Bonferroni over the run's points) and by at least
+    `edge_frac` of the run's drop off the pooled plateau before the run (or after it); runs are cut at
+    interior plateaus between sharp steps. t_lo is then the last point of the upper plateau and t_hi the
+    first of the lower one; p_before / p_after are the pooled levels of those plateaus (up to the
+    neighbouring windows), jump their difference with Newcombe's interval, p_value their one-sided test.
+    Windows with jump < `min_jump` or p_value >= 1 - level are dropped. Points without valid draws are
+    ignored."""
     _check(curve, level)
     if not 0.0 <= min_jump <= 1.0:
         raise CritwinError(f"min_jump={min_jump} must lie in [0, 1] (a difference of probabilities)")
@@ -272,20 +283,22 @@ def detect_windows(
     for c, comp in enumerate(comps):
         start = comps[c - 1][1] if c else 0
         a, b = comp
+        alpha_trim = alpha / max(1, b - a - 1)  # Bonferroni over the points that could be trimmed
         while b - a > 1:
             k_pl, n_pl = k[start : a + 1].sum(), n[start : a + 1].sum()
             below = k_pl / n_pl - k[a + 1] / n[a + 1]
-            if below >= margins[c] and drop_p_value(k_pl, n_pl, k[a + 1], n[a + 1]) < alpha:
+            if below >= margins[c] and drop_p_value(k_pl, n_pl, k[a + 1], n[a + 1]) < alpha_trim:
                 break
             a += 1
         comp[0] = a
     for c in range(len(comps) - 1, -1, -1):
         a, b = comps[c]
         stop = comps[c + 1][0] if c + 1 < len(comps) else len(k) - 1
+        alpha_trim = alpha / max(1, b - a - 1)
         while b - a > 1:
             k_pl, n_pl = k[b : stop + 1].sum(), n[b : stop + 1].sum()
             above = k[b - 1] / n[b - 1] - k_pl / n_pl
-            if above >= margins[c] and drop_p_value(k[b - 1], n[b - 1], k_pl, n_pl) < alpha:
+            if above >= margins[c] and drop_p_value(k[b - 1], n[b - 1], k_pl, n_pl) < alpha_trim:
                 break
             b -= 1
         comps[c][1] = b
