@@ -18,7 +18,7 @@ app = typer.Typer(
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Convert numpy scalars/arrays, tuples and non-finite floats into strict JSON values (NaN/inf -> null)."""
+    """Convert numpy scalars/arrays, tuples and non-finite floats into strict JSON (NaN/inf -> null)."""
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
