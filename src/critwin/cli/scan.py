@@ -1,0 +1,199 @@
+"""`critwin scan`: critical windows in chain-of-thought reasoning on a local Hugging Face causal LM."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from critwin.cli.app import app, emit_json, log
+from critwin.errors import CritwinError
+
+
+def _parse_fractions(text: str) -> tuple[float, ...]:
+    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
+    if not parts:
+        raise CritwinError("--fractions is empty: give fractions kept such as 0.05,0.1,0.3,0.5,0.7,0.9")
+    try:
+        return tuple(float(p) for p in parts)
+    except ValueError:
+        raise CritwinError(
+            f"--fractions {text!r}: give comma-separated numbers in [0, 1], e.g. 0.1,0.5,0.9"
+        ) from None
+
+
+@app.command("scan")
+def scan_cmd(
+    model: Path = typer.Option(
+        None,
+        "--model",
+        help="Local Hugging Face causal LM directory (default: the bundled running-sum reasoning model).",
+    ),
+    data: list[Path] = typer.Option(
+        None,
+        "--data",
+        help="JSONL file of problems (repeat for several "
+        "datasets; default: the bundled running-sum problems).",
+    ),
+    task: str = typer.Option(
+        None,
+        "--task",
+        help="math, mc, exact or arith (default: arith for the bundled problems, exact otherwise).",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="Run directory (new, or an earlier run with the same settings to resume it)."
+    ),
+    dataset: str = typer.Option(
+        None,
+        "--dataset",
+        help="Read --data through a Hub-schema loader (math, "
+        "arc-easy, arc-challenge, mmlu, logiqa, truthfulqa, aqua-rat).",
+    ),
+    fields: str = typer.Option(
+        None, "--fields", help="JSONL field mapping, e.g. 'question=problem,gold=solution,id=uid'."
+    ),
+    strict: bool = typer.Option(
+        False, "--strict", help="Rows missing fields are an error (default: skip and count them)."
+    ),
+    limit: int = typer.Option(None, "--limit", help="Use only the first N rows of each dataset."),
+    fractions: str = typer.Option(
+        None,
+        "--fractions",
+        help="Fractions of the response kept at the cuts (default: the paper's 0.05,0.1,0.3,0.5,0.7,0.9).",
+    ),
+    dense: bool = typer.Option(
+        False, "--dense", help="Cut every --dense-step tokens instead of at fractions."
+    ),
+    dense_step: int = typer.Option(1, "--dense-step", help="Tokens between cuts with --dense."),
+    k: int = typer.Option(16, "-k", "--k", help="Endings resampled per cut."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random draw (same seed, same numbers)."),
+    answer_from: str = typer.Option(
+        "continuation",
+        "--answer-from",
+        help="continuation: read the answer "
+        "from each ending; elicit: ask for it in a follow-up turn (greedy).",
+    ),
+    elicit_prompt: str = typer.Option(
+        None, "--elicit-prompt", help="The follow-up user message (default: the task's)."
+    ),
+    temperature: float = typer.Option(0.6, "--temperature", help="Sampling temperature (paper: 0.6)."),
+    top_p: float = typer.Option(0.9, "--top-p", help="Nucleus threshold (paper: 0.9)."),
+    max_new_tokens: int = typer.Option(
+        None,
+        "--max-new-tokens",
+        help="Longest response in tokens (default: 2048; 300 for the bundled model).",
+    ),
+    chat: str = typer.Option(
+        "auto",
+        "--chat",
+        help="auto: use the tokenizer's chat template when it has one; on: require it; off: plain prompts.",
+    ),
+    level: float = typer.Option(0.99, "--level", help="Family-wise confidence level of window detection."),
+    min_jump: float = typer.Option(0.2, "--min-jump", help="Smallest drop of P(same answer) reported."),
+    paper_threshold: float = typer.Option(
+        0.5, "--paper-threshold", help="Jump threshold of the paper's rule (0.5 in its code)."
+    ),
+    batch_size: int = typer.Option(256, "--batch-size", help="Rows per decoding batch."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print one JSON object (the dataset summary) on stdout."
+    ),
+) -> None:
+    """Cut each original response, resample K endings per cut, measure P(same answer) per cut and find
+    the windows; per dataset: share of problems with a window and accuracy with vs without one."""
+    # Cheap checks first, so that mistakes fail before the slow imports.
+    if dense and fractions is not None:
+        raise CritwinError("--dense and --fractions: give one, not both")
+    if chat not in ("auto", "on", "off"):
+        raise CritwinError(f"--chat {chat!r}: use auto, on or off")
+    if limit is not None and limit < 1:
+        raise CritwinError(f"--limit {limit}: use a whole number >= 1")
+    if batch_size < 1:
+        raise CritwinError(f"--batch-size {batch_size}: use a whole number >= 1")
+    if model is not None and not model.is_dir():
+        raise CritwinError(f"--model {model} is not a directory; pass a local Hugging Face model directory")
+    for path in data or []:
+        if not path.exists():
+            raise CritwinError(f"--data {path} not found; pass an existing JSONL file")
+    if out.exists() and not out.is_dir():
+        raise CritwinError(f"--out {out} is a file; choose a folder")
+    from critwin.experiments import reasoning as R
+
+    bundled_data = not data
+    if task is None:
+        task = "arith" if bundled_data else "exact"
+    if max_new_tokens is None:
+        max_new_tokens = 300 if model is None else 2048
+    cfg = R.ReasoningConfig(
+        task=task,
+        k=k,
+        fractions=R.PAPER_FRACTIONS if fractions is None else _parse_fractions(fractions),
+        dense_step=dense_step if dense else None,
+        answer_from=answer_from,
+        seed=seed,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        chat={"auto": None, "on": True, "off": False}[chat],
+        elicit_prompt=elicit_prompt,
+        level=level,
+        min_jump=min_jump,
+        paper_threshold=paper_threshold,
+        batch_size=batch_size,
+    )
+    paths = [R.BUNDLED_PROBLEMS] if bundled_data else list(data)
+    sets = [
+        R.load_reasoning_problems(p, task, dataset=dataset, fields=fields, strict=strict, limit=limit)
+        for p in paths
+    ]
+    for ps in sets:
+        if ps.n_skipped:
+            log(ps.report())
+    start = time.perf_counter()
+    res = R.run_reasoning(
+        model or R.BUNDLED_MODEL,
+        sets,
+        cfg,
+        out,
+        device=device,
+        dtype=dtype,
+        config_extra={"fields": fields, "dataset": dataset, "limit": limit},
+        progress=progress,
+        log=log,
+    )
+    seconds = time.perf_counter() - start
+    index = res.out / "index.html"
+    datasets = res.summary["datasets"]
+    if as_json:
+        emit_json(
+            {
+                "out": str(res.out),
+                "index": str(index),
+                "summary": str(res.out / R.SUMMARY),
+                "seconds": seconds,
+                "n_resumed": res.n_skipped_finished,
+                "datasets": datasets,
+            }
+        )
+        return
+    for name, d in datasets.items():
+
+        def fmt(key: str, e: dict = d) -> str:
+            v, ci = e.get(key), e.get(f"{key}_ci")
+            return "—" if v is None else (f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.2f}")
+
+        log(
+            f"{name}: {d['n_problems']} problems ({d['n_failed']} failed); "
+            f"with a window {fmt('share_with_window')}"
+            f"; accuracy with {fmt('accuracy_with_window')} vs without {fmt('accuracy_without_window')}"
+        )
+        if d.get("window_at_first_error_rate") is not None:
+            log(
+                f"  windows at the first wrong step: {d['window_at_first_error_rate']:.2f} of "
+                f"{d['n_with_window']} problems with a window"
+            )
+    log(f"done in {seconds:.1f} s")
+    print(index)

@@ -1,0 +1,399 @@
+"""Report sections of a reasoning run: the per-dataset summary and, per problem, the curve and the chain of
+thought with the window's text span highlighted.
+
+Registered for experiment "reasoning" (replacing the generic per-case sections); everything is re-drawn from
+the run directory alone (problems.jsonl, config.json), so `critwin report DIR` works without the model.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from critwin.experiments.reasoning import config_from_run, main_window, read_records, summarize
+from critwin.report.build import register_sections
+from critwin.report.html import Figure, Section, Table
+from critwin.report.plots import DETECTED_COLOUR, MEASURED_COLOUR, THEORY_COLOUR, png_bytes
+from critwin.rundir import CaseRecord, RunDir
+from critwin.scan import wilson_interval
+
+#: Problems drawn one by one in the report (problems with windows first); the rest are listed in a table.
+MAX_PROBLEM_SECTIONS = 60
+ERROR_COLOUR = "#1e7d32"
+_CSS = (
+    "<style>.cot{white-space:pre-wrap;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;"
+    "background:#f6f7f9;padding:8px 10px;border-radius:6px;line-height:1.5}"
+    ".cot .win{background:#f5c6c2;border-bottom:2px solid #c0392b}"
+    ".cot .pap{text-decoration:underline dotted #b7791f 2px}"
+    ".cot .err{outline:2px solid #1e7d32;outline-offset:-1px;font-weight:700}"
+    ".legend span{margin-right:14px;font-size:12.5px}</style>"
+)
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def _ci(entry: Mapping[str, Any], key: str) -> str:
+    v, ci = entry.get(key), entry.get(f"{key}_ci")
+    if v is None:
+        return "—"
+    return f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.2f}"
+
+
+def summary_figure(datasets: Mapping[str, Mapping[str, Any]]) -> bytes:
+    """Accuracy of the original answers with and without a window (ours and the paper's rule) per dataset,
+    with bootstrap intervals; the share of problems with a window is printed above each pair."""
+    names = list(datasets)
+    fig, ax = plt.subplots(figsize=(8.6, 3.6))
+    width = 0.2
+    x = np.arange(len(names))
+    bars = [
+        ("with window (ours)", lambda d: d, "accuracy_with_window", DETECTED_COLOUR, -1.5),
+        ("without window (ours)", lambda d: d, "accuracy_without_window", MEASURED_COLOUR, -0.5),
+        ("with window (paper rule)", lambda d: d["paper_rule"], "accuracy_with_window", "#e59866", 0.5),
+        ("without window (paper rule)", lambda d: d["paper_rule"], "accuracy_without_window", "#85a3d6", 1.5),
+    ]
+    for label, pick, key, colour, off in bars:
+        vals, lo, hi = [], [], []
+        for n in names:
+            e = pick(datasets[n])
+            v, ci = e.get(key), e.get(f"{key}_ci")
+            vals.append(np.nan if v is None else v)
+            lo.append(0.0 if v is None or not ci else v - ci[0])
+            hi.append(0.0 if v is None or not ci else ci[1] - v)
+        ax.bar(
+            x + off * width,
+            np.nan_to_num(vals),
+            width,
+            color=colour,
+            label=label,
+            yerr=[lo, hi],
+            capsize=2,
+            error_kw={"elinewidth": 0.8},
+        )
+    for i, n in enumerate(names):
+        d = datasets[n]
+        share = d.get("share_with_window")
+        ax.text(
+            i,
+            1.04,
+            f"windows: {_fmt(share)} (ours), {_fmt(d['paper_rule'].get('share_with_window'))} "
+            f"(paper); n = {d['n_problems']}",
+            ha="center",
+            fontsize=8,
+        )
+    ax.set_xticks(x, names, fontsize=9)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("accuracy of the original answer")
+    ax.legend(fontsize=7.5, ncol=2, loc="lower right", framealpha=0.9)
+    ax.grid(axis="y", alpha=0.25)
+    return png_bytes(fig)
+
+
+def summary_section(datasets: Mapping[str, Mapping[str, Any]], config: Mapping[str, Any]) -> Section:
+    """The per-dataset table (ours and the paper's rule) and the accuracy chart."""
+    method = next(iter(datasets.values())).get("ci_method", "bootstrap") if datasets else "bootstrap"
+    rows = []
+    for name, d in datasets.items():
+        for rule, e in (("ours", d), (f"paper (jump > {d['paper_rule']['threshold']})", d["paper_rule"])):
+            rows.append(
+                [
+                    name,
+                    rule,
+                    e["n_problems"],
+                    _ci(e, "share_with_window"),
+                    _ci(e, "accuracy_with_window"),
+                    _ci(e, "accuracy_without_window"),
+                    _ci(e, "accuracy_gap"),
+                    d.get("n_failed", 0),
+                ]
+            )
+    tables = [
+        Table(
+            [
+                "dataset",
+                "window rule",
+                "problems",
+                "share with window",
+                "accuracy with window",
+                "accuracy without window",
+                "gap (without − with)",
+                "failed",
+            ],
+            rows,
+            caption=f"Intervals: {method} ({config.get('ci_level', 0.95):.0%}). Failed problems (no answer "
+            "in the original, engine errors) are counted apart and never as right or wrong.",
+        )
+    ]
+    err_rows = [
+        [
+            name,
+            d.get("n_with_window"),
+            _fmt(d.get("window_at_first_error_rate")),
+            _fmt(d.get("any_window_at_first_error_rate")),
+            d.get("n_chains_with_wrong_step"),
+            _fmt(d.get("first_error_window_recall")),
+        ]
+        for name, d in datasets.items()
+        if "window_at_first_error_rate" in d
+    ]
+    if err_rows:
+        tol = next(d for d in datasets.values() if "error_tolerance_tokens" in d)["error_tolerance_tokens"]
+        tables.append(
+            Table(
+                [
+                    "dataset",
+                    "problems with a window",
+                    "main window at first wrong step",
+                    "any window at it",
+                    "chains with a wrong step",
+                    "of those, with a window there",
+                ],
+                err_rows,
+                caption="Running-sum task: the first wrong step of every chain is known exactly. A window "
+                f"sits at it when the first wrong token lies between the window's cuts (± {tol} tokens).",
+            )
+        )
+    cuts = (
+        f"every {config['dense_step']} tokens"
+        if config.get("dense_step")
+        else "fractions kept " + ", ".join(f"{f:g}" for f in config.get("fractions", []))
+    )
+    intro = (
+        f"Model {config.get('model')}; task {config.get('task')}; {config.get('k')} endings resampled per "
+        f"cut ({cuts}) at temperature {config.get('temperature')}, top-p {config.get('top_p')}; answers "
+        f"read from the {config.get('answer_from')}. A window is a significant drop of P(same answer) "
+        f"as fewer tokens are kept (ours: jump ≥ {config.get('min_jump')} at family-wise level "
+        f"{config.get('level')}); the paper's rule is shown beside it."
+    )
+    fig = Figure(
+        summary_figure(datasets),
+        alt="accuracy with and without a window per dataset",
+        caption="Bars: accuracy of the original answers of problems with / without a window, with "
+        "bootstrap intervals.",
+    )
+    return Section("Reasoning: windows and accuracy", intro, tables, [fig] if datasets else [])
+
+
+def problem_figure(rec: Mapping[str, Any], level: float = 0.99) -> bytes:
+    """P(same answer as the original) against the fraction of the response kept, with Wilson intervals,
+    detected windows (red bands), the paper rule's windows (orange hatch) and the first wrong token."""
+    c = rec["curve"]
+    length = max(int(rec["length"]), 1)
+    x = np.asarray(c["kept"], float) / length
+    k, n = np.asarray(c["n_kept"], float), np.asarray(c["n_valid"], float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.where(n > 0, k / np.maximum(n, 1), np.nan)
+    lo, hi = wilson_interval(k, n, level)
+    order = np.argsort(x)
+    fig, ax = plt.subplots(figsize=(8.6, 3.2))
+    for i, w in enumerate(rec.get("windows", [])):
+        ax.axvspan(
+            w["fraction_lo"],
+            w["fraction_hi"],
+            color=DETECTED_COLOUR,
+            alpha=0.22,
+            lw=0,
+            label="window (ours)" if i == 0 else None,
+        )
+    for i, w in enumerate(rec.get("paper_windows", [])):
+        ax.axvspan(
+            w["fraction_lo"],
+            w["fraction_hi"],
+            color=THEORY_COLOUR,
+            alpha=0.6,
+            lw=0,
+            fill=False,
+            hatch="///",
+            label="window (paper rule)" if i == 0 else None,
+        )
+    fe = rec.get("first_error")
+    if fe is not None:
+        ax.axvline(
+            (fe["token"] + 0.5) / length, color=ERROR_COLOUR, ls="--", lw=1.2, label="first wrong token"
+        )
+    ok = n[order] > 0
+    xs, ps = x[order][ok], p[order][ok]
+    ax.errorbar(
+        xs,
+        ps,
+        yerr=np.clip([ps - lo[order][ok], hi[order][ok] - ps], 0, None),
+        fmt="o-",
+        ms=3.5,
+        lw=1,
+        color=MEASURED_COLOUR,
+        capsize=1.5,
+        label=f"P(same answer) ({level:.0%} Wilson)",
+    )
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.05, 1.08)
+    ax.set_xlabel("fraction of the response kept")
+    ax.set_ylabel("P(same answer)")
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize=7.5, loc="lower right", framealpha=0.9)
+    return png_bytes(fig)
+
+
+def highlighted_chain(
+    text: str,
+    windows: Sequence[Mapping[str, Any]],
+    paper: Sequence[Mapping[str, Any]],
+    error_char: int | None,
+) -> str:
+    """The chain of thought as HTML: our windows' text spans highlighted, the paper rule's underlined, the
+    first wrong character boxed (every character escaped)."""
+    classes: list[set[str]] = [set() for _ in text]
+    for cls, spans in (("win", windows), ("pap", paper)):
+        for w in spans:
+            for i in range(max(0, w["char_lo"]), min(len(text), w["char_hi"])):
+                classes[i].add(cls)
+    if error_char is not None and 0 <= error_char < len(text):
+        classes[error_char].add("err")
+    out, i = [], 0
+    while i < len(text):
+        j = i
+        while j < len(text) and classes[j] == classes[i]:
+            j += 1
+        chunk = html.escape(text[i:j])
+        out.append(f'<span class="{" ".join(sorted(classes[i]))}">{chunk}</span>' if classes[i] else chunk)
+        i = j
+    return '<div class="cot">' + "".join(out) + "</div>"
+
+
+def _window_rows(rec: Mapping[str, Any]) -> list[list[Any]]:
+    rows = []
+    text = rec.get("response", "")
+    for rule, ws in (("ours", rec.get("windows", [])), ("paper rule", rec.get("paper_windows", []))):
+        for w in ws:
+            rows.append(
+                [
+                    rule,
+                    f"[{w['kept_lo']}, {w['kept_hi']})",
+                    f"{w['fraction_lo']:.2f} → {w['fraction_hi']:.2f}",
+                    f"{w['p_after']:.2f} → {w['p_before']:.2f}",
+                    f"{w['jump']:.2f} [{w['jump_ci'][0]:.2f}, {w['jump_ci'][1]:.2f}]",
+                    repr(text[w["char_lo"] : w["char_hi"]])[:80],
+                ]
+            )
+    return rows
+
+
+def problem_section(rec: Mapping[str, Any], level: float = 0.99) -> Section:
+    """One problem: question, answers, curve, windows and the highlighted chain of thought."""
+    verdict = {True: "correct", False: "wrong", None: "ungraded"}[rec.get("correct")]
+    title = f"{rec['dataset']} · {rec['id']} — {verdict}, " + (
+        "window" if rec.get("has_window") else "no window"
+    )
+    fe = rec.get("first_error")
+    details = [
+        ["question", rec.get("question")],
+        ["gold answer", rec.get("gold")],
+        ["answer (continuation)", rec.get("answer_continuation")],
+        ["answer (elicitation turn)", rec.get("answer_elicit")],
+        ["response tokens", rec.get("length")],
+    ]
+    if fe is not None:
+        details.append(
+            [
+                "first wrong step",
+                f"line {fe['step'] + 1}: wrote {fe['found']!r}, correct "
+                f"{fe['expected']!r} (token {fe['token']})",
+            ]
+        )
+    elif "first_error" in rec:
+        details.append(["first wrong step", "none (the chain is correct)"])
+    tables = [Table(["", ""], details)]
+    rows = _window_rows(rec)
+    if rows:
+        tables.append(
+            Table(
+                [
+                    "rule",
+                    "tokens kept [lo, hi)",
+                    "fraction kept",
+                    "P(same): fewer → more tokens kept",
+                    f"jump ({level:.0%} CI)",
+                    "text of the window",
+                ],
+                rows,
+                caption="The answer got decided in the tokens between the two cuts.",
+            )
+        )
+    legend = (
+        '<div class="legend"><span class="cot"><span class="win">window (ours)</span></span>'
+        '<span class="cot"><span class="pap">window (paper rule)</span></span>'
+        '<span class="cot"><span class="err">first wrong character</span></span></div>'
+    )
+    chain = highlighted_chain(
+        rec.get("response", ""),
+        rec.get("windows", []),
+        rec.get("paper_windows", []),
+        None if fe is None else fe["char"],
+    )
+    fig = Figure(problem_figure(rec, level), alt=f"P(same answer) against fraction kept for {rec['id']}")
+    return Section(title, "", tables, [fig], html=legend + chain)
+
+
+def _order(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Problems with a window first (wrong ones first among them), then the rest, in run order."""
+    return sorted(records, key=lambda r: (not r.get("has_window"), r.get("correct") is not False))
+
+
+@register_sections("reasoning", replace_cases=True)
+def reasoning_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
+    """Summary, per-problem sections (at most MAX_PROBLEM_SECTIONS) and the failed problems."""
+    config = run.config
+    cfg = config_from_run(run)
+    records = read_records(run.path)
+    ok = [r for r in records if r.get("status") == "ok"]
+    failed = [r for r in records if r.get("status") != "ok"]
+    head = summary_section(summarize(records, cfg), config)
+    # The chain-of-thought styles ride along with the first section (the page template has no head hook).
+    sections = [Section(head.title, head.intro, head.tables, head.figures, html=_CSS)]
+    chosen = _order(ok)[:MAX_PROBLEM_SECTIONS]
+    sections += [problem_section(r, cfg.level) for r in chosen]
+    if len(ok) > len(chosen):
+        rest = [r for r in ok if r not in chosen]
+        sections.append(
+            Section(
+                f"{len(rest)} more problems",
+                "Not drawn one by one; see problems.jsonl.",
+                [
+                    Table(
+                        ["dataset", "id", "correct", "window", "main window (tokens kept)"],
+                        [
+                            [
+                                r["dataset"],
+                                r["id"],
+                                r.get("correct"),
+                                r.get("has_window"),
+                                None
+                                if main_window(r.get("windows", [])) is None
+                                else f"[{main_window(r['windows'])['kept_lo']}, "
+                                f"{main_window(r['windows'])['kept_hi']})",
+                            ]
+                            for r in rest
+                        ],
+                    )
+                ],
+            )
+        )
+    if failed:
+        sections.append(
+            Section(
+                "Failed problems",
+                "Recorded, never counted as right or wrong; a rerun with the same --out retries them.",
+                [
+                    Table(
+                        ["dataset", "id", "reason"],
+                        [[r.get("dataset"), r.get("id"), r.get("error")] for r in failed],
+                    )
+                ],
+            )
+        )
+    return sections
