@@ -49,6 +49,7 @@ __all__ = [
     "extract_answer",
     "step_spans",
     "first_wrong_step",
+    "wrong_steps",
     "char_to_token_index",
     "build_tokenizer",
 ]
@@ -223,6 +224,44 @@ def first_wrong_step(operands: Sequence[int] | str, response: str) -> StepError 
     expected = want_lines[step] if step < len(want_lines) else ""
     found = got_lines[step] if step < len(got_lines) else ""
     return StepError(step=step, char=char, expected=expected, found=found)
+
+
+def wrong_steps(operands: Sequence[int] | str, response: str) -> list[StepError]:
+    """Every step of `response` that is wrong given the line before it (a slip), in order.
+
+    Step k is checked against the previous line's written total: "c: 12+9=21" is right after a line ending
+    in "=12" even when 12 itself was wrong. So the first slip is the first wrong step (`first_wrong_step`)
+    and later slips are the further errors a chain carries to its answer. `expected` is the locally right
+    line; checking stops at a line whose total cannot be read. Missing or extra lines are slips too.
+    """
+    ops = parse_question(operands) if isinstance(operands, str) else tuple(operands)
+    got = response.rstrip()
+    lines = got.split("\n")
+    starts = [s for s, _ in step_spans(got)]
+    out: list[StepError] = []
+    prev = ops[0]
+    for k in range(len(ops)):
+        if k < len(ops) - 1:
+            want = f"{NAMES[k + 1]}: {prev:02d}+{ops[k + 1]}={prev + ops[k + 1]:02d}"
+        else:
+            want = answer_line(prev)
+        if k >= len(lines):
+            out.append(StepError(step=k, char=len(got), expected=want, found=""))
+            return out
+        line = lines[k]
+        if line != want:
+            n = min(len(line), len(want))
+            col = next((i for i in range(n) if line[i] != want[i]), n)
+            out.append(StepError(step=k, char=starts[k] + col, expected=want, found=line))
+        if k < len(ops) - 1:
+            m = re.search(r"=(\d+)$", line)
+            if m is None:
+                return out
+            prev = int(m.group(1))
+    if len(lines) > len(ops):
+        k = len(ops)
+        out.append(StepError(step=k, char=starts[k], expected="", found=lines[k]))
+    return out
 
 
 def char_to_token_index(tokenizer, token_ids: Sequence[int], char: int) -> int:

@@ -410,15 +410,15 @@ def scan_problem(
         rec["correct_continuation"] if cfg.answer_from == "continuation" else rec["correct_elicit"]
     )
     if cfg.task == "arith":
-        err = arith.first_wrong_step(problem.question, response.response_text)
-        rec["first_error"] = (
-            None
-            if err is None
-            else {
-                **asdict(err),
-                "token": arith.char_to_token_index(sampler.tokenizer, response.response_ids, err.char),
+        slips = [
+            {
+                **asdict(e),
+                "token": arith.char_to_token_index(sampler.tokenizer, response.response_ids, e.char),
             }
-        )
+            for e in arith.wrong_steps(problem.question, response.response_text)
+        ]
+        rec["first_error"] = slips[0] if slips else None
+        rec["wrong_steps"] = slips
     if response.length == 0:
         return {**rec, "status": "failed", "error": "empty response: nothing to cut"}
     if answer is None:
@@ -459,21 +459,7 @@ def scan_problem(
     rec["has_window"] = bool(detected)
     rec["has_paper_window"] = bool(paper)
     if cfg.task == "arith":
-        fe = rec["first_error"]
-        mw = main_window(rec["windows"])
-        rec["window_at_first_error"] = (
-            None
-            if mw is None
-            else bool(fe is not None and window_at_error(mw, fe["token"], cfg.error_tolerance))
-        )
-        rec["any_window_at_first_error"] = (
-            None
-            if not rec["windows"]
-            else bool(
-                fe is not None
-                and any(window_at_error(w, fe["token"], cfg.error_tolerance) for w in rec["windows"])
-            )
-        )
+        rec.update(error_alignment(rec, cfg.error_tolerance))
     rec["status"] = "ok"
     if run is not None:
         run.write_curve(case, curve)
@@ -602,33 +588,67 @@ def summarize(
     return out
 
 
-def first_error_stats(records: Sequence[Mapping[str, Any]], tolerance: int) -> dict[str, Any]:
-    """How detected windows relate to the first wrong step (arith).
+def error_alignment(rec: Mapping[str, Any], tolerance: int) -> dict[str, bool | None]:
+    """Where a problem's windows sit relative to its chain's errors (arith), for our rule and the paper's.
 
-    window_at_first_error_rate: among problems with a detected window, the share whose main window (largest
-    jump) sits at the first wrong step of the original chain (± `tolerance` tokens; a correct chain has no
-    wrong step, so its window counts as not at one). any_window_at_first_error_rate: the same with any of
-    the problem's windows. first_error_window_recall: among problems whose chain has a wrong step, the share
-    with a window there.
+    window_at_first_error: the main window (largest jump) sits at the first wrong step (`window_at_error`);
+    window_at_wrong_step: at any wrong step (`arith.wrong_steps`: later slips decide the answer too, since
+    P(same answer) only becomes high once every slip of the original is kept); any_window_at_first_error:
+    some window sits at the first wrong step. None when the problem has no window of that rule.
     """
-    with_w = [r for r in records if r.get("has_window")]
-    at = sum(bool(r.get("window_at_first_error")) for r in with_w)
-    any_at = sum(bool(r.get("any_window_at_first_error")) for r in with_w)
+    first = [] if rec.get("first_error") is None else [rec["first_error"]["token"]]
+    every = [e["token"] for e in rec.get("wrong_steps", [])]
+    out: dict[str, bool | None] = {}
+    for prefix, key in (("", "windows"), ("paper_", "paper_windows")):
+        ws = rec.get(key, [])
+        mw = main_window(ws)
+        out[f"{prefix}window_at_first_error"] = (
+            None if mw is None else any(window_at_error(mw, t, tolerance) for t in first)
+        )
+        out[f"{prefix}window_at_wrong_step"] = (
+            None if mw is None else any(window_at_error(mw, t, tolerance) for t in every)
+        )
+        out[f"{prefix}any_window_at_first_error"] = (
+            None if not ws else any(window_at_error(w, t, tolerance) for w in ws for t in first)
+        )
+    return out
+
+
+def first_error_stats(records: Sequence[Mapping[str, Any]], tolerance: int) -> dict[str, Any]:
+    """How detected windows relate to the errors of the original chains (arith).
+
+    window_at_first_error_rate: among problems with a window, the share whose main window (largest jump)
+    sits at the first wrong step of the original chain (± `tolerance` tokens; a correct chain has no wrong
+    step, so its window counts as not at one); window_at_wrong_step_rate: at any wrong step;
+    any_window_at_first_error_rate: some window at the first wrong step; first_error_window_recall: among
+    chains with a wrong step, the share with some window at the first one. The same under "paper_rule".
+    """
     erring = [r for r in records if r.get("first_error") is not None]
-    found = sum(bool(r.get("any_window_at_first_error")) for r in erring)
-    wrong_w = [r for r in with_w if r.get("first_error") is not None]
-    return {
-        "window_at_first_error_rate": at / len(with_w) if with_w else None,
-        "any_window_at_first_error_rate": any_at / len(with_w) if with_w else None,
-        "n_with_window": len(with_w),
-        "n_with_window_and_wrong_step": len(wrong_w),
-        "window_at_first_error_rate_wrong_chains": (
-            sum(bool(r.get("window_at_first_error")) for r in wrong_w) / len(wrong_w) if wrong_w else None
-        ),
+    out: dict[str, Any] = {
         "n_chains_with_wrong_step": len(erring),
-        "first_error_window_recall": found / len(erring) if erring else None,
         "error_tolerance_tokens": tolerance,
     }
+    for prefix, flag in (("", "has_window"), ("paper_", "has_paper_window")):
+        with_w = [r for r in records if r.get(flag)]
+        wrong_w = [r for r in with_w if r.get("first_error") is not None]
+
+        def rate(rows: Sequence[Mapping[str, Any]], key: str, prefix: str = prefix) -> float | None:
+            return sum(bool(r.get(prefix + key)) for r in rows) / len(rows) if rows else None
+
+        stats = {
+            "window_at_first_error_rate": rate(with_w, "window_at_first_error"),
+            "window_at_wrong_step_rate": rate(with_w, "window_at_wrong_step"),
+            "any_window_at_first_error_rate": rate(with_w, "any_window_at_first_error"),
+            "n_with_window": len(with_w),
+            "n_with_window_and_wrong_step": len(wrong_w),
+            "window_at_first_error_rate_wrong_chains": rate(wrong_w, "window_at_first_error"),
+            "first_error_window_recall": rate(erring, "any_window_at_first_error"),
+        }
+        if prefix:
+            out["paper_rule_errors"] = stats
+        else:
+            out.update(stats)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -940,7 +960,10 @@ def run_reasoning_demo(
         "out": str(res.out),
         "window_at_first_error_rate": d["window_at_first_error_rate"],
         "n_problems_with_window": d["n_with_window"],
+        "window_at_wrong_step_rate": d["window_at_wrong_step_rate"],
         "any_window_at_first_error_rate": d["any_window_at_first_error_rate"],
+        "paper_rule_window_at_first_error_rate": d["paper_rule_errors"]["window_at_first_error_rate"],
+        "paper_rule_n_problems_with_window": d["paper_rule_errors"]["n_with_window"],
         "first_error_window_recall": d["first_error_window_recall"],
         "n_chains_with_wrong_step": d["n_chains_with_wrong_step"],
         "error_tolerance_tokens": d["error_tolerance_tokens"],

@@ -130,33 +130,42 @@ def summary_section(datasets: Mapping[str, Mapping[str, Any]], config: Mapping[s
             "in the original, engine errors) are counted apart and never as right or wrong.",
         )
     ]
-    err_rows = [
-        [
-            name,
-            d.get("n_with_window"),
-            _fmt(d.get("window_at_first_error_rate")),
-            _fmt(d.get("any_window_at_first_error_rate")),
-            d.get("n_chains_with_wrong_step"),
-            _fmt(d.get("first_error_window_recall")),
-        ]
-        for name, d in datasets.items()
-        if "window_at_first_error_rate" in d
-    ]
+    err_rows = []
+    for name, d in datasets.items():
+        if "window_at_first_error_rate" not in d:
+            continue
+        for rule, e in (("ours", d), ("paper rule", d.get("paper_rule_errors", {}))):
+            err_rows.append(
+                [
+                    name,
+                    rule,
+                    e.get("n_with_window"),
+                    _fmt(e.get("window_at_first_error_rate")),
+                    _fmt(e.get("window_at_wrong_step_rate")),
+                    _fmt(e.get("any_window_at_first_error_rate")),
+                    d.get("n_chains_with_wrong_step"),
+                    _fmt(e.get("first_error_window_recall")),
+                ]
+            )
     if err_rows:
         tol = next(d for d in datasets.values() if "error_tolerance_tokens" in d)["error_tolerance_tokens"]
         tables.append(
             Table(
                 [
                     "dataset",
+                    "window rule",
                     "problems with a window",
                     "main window at first wrong step",
-                    "any window at it",
+                    "main window at a wrong step",
+                    "any window at first wrong step",
                     "chains with a wrong step",
-                    "of those, with a window there",
+                    "of those, with a window at the first",
                 ],
                 err_rows,
-                caption="Running-sum task: the first wrong step of every chain is known exactly. A window "
-                f"sits at it when the first wrong token lies between the window's cuts (± {tol} tokens).",
+                caption="Running-sum task: every wrong step of every chain is known exactly (a step is wrong "
+                "when it does not follow from the line before it). A window sits at a step when that step's "
+                f"first wrong token lies between the window's cuts (± {tol} tokens). A chain with several "
+                "slips often has its main window at the last one: only then is the wrong answer certain.",
             )
         )
     cuts = (
