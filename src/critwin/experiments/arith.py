@@ -220,6 +220,10 @@ def first_wrong_step(operands: Sequence[int] | str, response: str) -> StepError 
     n = min(len(want), len(got))
     char = next((i for i in range(n) if want[i] != got[i]), n)
     step = got.count("\n", 0, char)
+    # A departure at a line break belongs to the next line: the chain starts a line it should not have
+    # (extra text after the answer) or ends where another line should start.
+    if (char < len(got) and got[char] == "\n") or (char == len(got) and want[char : char + 1] == "\n"):
+        step += 1
     want_lines, got_lines = want.split("\n"), got.split("\n")
     expected = want_lines[step] if step < len(want_lines) else ""
     found = got_lines[step] if step < len(got_lines) else ""
@@ -260,7 +264,7 @@ def wrong_steps(operands: Sequence[int] | str, response: str) -> list[StepError]
             prev = int(m.group(1))
     if len(lines) > len(ops):
         k = len(ops)
-        out.append(StepError(step=k, char=starts[k], expected="", found=lines[k]))
+        out.append(StepError(step=k, char=starts[k] - 1, expected="", found=lines[k]))
     return out
 
 
@@ -286,7 +290,8 @@ def build_tokenizer():
     """A character-level `PreTrainedTokenizerFast` with a chat template (built in code, nothing downloaded).
 
     Vocabulary: the special tokens, newline and every printable ASCII character; unknown characters map to
-    "?". End of turn "<|end|>" is the eos token.
+    the ordinary "?" token (not a special token, so decoding keeps real question marks). End of turn
+    "<|end|>" is the eos token.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -301,7 +306,6 @@ def build_tokenizer():
         tokenizer_object=core,
         pad_token="<pad>",
         eos_token="<|end|>",
-        unk_token="?",
         additional_special_tokens=["<|user|>", "<|assistant|>", "<|system|>"],
         model_max_length=1024,
     )
