@@ -120,7 +120,11 @@ def scan_cmd(
             raise CritwinError(f"--data {path} not found; pass an existing JSONL file")
     if out.exists() and not out.is_dir():
         raise CritwinError(f"--out {out} is a file; choose a folder")
+    from transformers.utils import logging as hf_logging
+
     from critwin.experiments import reasoning as R
+
+    hf_logging.disable_progress_bar()  # the weight-loading bar would break the one-line error contract
 
     bundled_data = not data
     if task is None:

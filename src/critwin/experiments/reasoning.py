@@ -670,7 +670,15 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _append_jsonl(path: Path, row: Mapping[str, Any]) -> None:
+    """Append one JSON line; a torn last line left by a crash is closed first so the new row stays whole."""
+    torn = False
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, 2)
+            torn = f.read(1) != b"\n"
     with open(path, "a") as f:
+        if torn:
+            f.write("\n")
         f.write(json.dumps(jsonable(dict(row)), allow_nan=False) + "\n")
         f.flush()
 
