@@ -20,12 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import platform
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from critwin.experiments.arith import (
@@ -293,6 +295,8 @@ def main() -> None:
         "eval_seconds": round(time.time() - t1, 1),
         "threads": args.threads,
         "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "machine": f"{platform.machine()} {platform.system()}, {args.threads} CPU threads",
         "heldout_sampled_t0.6_top_p0.9": sampled,
         "heldout_greedy": greedy,
         "demo_problems_sampled_t0.6_top_p0.9": demo_sampled,

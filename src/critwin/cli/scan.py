@@ -102,8 +102,11 @@ def scan_cmd(
         False, "--json", help="Print one JSON object (the dataset summary) on stdout."
     ),
 ) -> None:
-    """Cut each original response, resample K endings per cut, measure P(same answer) per cut and find
-    the windows; per dataset: share of problems with a window and accuracy with vs without one."""
+    """Critical windows in chain-of-thought reasoning (where the final answer gets decided).
+
+    Cuts each original response, resamples K endings per cut, measures P(same answer) per cut and finds
+    the windows; per dataset: the share of problems with a window and the accuracy with vs without one.
+    """
     # Cheap checks first, so that mistakes fail before the slow imports.
     if dense and fractions is not None:
         raise CritwinError("--dense and --fractions: give one, not both")
