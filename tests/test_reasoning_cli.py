@@ -83,6 +83,12 @@ def test_problem_records_agree_with_independent_truth(small_run):
         # The paper's cuts, as numbers of response tokens kept, and k draws at each.
         assert r["curve"]["kept"] == sorted((int(f * r["length"]) for f in R.PAPER_FRACTIONS), reverse=True)
         assert all(v + f == 6 for v, f in zip(r["curve"]["n_valid"], r["curve"]["n_failed"], strict=True))
+        c = r["curve"]
+        for k, n, p, lo, hi in zip(
+            c["n_kept"], c["n_valid"], c["p_same"], c["ci_lo"], c["ci_hi"], strict=True
+        ):
+            assert p == pytest.approx(k / n) and lo <= p <= hi
+        assert c["fraction_kept"] == pytest.approx([kept / r["length"] for kept in c["kept"]])
         for w in r["windows"] + r["paper_windows"]:
             assert 0 <= w["kept_lo"] < w["kept_hi"] <= r["length"]
             assert (w["char_lo"], w["char_hi"]) == (w["kept_lo"], w["kept_hi"])

@@ -446,12 +446,18 @@ def scan_problem(
         else []
     )
     offsets = _char_offsets(sampler.tokenizer, response.response_ids)
+    lo, hi = curve.wilson(cfg.level)
     rec["curve"] = {
         "t": curve.t.tolist(),
         "kept": [int(response.length - t) for t in curve.t],
         "n_kept": curve.n_kept.tolist(),
         "n_valid": curve.n_valid.tolist(),
         "n_failed": curve.n_failed.tolist(),
+        "fraction_kept": [float(1.0 - t / response.length) for t in curve.t],
+        "p_same": [None if not np.isfinite(v) else float(v) for v in curve.p_hat],
+        "ci_lo": [None if not np.isfinite(v) else float(v) for v in lo],
+        "ci_hi": [None if not np.isfinite(v) else float(v) for v in hi],
+        "ci_level": cfg.level,
         "reference": reference,
     }
     rec["windows"] = [window_record(w, response.length, offsets) for w in detected]
