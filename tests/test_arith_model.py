@@ -17,8 +17,15 @@ HELDOUT = ASSETS / "reasoning_problems_heldout.jsonl"
 
 @pytest.fixture(scope="module")
 def sampler():
-    torch.set_num_threads(1)
     return HFSampler.from_pretrained(BUNDLED_MODEL, device="cpu", max_new_tokens=300)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _rows(path):

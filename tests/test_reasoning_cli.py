@@ -19,7 +19,11 @@ DATASET_KEYS = {"n_problems", "share_with_window", "accuracy_with_window", "accu
 
 @pytest.fixture(autouse=True)
 def _one_thread():
+    # Tests run two at a time on two cores: one thread each avoids oversubscription.
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _cli(capsys, *args: str) -> tuple[int, str, str]:
@@ -37,9 +41,13 @@ def _records(run: Path) -> list[dict]:
 def small_run(tmp_path_factory):
     """Three bundled problems, k = 6, the paper's six cuts (runs once for the module)."""
     out = tmp_path_factory.mktemp("scan") / "run"
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    with pytest.raises(SystemExit) as exc:
-        main(["scan", "--out", str(out), "--limit", "3", "-k", "6", "--json", "--no-progress"])
+    try:
+        with pytest.raises(SystemExit) as exc:
+            main(["scan", "--out", str(out), "--limit", "3", "-k", "6", "--json", "--no-progress"])
+    finally:
+        torch.set_num_threads(before)
     assert exc.value.code == 0
     return out
 

@@ -918,7 +918,7 @@ def write_reasoning_report(
     run: RunDir, cfg: ReasoningConfig | None = None, skipped: Mapping[str, Mapping[str, Any]] | None = None
 ) -> dict[str, Any]:
     """Write index.html and summary.json ({"datasets": per-dataset summary, "cases": per-case summary})."""
-    from critwin.report.build import build_report
+    from critwin.report.reasoning import build_reasoning_report
 
     if cfg is None:
         cfg = config_from_run(run)
@@ -927,7 +927,7 @@ def write_reasoning_report(
     (run.path / "reasoning_summary.json").write_text(
         json.dumps(jsonable(datasets), indent=2, allow_nan=False) + "\n"
     )
-    html, cases = build_report(RunDir.open(run.path))
+    html, cases = build_reasoning_report(RunDir.open(run.path))
     summary = {"datasets": datasets, **cases}
     (run.path / "index.html").write_text(html)
     (run.path / SUMMARY).write_text(json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n")

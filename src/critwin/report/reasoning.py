@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from critwin.experiments.reasoning import config_from_run, main_window, read_records, summarize
-from critwin.report.build import register_sections
-from critwin.report.html import Figure, Section, Table
+from critwin.report.build import case_summary, register_sections
+from critwin.report.html import Figure, Section, Table, render_html
 from critwin.report.plots import DETECTED_COLOUR, MEASURED_COLOUR, THEORY_COLOUR, png_bytes
 from critwin.rundir import CaseRecord, RunDir
 from critwin.scan import wilson_interval
@@ -406,3 +406,20 @@ def reasoning_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
             )
         )
     return sections
+
+
+def build_reasoning_report(run: RunDir) -> tuple[str, dict[str, Any]]:
+    """The report of a reasoning run: (HTML of the reasoning sections alone, {"cases": per-case summary}).
+
+    The generic overview table (theory windows, coverage) says nothing about reasoning runs and has a row per
+    problem, so it is left out here; `critwin report DIR` (the generic builder) still shows it.
+    """
+    cases = run.cases()
+    html = render_html(
+        run.config.get("title", "critwin — reasoning"),
+        reasoning_sections(run, cases),
+        subtitle=run.config.get("subtitle", ""),
+        footer=f"critwin run directory format {run.config.get('critwin_run')}; "
+        "re-draw with `critwin report DIR`.",
+    )
+    return html, {"cases": [case_summary(rec) for rec in cases]}
