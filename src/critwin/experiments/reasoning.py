@@ -958,9 +958,11 @@ def run_reasoning_demo(
     window, accuracy with / without a window, and the run's seconds."""
     import torch
 
-    # The demo must stay fast on two shared cores: more threads only add contention there.
+    # One thread: the bundled model's matrices are tiny, so a second thread buys little, and on shared
+    # cores a busy neighbour stalls every two-thread step (seen here: the same scan 0.5 s with one thread,
+    # 0.5-22 s with two). Results do not depend on the thread count.
     threads = torch.get_num_threads()
-    torch.set_num_threads(min(threads, 2))
+    torch.set_num_threads(1)
     try:
         cfg = ReasoningConfig(
             task="arith", k=DEMO_K, fractions=DENSE_FRACTIONS, seed=seed, max_new_tokens=300
