@@ -204,6 +204,7 @@ def test_bad_input_gives_one_line_errors(tmp_path, capsys):
         (["--dense", "--dense-step", "0"], "--dense-step"),
         (["-k", "0"], "-k"),
         (["--task", "poetry"], "--task"),
+        (["--threads", "0"], "--threads"),
     ]
     for extra, match in cases:
         code, stdout, err = _cli(capsys, "scan", "--out", out, *extra)
