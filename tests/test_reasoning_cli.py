@@ -72,6 +72,18 @@ def test_summary_json_contract(small_run):
     assert 'class="cot"' in html and "Reasoning: windows and accuracy" in html
 
 
+def test_report_redraw_keeps_the_dataset_summary(small_run, tmp_path, capsys):
+    run = tmp_path / "copy"
+    shutil.copytree(small_run, run)
+    before = json.loads((run / "summary.json").read_text())
+    code, out, err = _cli(capsys, "report", str(run), "--json")
+    assert code == 0, err
+    after = json.loads((run / "summary.json").read_text())
+    assert after["datasets"] == before["datasets"]
+    assert [c["name"] for c in after["cases"]] == [c["name"] for c in before["cases"]]
+    assert json.loads(out)["cases"] == after["cases"]
+
+
 def test_problem_records_agree_with_independent_truth(small_run):
     gold = {json.loads(line)["id"]: json.loads(line) for line in R.BUNDLED_PROBLEMS.read_text().splitlines()}
     recs = _records(small_run)

@@ -108,7 +108,8 @@ def overview_section(run: RunDir, cases: list[CaseRecord], level: float = LEVEL)
         s = case_summary(rec, level)
         unit = s["time_unit"]
         cov = s["coverage"]
-        out = max(s["window_outside"], default=0.0)
+        # An unmatched detected window reaches "infinitely" far outside; JSON stores that as null.
+        out = max((math.inf if v is None else v for v in s["window_outside"]), default=0.0)
         rows.append(
             [
                 rec.meta.get("title", rec.name),
@@ -238,8 +239,19 @@ def build_report(run: RunDir, level: float = LEVEL) -> tuple[str, dict[str, Any]
 
 
 def write_report(run: RunDir, level: float = LEVEL) -> dict[str, Any]:
-    """Write index.html and summary.json into the run directory; return the summary."""
+    """Write index.html and summary.json into the run directory; return the summary.
+
+    Top-level keys that an experiment wrote into summary.json besides "cases" (e.g. the reasoning
+    experiment's per-dataset "datasets") are kept: a re-drawn report must not lose them."""
     html, summary = build_report(run, level)
+    path = run.path / "summary.json"
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            previous = {}
+        if isinstance(previous, dict):
+            summary = {**previous, **summary}
     (run.path / "index.html").write_text(html)
-    (run.path / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
