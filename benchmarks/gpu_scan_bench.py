@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
     t_start = time.perf_counter()
     if args.smoke:
         device, dtype, shape = torch.device("cpu"), torch.float32, TINY
-        r_len, p_len, k = args.response_tokens or 48, args.prompt_tokens or 16, args.k or 4
+        r_len, p_len, k = args.response_tokens or 24, args.prompt_tokens or 16, args.k or 2
     else:
         if not torch.cuda.is_available():
             raise SystemExit("no CUDA device: run with --smoke on CPU")

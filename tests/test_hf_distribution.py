@@ -13,6 +13,7 @@ import pytest
 import torch
 from scipy import stats
 
+from critwin.samplers import _kv
 from critwin.samplers._kv import SamplingSettings, sample_tokens
 from critwin.samplers.hf import HFSampler
 from critwin.samplers.hf_tiny import CHAT_TEMPLATE, char_tokenizer, tiny_causal_lm
@@ -81,7 +82,10 @@ def _draw(sampler: HFSampler, x, t: int, seed: int):
     return first, second
 
 
-def test_first_and_second_tokens_follow_the_exact_law(setup):
+@pytest.mark.parametrize("share", [True, False], ids=["shared-rows", "row-per-draw"])
+def test_first_and_second_tokens_follow_the_exact_law(setup, share, monkeypatch):
+    # shared rows: all N draws of a cut start in one batch row and fork as their samples differ
+    monkeypatch.setattr(_kv, "SHARE_DRAWS", share)
     model, sampler, x = setup
     full = x.prompt_ids + x.response_ids
     for t in (x.length - 3, x.length // 2):
@@ -97,6 +101,22 @@ def test_first_and_second_tokens_follow_the_exact_law(setup):
         assert gof_pvalue(second, p2) > ALPHA
         # The nucleus really restricts the law here (otherwise top-p would be untested).
         assert 2 <= len(support) < len(p1) // 2
+
+
+def test_original_responses_follow_the_exact_law(setup):
+    # generate_responses on a repeated prompt: the draws share a row (gather path) until they fork
+    model, sampler, _ = setup
+    prompt_ids, _ = sampler.encode_prompt("compute 8*7")
+    responses = sampler.with_prompt("compute 8*7").sample(N, np.random.default_rng(3))
+    first = np.array([r.response_ids[0] for r in responses])
+    second = np.array([r.response_ids[1] for r in responses])
+    p1 = nucleus_probs(uncached_logits(model, prompt_ids))
+    assert gof_pvalue(first, p1) > ALPHA
+    support = np.nonzero(p1)[0]
+    with torch.inference_mode():
+        logits = model(torch.tensor([list(prompt_ids) + [int(a)] for a in support])).logits[:, -1]
+    p2 = sum(p1[a] * nucleus_probs(logits[i]) for i, a in enumerate(support))
+    assert gof_pvalue(second, p2) > ALPHA
 
 
 def test_the_test_has_power(setup):
@@ -133,12 +153,14 @@ def test_resampled_first_tokens_match_fresh_generate_calls(setup):
     assert two_sample_pvalue(second, gen[:, 1], len(TOK)) > ALPHA
 
 
-@pytest.mark.parametrize("top_k, top_p", [(0, 0.97), (5, 0.9), (0, 1.0)])
-def test_sample_tokens_exact_law_including_large_nuclei(top_k, top_p):
-    # 300-token vocabulary with flat logits: the 0.97 nucleus has far more than the 64 tokens probed
-    # first, which exercises the full-sort fallback.
+@pytest.mark.parametrize("rounds", [16, 0], ids=["rejection", "sorted"])
+@pytest.mark.parametrize("top_k, top_p", [(0, 0.97), (5, 0.9), (0, 1.0), (0, 0.5)])
+def test_sample_tokens_exact_law(top_k, top_p, rounds, monkeypatch):
+    # 300-token vocabulary with flat logits (a nucleus of ~250 tokens at 0.97) and a peaked one (0.5);
+    # rounds=0 sends every row to the sorted-nucleus fallback, 16 exercises rejection sampling.
+    monkeypatch.setattr(_kv, "_REJECTION_ROUNDS", rounds)
     gen = torch.Generator().manual_seed(0)
-    logits = torch.randn(300, generator=gen) * 0.5
+    logits = torch.randn(300, generator=gen) * (0.5 if top_p > 0.5 else 1.5)
     settings = SamplingSettings(temperature=0.8, top_p=top_p, top_k=top_k)
     draws = sample_tokens(logits.expand(20000, -1), settings, torch.Generator().manual_seed(1)).numpy()
     scaled = logits.double() / 0.8
@@ -148,4 +170,6 @@ def test_sample_tokens_exact_law_including_large_nuclei(top_k, top_p):
     probs = nucleus_probs(scaled, temperature=1.0, top_p=top_p)
     assert gof_pvalue(draws, probs) > ALPHA
     if top_p == 0.97:
-        assert np.count_nonzero(probs) > 64
+        assert np.count_nonzero(probs) > 200
+    if top_p == 0.5:
+        assert 2 <= np.count_nonzero(probs) <= 20

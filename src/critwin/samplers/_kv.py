@@ -16,6 +16,7 @@ whole decode, so a step writes one slot instead of re-concatenating the cache.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,10 +27,9 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from critwin.errors import CritwinError
 
-# Large enough that the top-p nucleus of a trained model at temperature <= 1 almost always fits, small
-# enough that the per-step partial sort is cheap even for 150k-token vocabularies. Rows whose nucleus is
-# larger fall back to a full sort, so the result is exact either way.
-_NUCLEUS_PROBE = 64
+# Top-p by rejection: each round accepts a row with probability = its nucleus mass (>= top_p), so after 16
+# rounds a row is left with probability <= (1 - top_p)^16; those few rows are drawn from the sorted nucleus.
+_REJECTION_ROUNDS = 16
 
 
 @dataclass(frozen=True)
@@ -251,25 +251,26 @@ def _empty_states(model, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
 class _GrowingLayer(DynamicLayer):
     """A cache layer over a buffer preallocated for the whole decode: a step writes one slot (no concat).
 
-    The buffer is (B, capacity, H, D), the layout the attention projections produce, and the layer exposes
-    the filled part as (B, H, n, D) views.
+    The buffer is (R, H, capacity, D) with room for R batch rows, of which the first `rows` are in use;
+    the filled part is exposed as (rows, H, n, D) views, whose last two dimensions are contiguous per head,
+    as batched matrix products want.
     """
 
-    def __init__(self, buf_k: torch.Tensor, buf_v: torch.Tensor, filled: int):
+    def __init__(self, buf_k: torch.Tensor, buf_v: torch.Tensor, filled: int, rows: int):
         super().__init__()
-        self.buf_k, self.buf_v, self.n = buf_k, buf_v, filled
+        self.buf_k, self.buf_v, self.n, self.rows = buf_k, buf_v, filled, rows
         self.device = buf_k.device
         self.is_initialized = True
         self._views()
 
     def _views(self) -> None:
-        self.keys = self.buf_k[:, : self.n].transpose(1, 2)
-        self.values = self.buf_v[:, : self.n].transpose(1, 2)
+        self.keys = self.buf_k[: self.rows, :, : self.n]
+        self.values = self.buf_v[: self.rows, :, : self.n]
 
     def update(self, key_states, value_states, *args, **kwargs):
         q = key_states.shape[-2]
-        self.buf_k[:, self.n : self.n + q] = key_states.transpose(1, 2)
-        self.buf_v[:, self.n : self.n + q] = value_states.transpose(1, 2)
+        self.buf_k[: self.rows, :, self.n : self.n + q] = key_states
+        self.buf_v[: self.rows, :, self.n : self.n + q] = value_states
         self.n += q
         self._views()
         return self.keys, self.values
@@ -283,13 +284,31 @@ class _GrowingLayer(DynamicLayer):
         Copies only the filled part into a buffer `drop_front` slots shorter; its tail stays uninitialised
         until written.
         """
-        cap = self.buf_k.shape[1] - drop_front
-        new_k = self.buf_k.new_empty((len(indices), cap, *self.buf_k.shape[2:]))
-        new_v = self.buf_v.new_empty((len(indices), cap, *self.buf_v.shape[2:]))
+        n_rows = max(len(indices), self.buf_k.shape[0])
+        cap = self.buf_k.shape[2] - drop_front
+        new_k = self.buf_k.new_empty((n_rows, self.buf_k.shape[1], cap, self.buf_k.shape[3]))
+        new_v = self.buf_v.new_empty((n_rows, self.buf_v.shape[1], cap, self.buf_v.shape[3]))
         filled = self.n - drop_front
-        torch.index_select(self.buf_k[:, drop_front : self.n], 0, indices, out=new_k[:, :filled])
-        torch.index_select(self.buf_v[:, drop_front : self.n], 0, indices, out=new_v[:, :filled])
-        self.buf_k, self.buf_v, self.n = new_k, new_v, filled
+        k = len(indices)
+        torch.index_select(self.buf_k[:, :, drop_front : self.n], 0, indices, out=new_k[:k, :, :filled])
+        torch.index_select(self.buf_v[:, :, drop_front : self.n], 0, indices, out=new_v[:k, :, :filled])
+        self.buf_k, self.buf_v, self.n, self.rows = new_k, new_v, filled, k
+        self._views()
+
+    def append(self, parents: torch.Tensor) -> None:
+        """Add copies of rows `parents` after the rows in use (only their filled slots are copied)."""
+        end = self.rows + len(parents)
+        if end > self.buf_k.shape[0]:  # out of row room: reallocate with spare rows
+            spare = torch.arange(self.rows, device=parents.device)
+            self.select(spare, 0)
+            grow = max(end, int(1.5 * self.buf_k.shape[0]))
+            extra_k = self.buf_k.new_empty((grow - self.buf_k.shape[0], *self.buf_k.shape[1:]))
+            extra_v = self.buf_v.new_empty((grow - self.buf_v.shape[0], *self.buf_v.shape[1:]))
+            self.buf_k = torch.cat([self.buf_k, extra_k])
+            self.buf_v = torch.cat([self.buf_v, extra_v])
+        self.buf_k[self.rows : end, :, : self.n] = self.buf_k[parents, :, : self.n]
+        self.buf_v[self.rows : end, :, : self.n] = self.buf_v[parents, :, : self.n]
+        self.rows = end
         self._views()
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
@@ -306,6 +325,10 @@ class _GrowingCache(DynamicCache):
         for layer in self.layers:
             layer.select(indices, drop_front)
 
+    def append(self, parents: torch.Tensor) -> None:
+        for layer in self.layers:
+            layer.append(parents)
+
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         self.select(indices, 0)
 
@@ -317,9 +340,14 @@ class _GrowingCache(DynamicCache):
 def sample_tokens(logits: torch.Tensor, settings: SamplingSettings, generator: torch.Generator | None):
     """Draw one token per row from `logits` (B, V) with temperature, then top-k, then top-p (as `generate`).
 
-    Top-p keeps the smallest set of most likely tokens whose mass reaches `top_p` (a token is kept when the
-    mass of the tokens ranked above it is < top_p), renormalised. Sampling is by inverse CDF with one uniform
-    per row, so the same generator state gives the same tokens.
+    Top-p keeps the most likely tokens down to the first one at which the mass of the more likely
+    tokens reaches `top_p` (token i is kept when the mass of tokens with larger probability is < top_p),
+    renormalised.
+    It is sampled without sorting the vocabulary (sorting dominates the step time of small models on CPU):
+    draw from the temperature law by inverse CDF and accept the draw if it lies in the nucleus, else draw
+    again (rejection sampling is exact; the acceptance rate is the nucleus mass, >= top_p). Rows still
+    rejected after `_REJECTION_ROUNDS` rounds are drawn from the sorted nucleus. The same generator state
+    gives the same tokens.
     """
     if settings.temperature == 0.0:
         return logits.argmax(dim=-1)
@@ -329,19 +357,28 @@ def sample_tokens(logits: torch.Tensor, settings: SamplingSettings, generator: t
         kth = torch.topk(scores, settings.top_k, dim=-1).values[:, -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
     probs = torch.softmax(scores, dim=-1)
-    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=torch.float32)
-    if settings.top_p >= 1.0:
-        cdf = probs.cumsum(dim=-1)
-        j = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp_max(vocab - 1)
-        return j.squeeze(1)
-    k0 = min(vocab, _NUCLEUS_PROBE)
-    vals, idx = torch.topk(probs, k0, dim=-1)
-    out = _nucleus_pick(vals, idx, u, settings.top_p)
-    short = vals.sum(dim=-1) < settings.top_p  # nucleus larger than the probe: redo these rows fully sorted
-    if k0 < vocab and bool(short.any()):
-        rows = short.nonzero().squeeze(1)
-        v_full, i_full = torch.sort(probs[rows], dim=-1, descending=True)
-        out[rows] = _nucleus_pick(v_full, i_full, u[rows], settings.top_p)
+    cdf = probs.cumsum(dim=-1)
+    rows = probs.shape[0]
+    out = torch.empty(rows, dtype=torch.long, device=probs.device)
+    pending = torch.arange(rows, device=probs.device)
+    for _ in range(_REJECTION_ROUNDS if settings.top_p < 1.0 else 1):
+        u = torch.rand((len(pending), 1), generator=generator, device=probs.device, dtype=torch.float32)
+        c = cdf[pending]
+        tok = torch.searchsorted(c, u * c[:, -1:], right=True).clamp_max(vocab - 1)
+        if settings.top_p >= 1.0:
+            out[pending] = tok.squeeze(1)
+            return out
+        p = probs[pending]
+        p_tok = p.gather(1, tok)
+        above = torch.where(p > p_tok, p, 0.0).sum(dim=-1)  # mass of the strictly more likely tokens
+        ok = above < settings.top_p
+        out[pending[ok]] = tok.squeeze(1)[ok]
+        pending = pending[~ok]
+        if len(pending) == 0:
+            return out
+    v_full, i_full = torch.sort(probs[pending], dim=-1, descending=True)
+    u = torch.rand((len(pending), 1), generator=generator, device=probs.device, dtype=torch.float32)
+    out[pending] = _nucleus_pick(v_full, i_full, u, settings.top_p)
     return out
 
 
@@ -391,11 +428,6 @@ class StopStrings:
 # Decoding
 
 
-@dataclass
-class _Batch:
-    rows: list[int]  # indices into the caller's row list, in batch order
-
-
 def decode_rows(
     model,
     bank: PrefixBank,
@@ -406,6 +438,7 @@ def decode_rows(
     batch_size: int = 256,
     stop: StopStrings | None = None,
     fault_hook: Callable[[int], None] | None = None,
+    mode: str = "auto",
 ) -> list[Continuation | DecodeFailure]:
     """Sample the continuation of every row; all rows share batches of up to `batch_size`.
 
@@ -441,7 +474,7 @@ def decode_rows(
         try:
             if fault_hook is not None:
                 fault_hook(len(chunk))
-            conts = _decode_chunk(model, bank, [rows[i] for i in chunk], settings, gen, stop)
+            conts = _decode_chunk(model, bank, [rows[i] for i in chunk], settings, gen, stop, mode)
         except Exception as exc:  # noqa: BLE001 - only OOM is retried
             if not is_oom(exc):
                 raise
@@ -460,53 +493,371 @@ def decode_rows(
     return results  # type: ignore[return-value]
 
 
-def _build_cache(model, bank: PrefixBank, rows: list[Row], capacity_extra: int):
-    """Cache, 2D attention mask, first fed tokens and their positions for a batch of rows.
+# ---------------------------------------------------------------------------------------------------------
+# Decode states: how a batch of rows sees its prefixes
 
-    Each row's prefix is gathered from the bank right-aligned: slot j of row b holds position
-    j - (s0 - (n_keep_b - 1)); slots before that are padding (masked out, filled with real values so that
-    no NaN can leak through a zero attention weight).
+
+class _GatherState:
+    """Each row gets its own copy of its prefix KV, right-aligned in a preallocated cache (left padding).
+
+    Works for every decoder the prefill accepted; costs one prefix copy per row and reads every row's
+    prefix at every step.
     """
-    device = model.device
-    n_rows = len(rows)
-    s0 = max(r.n_keep for r in rows) - 1  # cache slots before the first fed token
-    capacity = s0 + capacity_extra
-    pad = torch.tensor([s0 - (r.n_keep - 1) for r in rows], dtype=torch.long)
-    rel = torch.arange(s0, dtype=torch.long)[None, :] - pad[:, None]
-    base = torch.tensor([bank.offsets[r.seq] for r in rows], dtype=torch.long)
-    flat = (base[:, None] + rel.clamp_min(0)).reshape(-1).to(device)
-    layers = []
-    for k_bank, v_bank in zip(bank.keys, bank.values, strict=True):
-        buf_k = k_bank.new_empty((n_rows, capacity, *k_bank.shape[1:]))
-        buf_v = v_bank.new_empty((n_rows, capacity, *v_bank.shape[1:]))
-        if s0 > 0:
-            buf_k[:, :s0] = k_bank.index_select(0, flat).view(n_rows, s0, *k_bank.shape[1:])
-            buf_v[:, :s0] = v_bank.index_select(0, flat).view(n_rows, s0, *v_bank.shape[1:])
-        layers.append(_GrowingLayer(buf_k, buf_v, s0))
-    attn = torch.ones((n_rows, capacity), dtype=torch.bool, device=device)
-    attn[:, :s0] = (rel >= 0).to(device)
-    tokens = torch.tensor([bank.seqs[r.seq][r.n_keep - 1] for r in rows], dtype=torch.long, device=device)
-    position = torch.tensor([r.n_keep - 1 for r in rows], dtype=torch.long, device=device)
-    return _GrowingCache(layers), attn, tokens, position, s0
+
+    def __init__(self, model, bank: PrefixBank, rows: list[Row], capacity_extra: int, row_room: int):
+        device = model.device
+        n_rows = len(rows)
+        s0 = max(r.n_keep for r in rows) - 1  # cache slots before the first fed token
+        capacity = s0 + capacity_extra
+        # slot j of row b holds position j - lead_b; slots before lead_b are padding (masked out, but filled
+        # with real values so that no NaN can leak through a zero attention weight)
+        lead = torch.tensor([s0 - (r.n_keep - 1) for r in rows], dtype=torch.long)
+        rel = torch.arange(s0, dtype=torch.long)[None, :] - lead[:, None]
+        base = torch.tensor([bank.offsets[r.seq] for r in rows], dtype=torch.long)
+        # padding slots read any valid bank entry (a one-token sequence has none of its own)
+        total = bank.keys[0].shape[0] if bank.keys else 0
+        flat = (base[:, None] + rel.clamp_min(0)).clamp_(0, max(total - 1, 0)).reshape(-1).to(device)
+        layers = []
+        for k_bank, v_bank in zip(bank.keys, bank.values, strict=True):
+            (_, hk, dk), (_, hv, dv) = k_bank.shape, v_bank.shape
+            buf_k = k_bank.new_empty((max(n_rows, row_room), hk, capacity, dk))
+            buf_v = v_bank.new_empty((max(n_rows, row_room), hv, capacity, dv))
+            if s0 > 0:
+                buf_k[:n_rows, :, :s0] = k_bank.index_select(0, flat).view(n_rows, s0, hk, dk).transpose(1, 2)
+                buf_v[:n_rows, :, :s0] = v_bank.index_select(0, flat).view(n_rows, s0, hv, dv).transpose(1, 2)
+            layers.append(_GrowingLayer(buf_k, buf_v, s0, n_rows))
+        self.model = model
+        self.cache = _GrowingCache(layers)
+        self.attn = torch.ones((n_rows, capacity), dtype=torch.bool, device=device)
+        self.attn[:, :s0] = (rel >= 0).to(device)
+        self.lead = lead.to(device)
+        self.filled = s0
+
+    def step(self, tokens: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        logits = self.model(
+            input_ids=tokens[:, None],
+            attention_mask=self.attn[:, : self.filled + 1],
+            position_ids=position[:, None],
+            use_cache=True,
+            logits_to_keep=1,
+            **{_cache_kwarg(self.model): self.cache},
+        ).logits[:, -1, :]
+        self.filled += 1
+        return logits
+
+    def select(self, keep: torch.Tensor) -> None:
+        # Drop finished rows, and the leading slots that are padding for every remaining row (rows with long
+        # prefixes tend to finish first, leaving short-prefix rows with wide padding).
+        drop = int(self.lead[keep].min())
+        self.cache.select(keep, drop)
+        self.attn = self.attn.index_select(0, keep)[:, drop:]
+        self.lead = self.lead[keep] - drop
+        self.filled -= drop
+
+    def append(self, parents: torch.Tensor) -> None:
+        self.cache.append(parents)
+        self.attn = torch.cat([self.attn, self.attn[parents]])
+        self.lead = torch.cat([self.lead, self.lead[parents]])
 
 
-def _step(model, cache, attn, tokens, position, width):
-    return model(
-        input_ids=tokens[:, None],
-        attention_mask=attn[:, :width],
-        position_ids=position[:, None],
-        use_cache=True,
-        logits_to_keep=1,
-        **{_cache_kwarg(model): cache},
-    ).logits[:, -1, :]
+_CASCADE_ATTN = "critwin_cascade"
+_ACTIVE: contextvars.ContextVar[_CascadeState | None] = contextvars.ContextVar(
+    "critwin_cascade", default=None
+)
+# Decoders whose attention is plain scaled dot-product over (rotated) keys, routed through transformers'
+# AttentionInterface: for them the cascade below is exact. Others use the gather path.
+_CASCADE_MODEL_TYPES = {"llama", "qwen2", "qwen3", "mistral", "gemma", "phi3", "granite", "olmo2"}
+
+
+def cascade_supported(model) -> bool:
+    """Whether `model` can use shared-prefix (cascade) attention: a plain full-attention decoder."""
+    config = model.config
+    if (
+        not getattr(model, "_supports_attention_backend", False)
+        or config.model_type not in _CASCADE_MODEL_TYPES
+    ):
+        return False
+    if config.get_text_config() is not config or getattr(config, "attn_logit_softcapping", None) is not None:
+        return False
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        return all(t == "full_attention" for t in layer_types)
+    return getattr(config, "sliding_window", None) is None or not getattr(config, "use_sliding_window", True)
+
+
+class _CascadeState:
+    """Rows attend to their shared prefixes in place, in the bank, and to their own new tokens in a cache.
+
+    All rows of one response share one bank sequence, so a step reads that sequence's KV once for the
+    whole batch (one matrix product per layer, each row masked to its own cut) instead of once per row;
+    the per-row cache holds only the new tokens. The two parts are combined in one softmax (exact).
+    """
+
+    def __init__(self, model, bank: PrefixBank, rows: list[Row], capacity: int, row_room: int):
+        device = model.device
+        seqs = sorted({r.seq for r in rows})
+        starts, idx, pos = {}, [], 0
+        for q in seqs:
+            n = len(bank.seqs[q]) - 1
+            starts[q] = pos
+            idx.append(torch.arange(bank.offsets[q], bank.offsets[q] + n))
+            pos += n
+        idx_t = torch.cat(idx).to(device) if pos else torch.zeros(0, dtype=torch.long, device=device)
+        # bank KV of the chunk's sequences as (H_kv, T, D), ready for one batched product per layer
+        self.bank_k = [k.index_select(0, idx_t).permute(1, 0, 2).contiguous() for k in bank.keys]
+        self.bank_v = [v.index_select(0, idx_t).permute(1, 0, 2).contiguous() for v in bank.values]
+        lo = torch.tensor([starts[r.seq] for r in rows], dtype=torch.long)
+        hi = lo + torch.tensor([r.n_keep - 1 for r in rows], dtype=torch.long)
+        col = torch.arange(pos, dtype=torch.long)[None, :]
+        self.prefix_mask = ((col >= lo[:, None]) & (col < hi[:, None])).to(device)
+        self._bias: dict[tuple[int, torch.dtype], torch.Tensor] = {}
+        layers = []
+        for k_bank, v_bank in zip(bank.keys, bank.values, strict=True):
+            (_, hk, dk), (_, hv, dv) = k_bank.shape, v_bank.shape
+            buf_k = k_bank.new_empty((max(len(rows), row_room), hk, capacity, dk))
+            buf_v = v_bank.new_empty((max(len(rows), row_room), hv, capacity, dv))
+            layers.append(_GrowingLayer(buf_k, buf_v, 0, len(rows)))
+        self.model = model
+        self.cache = _GrowingCache(layers)
+        self.calls = 0
+        self.lean = _LeanDecoder(model) if LEAN and _LeanDecoder.supported(model) else None
+
+    def step(self, tokens: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        if self.lean is not None:
+            return self.lean.step(tokens, position, self._attend)
+        config = self.model.config
+        previous = config._attn_implementation
+        token = _ACTIVE.set(self)
+        self.calls = 0
+        try:
+            config._attn_implementation = _CASCADE_ATTN
+            logits = self.model(
+                input_ids=tokens[:, None],
+                position_ids=position[:, None],
+                use_cache=True,
+                logits_to_keep=1,
+                **{_cache_kwarg(self.model): self.cache},
+            ).logits[:, -1, :]
+        finally:
+            config._attn_implementation = previous
+            _ACTIVE.reset(token)
+        if self.calls != len(self.bank_k):
+            raise RuntimeError(f"cascade attention ran in {self.calls} of {len(self.bank_k)} layers")
+        return logits
+
+    def _attend(self, i: int, module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        keys, values = self.cache.layers[i].update(k, v)
+        token = _ACTIVE.set(self)
+        try:
+            out, _ = _cascade_attention(module, q, keys, values, None, scaling=module.scaling)
+        finally:
+            _ACTIVE.reset(token)
+        return out
+
+    def bias(self, g: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks (1, B·G, T) of the bank positions each query may attend to: additive (0 / -inf, in
+        `dtype`) and multiplicative (1 / 0, in float32 or float64)."""
+        key = (g, dtype)
+        if key not in self._bias:
+            mask = self.prefix_mask.repeat_interleave(g, dim=0) if g > 1 else self.prefix_mask
+            zero = torch.zeros((), dtype=dtype, device=mask.device)
+            ninf = torch.tensor(float("-inf"), dtype=dtype, device=mask.device)
+            acc = torch.promote_types(dtype, torch.float32)
+            self._bias[key] = (torch.where(mask, zero, ninf).unsqueeze(0), mask.to(acc).unsqueeze(0))
+        return self._bias[key]
+
+    def append(self, parents: torch.Tensor) -> None:
+        self.cache.append(parents)
+        self._bias.clear()
+        self.prefix_mask = torch.cat([self.prefix_mask, self.prefix_mask[parents]])
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.cache.select(keep, 0)
+        self._bias.clear()
+        self.prefix_mask = self.prefix_mask.index_select(0, keep)
+        # Keep only the bank columns some remaining row still attends to (views, no copy).
+        used = self.prefix_mask.any(dim=0).nonzero()
+        if len(used):
+            a, b = int(used[0]), int(used[-1]) + 1
+            if b - a < self.prefix_mask.shape[1]:
+                self.prefix_mask = self.prefix_mask[:, a:b]
+                self.bank_k = [k[:, a:b] for k in self.bank_k]
+                self.bank_v = [v[:, a:b] for v in self.bank_v]
+
+
+def _cascade_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """Attention of one new token per row over [its prefix in the bank] + [its own new tokens].
+
+    query (B, H, 1, D); key/value (B, H_kv, s, D) are the rows' new tokens (from the cache). Everything is
+    computed in the (H_kv, B·G, ·) layout of the bank product; returns (B, 1, H, D) like transformers'
+    attention functions.
+    """
+    state = _ACTIVE.get()
+    if state is None:  # not inside a critwin decode step: behave like sdpa
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    layer = module.layer_idx
+    bank_k, bank_v = state.bank_k[layer], state.bank_v[layer]
+    b, h, _, d = query.shape
+    h_kv = key.shape[1]
+    g = h // h_kv
+    scale = scaling if scaling is not None else d**-0.5
+    q = query.reshape(b, h_kv, g, d) * scale  # head h_kv·g + i reads key/value head h_kv (repeat_kv)
+    # Each part is exponentiated against its own maximum and the two are merged at the end (as in flash
+    # attention), so the bank part stays in its (H_kv, B·G, ·) layout and the new-token part in
+    # (B, H_kv, G, ·). exp of -inf or of very negative numbers takes a slow path on CPUs: arguments are
+    # clamped at -80 (e^-80 ~ 1e-35, far below float32 resolution next to the max term, which is 1) and
+    # masked entries are zeroed exactly by the multiplicative mask.
+    bias, keep = state.bias(g, query.dtype)
+    acc = torch.promote_types(query.dtype, torch.float32)  # softmax arithmetic: float32, or float64
+    qp = q.permute(1, 0, 2, 3).reshape(h_kv, b * g, d)
+    s_pre = torch.baddbmm(bias, qp, bank_k.transpose(1, 2)).to(acc)  # (H_kv, B·G, T)
+    m_pre = s_pre.amax(dim=-1, keepdim=True).clamp_(min=-1e4)  # finite even for an empty prefix
+    p_pre = s_pre.sub_(m_pre).clamp_(min=-80.0).exp_().mul_(keep)
+    l_pre = p_pre.sum(dim=-1, keepdim=True)
+    o_pre = torch.bmm(p_pre.to(bank_v.dtype), bank_v).to(acc)  # (H_kv, B·G, D), unnormalised
+    s_new = torch.matmul(q, key.transpose(2, 3)).to(acc)  # (B, H_kv, G, s), s >= 1
+    m_new = s_new.amax(dim=-1, keepdim=True)
+    p_new = s_new.sub_(m_new).clamp_(min=-80.0).exp_()
+    l_new = p_new.sum(dim=-1, keepdim=True)
+    o_new = torch.matmul(p_new.to(value.dtype), value).to(acc)  # (B, H_kv, G, D), unnormalised
+
+    def to_rows(t: torch.Tensor) -> torch.Tensor:  # (H_kv, B·G, x) -> (B, H_kv, G, x)
+        return t.view(h_kv, b, g, -1).permute(1, 0, 2, 3)
+
+    m_pre, l_pre, o_pre = to_rows(m_pre), to_rows(l_pre), to_rows(o_pre)
+    m = torch.maximum(m_pre, m_new)
+    w_pre, w_new = torch.exp(m_pre - m), torch.exp(m_new - m)
+    o = (o_pre * w_pre + o_new * w_new) / (l_pre * w_pre + l_new * w_new)
+    state.calls += 1
+    return o.to(query.dtype).reshape(b, 1, h, d), None
+
+
+def _register_cascade() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(_CASCADE_ATTN, _cascade_attention)
+
+
+_register_cascade()
+
+# Switches for the two optimisations below; tests turn them off to cover the plain paths.
+LEAN = True  # use the direct decode step for the decoders it supports
+SHARE_DRAWS = True  # let draws that agree so far share a batch row (see `_decode_chunk`)
+_LEAN_MODELS = {
+    "LlamaForCausalLM": "LlamaDecoderLayer",
+    "Qwen2ForCausalLM": "Qwen2DecoderLayer",
+    "MistralForCausalLM": "MistralDecoderLayer",
+}
+
+
+class _LeanDecoder:
+    """One decode step of a Llama-style decoder built from the model's own weights and submodules: the same
+    arithmetic as the transformers forward, without its per-call machinery (mask building, kwargs plumbing,
+    output objects), which dominates the step time of small models.
+
+    Per layer, one matrix product gives q, rotate_half(q), k, rotate_half(k) and v: rotate_half only moves
+    and negates output features, so it can be applied to the rows of the projection weights once (exact),
+    and rotary embedding becomes q·cos + rotate_half(q)·sin with no further reshuffling.
+    """
+
+    def __init__(self, model):
+        base = model.model
+        self.embed, self.norm, self.rotary = base.embed_tokens, base.norm, base.rotary_emb
+        self.layers = list(base.layers)[: model.config.num_hidden_layers]
+        self.lm_head = model.lm_head
+        self.eps = [
+            (layer.input_layernorm.variance_epsilon, layer.post_attention_layernorm.variance_epsilon)
+            for layer in self.layers
+        ]
+        self.fused = [self._fuse(layer.self_attn) for layer in self.layers]
+
+    @staticmethod
+    def _fuse(attn) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
+        d = attn.head_dim
+
+        def rot(w: torch.Tensor) -> torch.Tensor:  # rotate_half applied to each head's output features
+            w = w.reshape(-1, d, *w.shape[1:])
+            return torch.cat((-w[:, d // 2 :], w[:, : d // 2]), dim=1).reshape(-1, *w.shape[2:])
+
+        projs = (attn.q_proj, attn.k_proj, attn.v_proj)
+        wq, wk, wv = (p.weight.detach() for p in projs)
+        weight = torch.cat([wq, rot(wq), wk, rot(wk), wv]).contiguous()
+        bias = None
+        if any(p.bias is not None for p in projs):
+            bq, bk, bv = (
+                p.bias.detach() if p.bias is not None else torch.zeros_like(p.weight[:, 0]) for p in projs
+            )
+            bias = torch.cat([bq, rot(bq), bk, rot(bk), bv])
+        return weight, bias, wq.shape[0], wk.shape[0]
+
+    @staticmethod
+    def supported(model) -> bool:
+        layer_cls = _LEAN_MODELS.get(type(model).__name__)
+        base = getattr(model, "model", None)
+        layers = getattr(base, "layers", None)
+        if layer_cls is None or layers is None or not cascade_supported(model):
+            return False
+        if getattr(model.config, "pretraining_tp", 1) != 1 or model.config.hidden_act != "silu":
+            return False
+        return all(type(layer).__name__ == layer_cls for layer in layers) and all(
+            hasattr(base, a) for a in ("embed_tokens", "norm", "rotary_emb")
+        )
+
+    def _rms(self, module, x: torch.Tensor, eps: float) -> torch.Tensor:
+        if x.dtype == torch.float32:  # same arithmetic as the module in float32, one fused op
+            return torch.nn.functional.rms_norm(x, module.weight.shape, module.weight, eps)
+        return module(x)
+
+    def step(self, tokens: torch.Tensor, position: torch.Tensor, attend) -> torch.Tensor:
+        x = self.embed(tokens[:, None])  # (B, 1, hidden)
+        cos, sin = self.rotary(x, position[:, None])
+        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # (B, 1, 1, D)
+        b = x.shape[0]
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            eps_in, eps_post = self.eps[i]
+            weight, bias, nq, nk = self.fused[i]
+            d = attn.head_dim
+            h = self._rms(layer.input_layernorm, x, eps_in)
+            qkv = torch.nn.functional.linear(h, weight, bias)
+            q, q_rot, k, k_rot, v = torch.split(qkv, [nq, nq, nk, nk, nk], dim=-1)
+            q = (q.view(b, 1, -1, d) * cos + q_rot.view(b, 1, -1, d) * sin).transpose(1, 2)
+            k = (k.view(b, 1, -1, d) * cos + k_rot.view(b, 1, -1, d) * sin).transpose(1, 2)
+            v = v.view(b, 1, -1, d).transpose(1, 2)
+            o = attend(i, attn, q, k, v)  # (B, 1, H, D)
+            x = x + attn.o_proj(o.reshape(b, 1, -1))
+            x = x + layer.mlp(self._rms(layer.post_attention_layernorm, x, eps_post))
+        return self.lm_head(self._rms(self.norm, x, self.norm.variance_epsilon))[:, -1, :]
+
+
+def _make_state(model, bank: PrefixBank, rows: list[Row], capacity: int, mode: str, row_room: int = 0):
+    """A decode state for `rows`: "cascade" if the model allows it and rows share prefixes, else "gather"."""
+    if mode not in ("auto", "cascade", "gather"):
+        raise ValueError(f"mode={mode!r}")
+    use_cascade = mode == "cascade"
+    if mode == "auto" and cascade_supported(model):
+        distinct = sum(len(bank.seqs[q]) - 1 for q in {r.seq for r in rows})
+        shared = sum(r.n_keep - 1 for r in rows)
+        use_cascade = shared >= 2 * max(distinct, 1)  # worth it once each bank token serves >= 2 rows
+    if use_cascade:
+        return _CascadeState(model, bank, rows, capacity, row_room)
+    return _GatherState(model, bank, rows, capacity, row_room)
 
 
 @torch.inference_mode()
-def next_token_logits(model, bank: PrefixBank, rows: Sequence[Row]) -> torch.Tensor:
-    """Next-token logits (float32, (len(rows), V)) after each row's kept prefix, through the cached path."""
+def next_token_logits(model, bank: PrefixBank, rows: Sequence[Row], *, mode: str = "auto") -> torch.Tensor:
+    """Next-token logits ((len(rows), V), float32 or float64) after each row's kept prefix, via the cache."""
     rows = list(rows)
-    cache, attn, tokens, position, s0 = _build_cache(model, bank, rows, 1)
-    return _step(model, cache, attn, tokens, position, s0 + 1).float()
+    state = _make_state(model, bank, rows, 1, mode)
+    device = model.device
+    tokens = torch.tensor([bank.seqs[r.seq][r.n_keep - 1] for r in rows], dtype=torch.long, device=device)
+    position = torch.tensor([r.n_keep - 1 for r in rows], dtype=torch.long, device=device)
+    logits = state.step(tokens, position)
+    return logits if logits.dtype == torch.float64 else logits.float()
 
 
 @torch.inference_mode()
@@ -517,62 +868,95 @@ def _decode_chunk(
     settings: SamplingSettings,
     gen: torch.Generator,
     stop: StopStrings | None,
+    mode: str,
 ) -> list[Continuation]:
+    """Decode the continuations of `rows` (the draws) together.
+
+    Draws that have produced the same tokens from the same cut share one batch row (one cache, one forward)
+    until their samples differ: at each step a row with m draws samples m tokens i.i.d. from its next-token
+    law, and the draws split into one row per distinct token (copies of the parent's cache). This is exact,
+    and where continuations agree (a low-entropy model, or after a feature is decided) it saves most of the
+    work. Finished rows are dropped from the batch once enough have accumulated (one cache copy).
+    """
     device = model.device
-    n_rows = len(rows)
     max_steps = max(r.max_new for r in rows)
-    cache, attn, tokens, position, s0 = _build_cache(model, bank, rows, max_steps)
-    budget = torch.tensor([r.max_new for r in rows], dtype=torch.long, device=device)
-    lead = torch.tensor([s0 - (r.n_keep - 1) for r in rows], dtype=torch.long, device=device)  # padding slots
-    eos = torch.tensor(sorted(set(settings.eos_token_ids)), dtype=torch.long, device=device)
-    out = torch.zeros((n_rows, max_steps), dtype=torch.long, device=device)
-    out_len = torch.zeros(n_rows, dtype=torch.long)
-    reason = ["length"] * n_rows
-    live = torch.arange(n_rows, device=device)  # original row of each batch slot
-    done = torch.zeros(n_rows, dtype=torch.bool, device=device)  # per batch slot
-    stop_cand = stop.candidate.to(device) if stop is not None else None
-    compact_at = max(1, n_rows // 8)
+    # initial batch rows: one per distinct cut; draws[i] lists the draws (indices into `rows`) sharing row i
+    first: dict[Row, int] = {}
+    draws: list[list[int]] = []
+    for j, r in enumerate(rows):
+        if r not in first or not SHARE_DRAWS:
+            first[r] = len(draws)
+            draws.append([])
+        draws[first[r]].append(j)
+    heads = [rows[d[0]] for d in draws]
+    state = _make_state(model, bank, heads, max_steps, mode, row_room=len(rows))
+    tokens = [bank.seqs[r.seq][r.n_keep - 1] for r in heads]
+    position = torch.tensor([r.n_keep - 1 for r in heads], dtype=torch.long, device=device)
+    budget = [r.max_new for r in heads]
+    eos = set(settings.eos_token_ids)
+    out: list[list[int]] = [[] for _ in rows]
+    reason = ["length"] * len(rows)
+    dead = 0  # batch rows whose draws all finished, kept until enough accumulate to be worth a copy
 
     for step in range(max_steps):
-        filled = cache.layers[0].n if cache.layers else s0 + step
-        logits = _step(model, cache, attn, tokens, position, filled + 1)
-        nxt = sample_tokens(logits, settings, gen)
-        hit_eos = torch.isin(nxt, eos) if eos.numel() else torch.zeros_like(done)
-        fresh = ~done
-        rec = fresh & ~hit_eos  # record the token (never eos) of unfinished rows
-        out[live[rec], step] = nxt[rec]
-        finished_now = fresh & (hit_eos | (budget <= step + 1))
-        if stop is not None:
-            for b in (rec & stop_cand[nxt]).nonzero().squeeze(1).tolist():
-                r = int(live[b])
-                row = rows[r]
-                n_ctx = min(row.stop_context, row.n_keep, stop.window)
-                ctx = list(bank.seqs[row.seq][row.n_keep - n_ctx : row.n_keep])
-                if stop.hit(ctx + out[r, : step + 1].tolist(), len(ctx)):
-                    finished_now[b] = True
-                    reason[r] = "stop_string"
-        if bool(finished_now.any()):
-            for b in finished_now.nonzero().squeeze(1).tolist():
-                r = int(live[b])
-                out_len[r] = step + 1 - int(hit_eos[b])
-                if hit_eos[b]:
-                    reason[r] = "eos"
-            done |= finished_now
-        n_done = int(done.sum())
-        if n_done == len(live):
+        logits = state.step(torch.tensor(tokens, dtype=torch.long, device=device), position)
+        counts = [len(d) for d in draws]
+        if all(c == 1 for c in counts):
+            per_draw = logits
+        else:
+            per_draw = logits.repeat_interleave(torch.tensor(counts, device=device), dim=0)
+        sampled = sample_tokens(per_draw, settings, gen).tolist()
+        parents: list[int] = []  # forks: rows whose draws split, appended as copies of their parent
+        k = 0
+        for i, ds in enumerate(draws[: len(counts)]):  # forks appended below are not sampled this step
+            if not ds:
+                continue
+            groups: dict[int, list[int]] = {}
+            for d in ds:
+                groups.setdefault(sampled[k], []).append(d)
+                k += 1
+            going: list[tuple[int, list[int]]] = []
+            for tok, members in groups.items():
+                if tok in eos:
+                    for d in members:
+                        reason[d] = "eos"
+                    continue
+                for d in members:
+                    out[d].append(tok)
+                finished = step + 1 >= budget[i]
+                if stop is not None and bool(stop.candidate[tok]):
+                    row = rows[members[0]]
+                    n_ctx = min(row.stop_context, row.n_keep, stop.window)
+                    ctx = list(bank.seqs[row.seq][row.n_keep - n_ctx : row.n_keep])
+                    if stop.hit(ctx + out[members[0]], len(ctx)):
+                        finished = True
+                        for d in members:
+                            reason[d] = "stop_string"
+                if not finished:
+                    going.append((tok, members))
+            if not going:
+                draws[i] = []
+                dead += 1
+                continue
+            tokens[i], draws[i] = going[0]
+            for tok, members in going[1:]:
+                parents.append(i)
+                tokens.append(tok)
+                draws.append(members)
+                budget.append(budget[i])
+        if dead == len(draws):
             break
-        if n_done >= compact_at:
-            # Drop finished rows, and the leading slots that are padding for every remaining row (rows with
-            # long prefixes tend to finish first, leaving short-prefix rows with wide padding).
-            keep = (~done).nonzero().squeeze(1)
-            drop = int(lead[keep].min())
-            cache.select(keep, drop)
-            attn = attn.index_select(0, keep)[:, drop:]
-            live, budget, position, lead = live[keep], budget[keep], position[keep], lead[keep] - drop
-            nxt = nxt[keep]
-            done = torch.zeros(len(keep), dtype=torch.bool, device=device)
-            compact_at = max(1, len(keep) // 8)
-        tokens = nxt
+        if parents:
+            idx = torch.tensor(parents, dtype=torch.long, device=device)
+            state.append(idx)
+            position = torch.cat([position, position[idx]])
         position = position + 1
-    out = out.cpu()
-    return [Continuation(tuple(out[r, : out_len[r]].tolist()), reason[r]) for r in range(n_rows)]
+        if dead >= max(1, len(draws) // 8):
+            alive = [i for i, d in enumerate(draws) if d]
+            state.select(torch.tensor(alive, dtype=torch.long, device=device))
+            position = position[torch.tensor(alive, device=device)]
+            tokens = [tokens[i] for i in alive]
+            draws = [draws[i] for i in alive]
+            budget = [budget[i] for i in alive]
+            dead = 0
+    return [Continuation(tuple(out[j]), reason[j]) for j in range(len(rows))]

@@ -264,6 +264,7 @@ class HFSampler:
         system_prompt: str | None = None,
         batch_size: int = 256,
         budget: str = "response",
+        prefix_attention: str = "auto",
         prompt: Prompt | None = None,
     ):
         self.model = model
@@ -291,6 +292,14 @@ class HFSampler:
         if budget not in ("response", "continuation"):
             raise CritwinError(f"budget={budget!r}: use 'response' or 'continuation'")
         self.budget = budget
+        if prefix_attention not in ("auto", "cascade", "gather"):
+            raise CritwinError(f"prefix_attention={prefix_attention!r}: use 'auto', 'cascade' or 'gather'")
+        if prefix_attention == "cascade" and not _kv.cascade_supported(model):
+            raise CritwinError(
+                f"prefix_attention='cascade': not supported for {model.config.model_type} models; "
+                "use 'auto' or 'gather'"
+            )
+        self.prefix_attention = prefix_attention
         self.prompt = prompt
         self._stop_cache: dict[tuple[str, ...], StopStrings] = {}
         self._bank_memo: tuple[tuple, PrefixBank] | None = None
@@ -454,7 +463,7 @@ class HFSampler:
         p = len(x.prompt_ids)
         rows = [Row(seq=0, n_keep=p + x.length - self._check_t(x, t), max_new=1) for t in ts]
         bank = self._bank([x.prompt_ids + x.response_ids])
-        return _kv.next_token_logits(self.model, bank, rows)
+        return _kv.next_token_logits(self.model, bank, rows, mode=self.prefix_attention)
 
     # -- internals ----------------------------------------------------------------------------------------
 
@@ -533,6 +542,7 @@ class HFSampler:
             batch_size=self.batch_size,
             stop=self._stop(settings),
             fault_hook=self.fault_hook,
+            mode=self.prefix_attention,
         )
         return [Failure(r.reason) if isinstance(r, _kv.DecodeFailure) else r for r in res]
 
