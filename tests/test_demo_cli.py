@@ -45,6 +45,14 @@ def test_demo_default_run(tmp_path):
     html = (out / "index.html").read_text()
     assert html.count('src="data:image/png;base64,') == len(names) + 1
     assert "%|" in proc.stderr  # the progress bar goes to stderr
+    # The reasoning scan of the bundled model: its own run directory, linked, numbers in summary.json.
+    r = summary["reasoning"]
+    assert r == result["reasoning"] and r["n_problems"] == 20
+    sub = json.loads((out / r["out"] / "summary.json").read_text())
+    (d,) = sub["datasets"].values()
+    assert r["window_at_first_error_rate"] == d["window_at_first_error_rate"]
+    assert r["n_problems_with_window"] == round(d["share_with_window"] * d["n_problems"])
+    assert 'href="reasoning/index.html"' in html and (out / "reasoning" / "index.html").is_file()
 
 
 def test_same_seed_gives_identical_run_directories(tmp_path):

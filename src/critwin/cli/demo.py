@@ -20,9 +20,12 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Seed of every random draw (same seed, same files)."),
     n: int = typer.Option(200, "--n", help="Resamples per forward time t (Gaussian cases)."),
     n_language: int = typer.Option(2000, "--n-language", help="Resamples per t for the language cases."),
+    reasoning: bool = typer.Option(
+        True, "--reasoning/--no-reasoning", help="Also scan the bundled reasoning model (about 20 s)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
-    """Run the built-in demo (Gaussian diffusion + toy language) and write index.html and summary.json."""
+    """Run the built-in demo (exact testbeds + bundled reasoning model); write index.html and summary.json."""
     # Check the arguments before the (slow) scientific imports so that mistakes fail fast.
     for name, value in (("n", n), ("n_language", n_language)):
         if value < 1:
@@ -36,7 +39,9 @@ def demo(
     folder = Path(tempfile.mkdtemp(prefix="critwin-demo-")) if out is None else out
     log(f"critwin demo: writing to {folder}")
     start = time.perf_counter()
-    summary = run_demo(folder, seed=seed, n=n, n_language=n_language, progress=True, log=log)
+    summary = run_demo(
+        folder, seed=seed, n=n, n_language=n_language, progress=True, log=log, reasoning=reasoning
+    )
     seconds = time.perf_counter() - start
     index = folder / "index.html"
     if as_json:
@@ -47,6 +52,13 @@ def demo(
         log(
             f"  {case['name']:<32} theory {_pairs(case['theory_windows'])}  detected "
             f"{_pairs(case['detected_windows'])}  coverage {'—' if cov is None else f'{cov:.0%}'}"
+        )
+    r = summary.get("reasoning")
+    if r:
+        log(
+            f"  reasoning (bundled model)        {r['n_problems']} problems, accuracy {r['accuracy']:.2f}, "
+            f"window at first wrong step {r['window_at_first_error_rate']} "
+            f"(of {r['n_problems_with_window']} with a window)"
         )
     log(f"done in {seconds:.1f} s")
     print(index)

@@ -18,6 +18,7 @@ everything to a run directory, then the report (index.html, summary.json).
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from critwin.errors import CritwinError
 from critwin.features.base import ChoiceFeature, MixtureClass
-from critwin.rundir import RunDir, theory_intervals
+from critwin.rundir import RunDir, jsonable, theory_intervals
 from critwin.samplers.gaussian import GaussianMixtureSampler, exact_curve
 from critwin.samplers.toy_lm import ToyLMSampler, demo_language
 from critwin.scan import scan
@@ -167,8 +168,12 @@ def run_demo(
     n_language: int = 2000,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    reasoning: bool = True,
 ) -> dict[str, Any]:
     """Run every demo case into the run directory `out` (new or empty) and write its report.
+
+    reasoning: also run the reasoning scan of the bundled model into `out/reasoning/` (a run directory of
+    its own, linked from the report); its numbers go to summary.json under "reasoning".
 
     n: resamples per t for the Gaussian cases; n_language: for the language cases (cheap, and the later
     steps of the all-choices staircase are small, ~0.1, so they need more draws to be resolved).
@@ -234,6 +239,22 @@ def run_demo(
                 "min_jump": case["min_jump"],
             },
         )
+    if reasoning:
+        from critwin.experiments.reasoning import run_reasoning_demo
+
+        if log:
+            log("reasoning scan of the bundled model …")
+        result = run_reasoning_demo(run.path / "reasoning", seed=seed, progress=progress, log=log)
+        result.pop("seconds", None)  # wall time would make same-seed runs differ
+        result["out"] = "reasoning"
+        _write_json_key(run.path / "summary.json", "reasoning", result)
     if log:
         log("drawing the report …")
     return write_report(run, LEVEL)
+
+
+def _write_json_key(path: Path, key: str, value: Any) -> None:
+    """Set one top-level key of a JSON file (created if missing); write_report keeps such keys."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[key] = value
+    path.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")

@@ -251,7 +251,7 @@ def write_report(run: RunDir, level: float = LEVEL) -> dict[str, Any]:
         except (OSError, ValueError):
             previous = {}
         if isinstance(previous, dict):
-            summary = {**previous, **summary}
+            summary = {**summary, **{k: v for k, v in previous.items() if k not in summary}}
     (run.path / "index.html").write_text(html)
     path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
