@@ -19,8 +19,14 @@ The model is the bundled reasoning model (src/critwin/assets/reasoning_model) wh
 long synthetic sum; otherwise a random-weight model of similar size (said so in the JSON: its response is
 a 240-token sample with eos suppressed, and its continuations stop at its own, random, eos).
 
+Threads: every method runs with the same torch thread count, 1 by default. On this shared 2-core machine
+multi-threaded timings of the many small ops of a small model are dominated by contention with other jobs
+(in our runs the per-cut baseline took 4.5 s to 195 s with 2 threads, 6.3–7.2 s with 1); `--threads 2`
+uses both cores, `--threads 0` leaves torch's default.
+
 Last stdout line: one JSON object with ratio_vs_per_cut, ratio_vs_batched, the wall times, tokens/s and
 the consistency checks. Usage: python benchmarks/scan_bench.py [--smoke] [--k 32] [--random-model]
+[--threads N]
 """
 
 from __future__ import annotations
@@ -209,7 +215,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--k", type=int, default=32)
     ap.add_argument("--random-model", action="store_true", help="use the random-weight model even if bundled")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads for all methods")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads, the same for all methods (default 1: see the module docstring; 0 = torch's)",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

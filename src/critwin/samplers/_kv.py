@@ -361,14 +361,13 @@ def sample_tokens(logits: torch.Tensor, settings: SamplingSettings, generator: t
     rows = probs.shape[0]
     out = torch.empty(rows, dtype=torch.long, device=probs.device)
     pending = torch.arange(rows, device=probs.device)
-    for _ in range(_REJECTION_ROUNDS if settings.top_p < 1.0 else 1):
+    for round_ in range(_REJECTION_ROUNDS if settings.top_p < 1.0 else 1):
         u = torch.rand((len(pending), 1), generator=generator, device=probs.device, dtype=torch.float32)
-        c = cdf[pending]
+        c = cdf if round_ == 0 else cdf[pending]
         tok = torch.searchsorted(c, u * c[:, -1:], right=True).clamp_max(vocab - 1)
         if settings.top_p >= 1.0:
-            out[pending] = tok.squeeze(1)
-            return out
-        p = probs[pending]
+            return tok.squeeze(1)
+        p = probs if round_ == 0 else probs[pending]
         p_tok = p.gather(1, tok)
         above = torch.where(p > p_tok, p, 0.0).sum(dim=-1)  # mass of the strictly more likely tokens
         ok = above < settings.top_p
@@ -706,34 +705,33 @@ def _cascade_attention(module, query, key, value, attention_mask, scaling=None, 
     g = h // h_kv
     scale = scaling if scaling is not None else d**-0.5
     q = query.reshape(b, h_kv, g, d) * scale  # head h_kv·g + i reads key/value head h_kv (repeat_kv)
-    # Each part is exponentiated against its own maximum and the two are merged at the end (as in flash
-    # attention), so the bank part stays in its (H_kv, B·G, ·) layout and the new-token part in
-    # (B, H_kv, G, ·). exp of -inf or of very negative numbers takes a slow path on CPUs: arguments are
-    # clamped at -80 (e^-80 ~ 1e-35, far below float32 resolution next to the max term, which is 1) and
-    # masked entries are zeroed exactly by the multiplicative mask.
+    # The bank part is computed in its (H_kv, B·G, ·) layout, the new-token part in (B, H_kv, G, ·); only
+    # per-row maxima, sums and outputs cross between them. exp of -inf or of very negative numbers takes a
+    # slow path on CPUs: arguments are clamped at -80 (e^-80 ~ 1e-35, far below float32 resolution next
+    # to the max term, which is 1) and masked entries are zeroed exactly by the multiplicative mask.
     bias, keep = state.bias(g, query.dtype)
     acc = torch.promote_types(query.dtype, torch.float32)  # softmax arithmetic: float32, or float64
     qp = q.permute(1, 0, 2, 3).reshape(h_kv, b * g, d)
     s_pre = torch.baddbmm(bias, qp, bank_k.transpose(1, 2)).to(acc)  # (H_kv, B·G, T)
-    m_pre = s_pre.amax(dim=-1, keepdim=True).clamp_(min=-1e4)  # finite even for an empty prefix
-    p_pre = s_pre.sub_(m_pre).clamp_(min=-80.0).exp_().mul_(keep)
-    l_pre = p_pre.sum(dim=-1, keepdim=True)
-    o_pre = torch.bmm(p_pre.to(bank_v.dtype), bank_v).to(acc)  # (H_kv, B·G, D), unnormalised
     s_new = torch.matmul(q, key.transpose(2, 3)).to(acc)  # (B, H_kv, G, s), s >= 1
-    m_new = s_new.amax(dim=-1, keepdim=True)
-    p_new = s_new.sub_(m_new).clamp_(min=-80.0).exp_()
-    l_new = p_new.sum(dim=-1, keepdim=True)
-    o_new = torch.matmul(p_new.to(value.dtype), value).to(acc)  # (B, H_kv, G, D), unnormalised
-
-    def to_rows(t: torch.Tensor) -> torch.Tensor:  # (H_kv, B·G, x) -> (B, H_kv, G, x)
-        return t.view(h_kv, b, g, -1).permute(1, 0, 2, 3)
-
-    m_pre, l_pre, o_pre = to_rows(m_pre), to_rows(l_pre), to_rows(o_pre)
-    m = torch.maximum(m_pre, m_new)
-    w_pre, w_new = torch.exp(m_pre - m), torch.exp(m_new - m)
-    o = (o_pre * w_pre + o_new * w_new) / (l_pre * w_pre + l_new * w_new)
+    m = torch.maximum(s_new.amax(dim=-1, keepdim=True), _rows(s_pre.amax(dim=-1, keepdim=True), b, g))
+    p_pre = s_pre.sub_(_bank_layout(m, b, g)).clamp_(min=-80.0).exp_().mul_(keep)
+    p_new = s_new.sub_(m).clamp_(min=-80.0).exp_()
+    denom = _rows(p_pre.sum(dim=-1, keepdim=True), b, g) + p_new.sum(dim=-1, keepdim=True)
+    o = _rows(torch.bmm(p_pre.to(bank_v.dtype), bank_v).to(acc), b, g)  # (B, H_kv, G, D)
+    o = o + torch.matmul(p_new.to(value.dtype), value).to(acc)
     state.calls += 1
-    return o.to(query.dtype).reshape(b, 1, h, d), None
+    return (o / denom).to(query.dtype).reshape(b, 1, h, d), None
+
+
+def _rows(t: torch.Tensor, b: int, g: int) -> torch.Tensor:
+    """(H_kv, B·G, x) -> (B, H_kv, G, x) view."""
+    return t.view(t.shape[0], b, g, -1).permute(1, 0, 2, 3)
+
+
+def _bank_layout(t: torch.Tensor, b: int, g: int) -> torch.Tensor:
+    """(B, H_kv, G, x) -> (H_kv, B·G, x), a view where possible."""
+    return t.permute(1, 0, 2, 3).reshape(t.shape[1], b * g, -1)
 
 
 def _register_cascade() -> None:

@@ -9,6 +9,7 @@ batches (see `critwin.samplers._kv`).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 from collections.abc import Mapping, Sequence
@@ -245,6 +246,12 @@ class HFSampler:
     cut keeping k tokens may add max_new_tokens - k tokens, so resampled responses follow exactly the law
     of the original ones (`budget="continuation"` gives every ending max_new_tokens instead).
     `chat`: None uses the tokenizer's chat template when it has one, True requires it, False never uses it.
+    `batch_size`: rows decoded together (halved automatically on out-of-memory).
+    `prefix_attention`: "auto" lets the draws of one response read its prefix KV in place (one product per
+    layer for all cuts, see `critwin.samplers._kv`) when the model is a plain full-attention decoder, and
+    copies the prefix per row ("gather") otherwise; both are exact.
+    `cpu_threads`: torch intra-op threads while this sampler computes (None leaves torch's setting). For
+    small models on a busy CPU, 1 is much faster than several (each tiny op then waits for other threads).
     """
 
     time_unit = "tokens"
@@ -265,6 +272,7 @@ class HFSampler:
         batch_size: int = 256,
         budget: str = "response",
         prefix_attention: str = "auto",
+        cpu_threads: int | None = None,
         prompt: Prompt | None = None,
     ):
         self.model = model
@@ -300,6 +308,9 @@ class HFSampler:
                 "use 'auto' or 'gather'"
             )
         self.prefix_attention = prefix_attention
+        if cpu_threads is not None and int(cpu_threads) < 1:
+            raise CritwinError(f"cpu_threads={cpu_threads}: use a positive integer or None")
+        self.cpu_threads = None if cpu_threads is None else int(cpu_threads)
         self.prompt = prompt
         self._stop_cache: dict[tuple[str, ...], StopStrings] = {}
         self._bank_memo: tuple[tuple, PrefixBank] | None = None
@@ -378,7 +389,8 @@ class HFSampler:
         encoded = [self.encode_prompt(p) for p in prompts]
         if not encoded:
             return []
-        bank = PrefixBank.build(self.model, [ids for ids, _ in encoded])
+        with _torch_threads(self.cpu_threads):
+            bank = PrefixBank.build(self.model, [ids for ids, _ in encoded])
         rows = [
             Row(seq=i, n_keep=len(ids), max_new=settings.max_new_tokens, stop_context=0)
             for i, (ids, _) in enumerate(encoded)
@@ -514,7 +526,8 @@ class HFSampler:
         key = tuple(seqs)
         if self._bank_memo is not None and self._bank_memo[0] == key:
             return self._bank_memo[1]
-        bank = PrefixBank.build(self.model, seqs)
+        with _torch_threads(self.cpu_threads):
+            bank = PrefixBank.build(self.model, seqs)
         self._bank_memo = (key, bank)  # adaptive searches call again on the same response: reuse the prefill
         return bank
 
@@ -533,18 +546,33 @@ class HFSampler:
     def _decode(
         self, bank: PrefixBank, rows: list[Row], settings: SamplingSettings, seed: int
     ) -> list[Continuation | Failure]:
-        res = _kv.decode_rows(
-            self.model,
-            bank,
-            rows,
-            settings,
-            seed=seed,
-            batch_size=self.batch_size,
-            stop=self._stop(settings),
-            fault_hook=self.fault_hook,
-            mode=self.prefix_attention,
-        )
+        with _torch_threads(self.cpu_threads):
+            res = _kv.decode_rows(
+                self.model,
+                bank,
+                rows,
+                settings,
+                seed=seed,
+                batch_size=self.batch_size,
+                stop=self._stop(settings),
+                fault_hook=self.fault_hook,
+                mode=self.prefix_attention,
+            )
         return [Failure(r.reason) if isinstance(r, _kv.DecodeFailure) else r for r in res]
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run the block with `n` torch intra-op threads (None: unchanged), restoring the setting after."""
+    if n is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _eos_ids(model, tokenizer) -> list[int]:

@@ -1,0 +1,45 @@
+"""The benchmark scripts run end to end (tiny --smoke shapes) and their three methods agree under greedy
+decoding, so the speed numbers they print compare the same work."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def one_thread():  # the benchmarks' smoke runs compare methods; one thread keeps them quick on a busy CPU
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.slow
+def test_scan_bench_smoke(capsys, one_thread):
+    result = _load("scan_bench").main(["--smoke", "--threads", "1"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    assert result["greedy_identical_cuts"] == "6/6"
+    assert result["M"] == 6 and {"ratio_vs_per_cut", "ratio_vs_batched"} <= result.keys()
+
+
+@pytest.mark.slow
+def test_gpu_bench_smoke_on_cpu(capsys, one_thread):
+    result = _load("gpu_scan_bench").main(["--smoke"])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+    assert result["greedy_identical_cuts"] == {"vs_per_cut": "6/6", "vs_batched": "6/6"}
+    # every ending runs to the length cap in this setup, so all methods generate the same number of tokens
+    assert len(set(result["generated_tokens"].values())) == 1
