@@ -35,6 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from critwin.samplers import _kv  # noqa: E402
 from critwin.samplers.hf import PAPER_FRACTIONS, HFSampler, Response, cut_positions  # noqa: E402
 
 QWEN25_05B = dict(
@@ -231,7 +232,9 @@ def main(argv: list[str] | None = None) -> dict:
     same_b = sum(g_c[j] == g_b[j] for j in range(len(kept)))
     log(f"greedy identical: vs per-cut {same_a}/{len(kept)}, vs batched {same_b}/{len(kept)}")
 
+    before = dict(_kv.STATS)
     t_c, o_c = run_critwin(model, x, kept, k, r_len, TEMPERATURE, args.seed)
+    work = {key: _kv.STATS[key] - before[key] for key in before}
     log(f"critwin {t_c:.2f}s ({n_tokens(o_c) / t_c:.0f} tok/s)")
     t_b, o_b = run_batched(model, x, kept, k, budgets, TEMPERATURE, args.seed)
     log(f"batched generate {t_b:.2f}s ({n_tokens(o_b) / t_b:.0f} tok/s)")
@@ -250,6 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
         "M": len(kept),
         "K": k,
         "cuts_kept_tokens": kept,
+        "critwin_work": work,  # row_steps < draw_steps: draws that still agreed shared a batch row
         "generated_tokens": {"critwin": n_tokens(o_c), "per_cut": n_tokens(o_a), "batched": n_tokens(o_b)},
         "critwin_s": round(t_c, 3),
         "per_cut_s": round(t_a, 3),

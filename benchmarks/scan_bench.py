@@ -42,6 +42,7 @@ import torch
 from scipy import stats
 
 import critwin
+from critwin.samplers import _kv
 from critwin.samplers.hf import PAPER_FRACTIONS, HFSampler, Response, cut_positions, load_causal_lm
 from critwin.samplers.hf_tiny import char_tokenizer, tiny_causal_lm
 
@@ -250,7 +251,9 @@ def main(argv: list[str] | None = None) -> dict:
     g_b = run_batched(model, x, kept, 1, cap, 0.0, eos, pad, args.seed)[1]
     greedy_same = sum(g_c[j] == g_a[j] == g_b[j] for j in range(len(kept)))
 
+    before = dict(_kv.STATS)
     (t_c, cpu_c), o_c = run_critwin(model, tok, x, kept, k, cap, TEMPERATURE, args.seed)
+    work = {key: _kv.STATS[key] - before[key] for key in before}
     log(f"critwin: {t_c:.2f}s wall, {cpu_c:.2f}s cpu, {n_tokens(o_c)} tokens")
     (t_b, cpu_b), o_b = run_batched(model, x, kept, k, cap, TEMPERATURE, eos, pad, args.seed)
     log(f"batched generate: {t_b:.2f}s wall, {cpu_b:.2f}s cpu, {n_tokens(o_b)} tokens")
@@ -288,6 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
             "batched": round(mean_len(o_b), 1),
         },
         "greedy_identical_cuts": f"{greedy_same}/{len(kept)}",
+        "critwin_work": work,  # row_steps < draw_steps: draws that still agreed shared a batch row
         "first_token_chi2_p": {
             "vs_per_cut": round(first_token_pvalue(o_c, o_a), 4),
             "vs_batched": round(first_token_pvalue(o_c, o_b), 4),

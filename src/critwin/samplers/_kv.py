@@ -742,6 +742,10 @@ def _register_cascade() -> None:
 
 _register_cascade()
 
+# Counters of the decode work since import (benchmarks report them): decode steps, batch rows processed
+# summed over steps, and tokens drawn (one per draw and step), which the rows would be without sharing.
+STATS = {"steps": 0, "row_steps": 0, "draw_steps": 0}
+
 # Switches for the two optimisations below; tests turn them off to cover the plain paths.
 LEAN = True  # use the direct decode step for the decoders it supports
 SHARE_DRAWS = True  # let draws that agree so far share a batch row (see `_decode_chunk`)
@@ -904,6 +908,9 @@ def _decode_chunk(
         else:
             per_draw = logits.repeat_interleave(torch.tensor(counts, device=device), dim=0)
         sampled = sample_tokens(per_draw, settings, gen).tolist()
+        STATS["steps"] += 1
+        STATS["row_steps"] += len(draws)
+        STATS["draw_steps"] += len(sampled)
         parents: list[int] = []  # forks: rows whose draws split, appended as copies of their parent
         k = 0
         for i, ds in enumerate(draws[: len(counts)]):  # forks appended below are not sampled this step
