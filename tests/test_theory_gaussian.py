@@ -293,3 +293,21 @@ def test_restrict_and_forward_push():
     assert np.allclose(at.means, math.exp(-0.5) * mix.means)
     assert np.allclose(at.variances, math.exp(-1.0) * mix.variances + 1 - math.exp(-1.0))
     assert np.allclose(at.log_density(x), mix.log_density(x, 0.5))
+
+
+@pytest.mark.parametrize("gap", [1e-5, 1e-8, 1e-11])
+def test_nearly_equal_variances_stay_exact(gap, monkeypatch):
+    # At large OU times the two variances agree to ~1e-11: the ball {p > q} moves out to distance ~1/gap
+    # and scipy's noncentral χ² series would take minutes (or give NaN). The value must tend to the
+    # equal-variance erf form, and the large-noncentrality branch must agree with the exact series.
+    from critwin.theory import tv as tv_mod
+
+    d = 98
+    a, b = np.zeros(d), np.zeros(d)
+    b[0] = 0.5
+    got = tv_mod.gaussian_tv_isotropic(a, 1.0 - gap, b, 1.0)
+    # |TV(v_a) − TV(1)| ≤ TV(N(0, (1−gap)I), N(0, I)) ≤ sqrt(d/2)·gap (Pinsker with KL ≈ d·gap²/4).
+    assert abs(got - tv_mod.gaussian_tv_equal_variance(0.5, 1.0)) <= np.sqrt(d / 2) * gap + 1e-9
+    if gap >= 1e-5:  # both branches are usable here: they must agree
+        monkeypatch.setattr(tv_mod, "_NCX2_EXACT_MAX", 0.0)
+        assert tv_mod.gaussian_tv_isotropic(a, 1.0 - gap, b, 1.0) == pytest.approx(got, abs=1e-8)

@@ -63,13 +63,27 @@ def gaussian_tv_isotropic(a: np.ndarray, var_a: float, b: np.ndarray, var_b: flo
     c = -ib * delta / k  # centre coordinate along e1
     # Solve: ia‖x‖² − ib‖x − Δe1‖² < d ln(v_b/v_a)  ⇔  k‖x‖² + 2 ib Δ x1 − ib Δ² < d ln(v_b/v_a)
     #  ⇔ ‖x − c e1‖² < c² + (ib Δ² + d ln(v_b/v_a)) / k.
-    r2 = c * c + (ib * delta2 + d * math.log(var_b / var_a)) / k
+    s = (ib * delta2 + d * math.log(var_b / var_a)) / k
+    r2 = c * c + s
     if r2 <= 0:
         return 0.0
     # Under p: ‖x − c e1‖²/v_a ~ ncx2(d, c²/v_a); under q: ‖x − c e1‖²/v_b ~ ncx2(d, (Δ − c)²/v_b).
-    p_in = _ncx2_cdf(r2 / var_a, d, c * c / var_a)
-    q_in = _ncx2_cdf(r2 / var_b, d, (delta - c) ** 2 / var_b)
+    nc_p, nc_q = c * c / var_a, (delta - c) ** 2 / var_b
+    if max(nc_p, nc_q) <= _NCX2_EXACT_MAX:
+        p_in = _ncx2_cdf(r2 / var_a, d, nc_p)
+        q_in = _ncx2_cdf(r2 / var_b, d, nc_q)
+    else:
+        # Nearly equal variances push the ball's centre far away (c → ∞): scipy's series then takes
+        # minutes or returns NaN. There ncx2(d, λ) ≈ N(d + λ, 2(d + 2λ)) with CDF error O(λ^{-1/2})
+        # (≤ ~1e-6 past the threshold), and the distances to the mean are formed without cancellation:
+        # r²/v_a − λ_p = s/v_a and r²/v_b − λ_q = (2cΔ − Δ² + s)/v_b.
+        p_in = special.ndtr((s / var_a - d) / math.sqrt(2.0 * (d + 2.0 * nc_p)))
+        q_in = special.ndtr(((2.0 * c * delta - delta2 + s) / var_b - d) / math.sqrt(2.0 * (d + 2.0 * nc_q)))
     return float(min(1.0, max(0.0, p_in - q_in)))
+
+
+#: Largest noncentrality for scipy's exact noncentral χ² CDF (its cost grows like sqrt(λ): ~10 ms here).
+_NCX2_EXACT_MAX = 1e10
 
 
 def _ncx2_cdf(x: float, df: int, nc: float) -> float:
