@@ -30,10 +30,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout, no install
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared _consistency helpers
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from scipy import stats  # noqa: E402
+from _consistency import first_token_pvalue, n_tokens  # noqa: E402
 
 from critwin.samplers import _kv  # noqa: E402
 from critwin.samplers.hf import PAPER_FRACTIONS, HFSampler, Response, cut_positions  # noqa: E402
@@ -171,22 +172,8 @@ def run_batched(model, x: Response, kept, k, budgets, temperature, seed):
     return time.perf_counter() - t0, [rows[j * k : (j + 1) * k] for j in range(len(kept))]
 
 
-def first_token_pvalue(a, b) -> float:
-    """χ² homogeneity of the first continuation token (empty as its own cell), summed over cuts."""
-    stat, dof = 0.0, 0
-    for rows_a, rows_b in zip(a, b, strict=True):
-        fa = [r[0] if r else -1 for r in rows_a]
-        fb = [r[0] if r else -1 for r in rows_b]
-        cats = sorted(set(fa) | set(fb))
-        table = np.array([[fa.count(c) for c in cats], [fb.count(c) for c in cats]])
-        if table.shape[1] >= 2:
-            res = stats.chi2_contingency(table, correction=False)
-            stat, dof = stat + res.statistic, dof + res.dof
-    return float(stats.chi2.sf(stat, dof)) if dof else 1.0
 
 
-def n_tokens(outs) -> int:
-    return int(sum(len(r) for per_cut in outs for r in per_cut))
 
 
 def main(argv: list[str] | None = None) -> dict:

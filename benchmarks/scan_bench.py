@@ -39,12 +39,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 
-import critwin
-from critwin.samplers import _kv
-from critwin.samplers.hf import PAPER_FRACTIONS, HFSampler, Response, cut_positions, load_causal_lm
-from critwin.samplers.hf_tiny import char_tokenizer, tiny_causal_lm
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared _consistency helpers
+
+from _consistency import first_token_pvalue, n_tokens  # noqa: E402
+
+import critwin  # noqa: E402
+from critwin.samplers import _kv  # noqa: E402
+from critwin.samplers.hf import (  # noqa: E402
+    PAPER_FRACTIONS,
+    HFSampler,
+    Response,
+    cut_positions,
+    load_causal_lm,
+)
+from critwin.samplers.hf_tiny import char_tokenizer, tiny_causal_lm  # noqa: E402
 
 ASSET = Path(critwin.__file__).parent / "assets" / "reasoning_model"
 TEMPERATURE, TOP_P = 0.6, 0.9
@@ -187,23 +196,8 @@ def run_batched(model, x: Response, kept: list[int], k: int, cap: int, temperatu
 # -- consistency -----------------------------------------------------------------------------------------
 
 
-def first_token_pvalue(a: list[list[tuple[int, ...]]], b: list[list[tuple[int, ...]]]) -> float:
-    """χ² homogeneity of the first continuation token (eos/empty as its own cell), summed over cuts."""
-    stat, dof = 0.0, 0
-    for rows_a, rows_b in zip(a, b, strict=True):
-        fa = [r[0] if r else -1 for r in rows_a]
-        fb = [r[0] if r else -1 for r in rows_b]
-        cats = sorted(set(fa) | set(fb))
-        table = np.array([[fa.count(c) for c in cats], [fb.count(c) for c in cats]])
-        if table.shape[1] < 2:
-            continue
-        res = stats.chi2_contingency(table, correction=False)
-        stat, dof = stat + res.statistic, dof + res.dof
-    return float(stats.chi2.sf(stat, dof)) if dof else 1.0
 
 
-def n_tokens(outs) -> int:
-    return int(sum(len(r) for per_cut in outs for r in per_cut))
 
 
 def mean_len(outs) -> float:
