@@ -6,7 +6,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from critwin.experiments import arith
 from critwin.experiments.reasoning import ASSETS, BUNDLED_MODEL, BUNDLED_PROBLEMS
@@ -18,14 +17,6 @@ HELDOUT = ASSETS / "reasoning_problems_heldout.jsonl"
 @pytest.fixture(scope="module")
 def sampler():
     return HFSampler.from_pretrained(BUNDLED_MODEL, device="cpu", max_new_tokens=300)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _rows(path):

@@ -14,15 +14,6 @@ from critwin.samplers.hf_tiny import CHAT_TEMPLATE, char_tokenizer, tiny_causal_
 TOK = char_tokenizer(chat_template=CHAT_TEMPLATE)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: one intra-op thread is faster, and immune to other jobs on a busy 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module", params=["qwen2", "llama"])
 def model(request):
     # init_std 0.15: peaked next-token laws, activations small enough that float32 rounding of the

@@ -14,15 +14,6 @@ from critwin.samplers.hf_tiny import CHAT_TEMPLATE, char_tokenizer, save_tiny_mo
 TOK = char_tokenizer(chat_template=CHAT_TEMPLATE)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models: one intra-op thread is faster, and immune to other jobs on a busy 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def one_line(exc_info) -> str:
     msg = str(exc_info.value)
     assert "\n" not in msg and len(msg) < 300

@@ -17,15 +17,6 @@ from critwin.experiments import reasoning as R
 DATASET_KEYS = {"n_problems", "share_with_window", "accuracy_with_window", "accuracy_without_window"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tests run two at a time on two cores: one thread each avoids oversubscription.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cli(capsys, *args: str) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exc:
         main(list(args))
