@@ -57,11 +57,15 @@ def demo(
     if r:
         log(
             f"  reasoning (bundled model)        {r['n_problems']} problems, accuracy {r['accuracy']:.2f}, "
-            f"window at first wrong step {r['window_at_first_error_rate']} "
+            f"window at first wrong step {_rate(r['window_at_first_error_rate'])} "
             f"(of {r['n_problems_with_window']} with a window)"
         )
     log(f"done in {seconds:.1f} s")
     print(index)
+
+
+def _rate(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def _pairs(pairs: list[list[float | None]]) -> str:
