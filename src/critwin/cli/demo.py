@@ -35,6 +35,7 @@ def demo(
     if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CritwinError(f"--out {out} exists and is not an empty folder; choose a new folder")
     from critwin.experiments.demo import run_demo
+    from critwin.report.demo import format_rate
 
     folder = Path(tempfile.mkdtemp(prefix="critwin-demo-")) if out is None else out
     log(f"critwin demo: writing to {folder}")
@@ -57,15 +58,11 @@ def demo(
     if r:
         log(
             f"  reasoning (bundled model)        {r['n_problems']} problems, accuracy {r['accuracy']:.2f}, "
-            f"window at first wrong step {_rate(r['window_at_first_error_rate'])} "
+            f"window at first wrong step {format_rate(r['window_at_first_error_rate'])} "
             f"(of {r['n_problems_with_window']} with a window)"
         )
     log(f"done in {seconds:.1f} s")
     print(index)
-
-
-def _rate(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
 
 
 def _pairs(pairs: list[list[float | None]]) -> str:

@@ -12,7 +12,8 @@ from critwin.rundir import CaseRecord, RunDir
 REASONING_DIR = "reasoning"
 
 
-def _rate(value: Any) -> str:
+def format_rate(value: Any) -> str:
+    """A rate with two decimals, or a dash when it is undefined (no problems to compute it on)."""
     return "—" if value is None else f"{value:.2f}"
 
 
@@ -27,11 +28,11 @@ def demo_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
         [
             name,
             d.get("n_problems"),
-            _rate(d.get("accuracy")),
-            _rate(d.get("share_with_window")),
-            _rate(d.get("accuracy_with_window")),
-            _rate(d.get("accuracy_without_window")),
-            f"{_rate(d.get('window_at_first_error_rate'))} (of {d.get('n_with_window')})",
+            format_rate(d.get("accuracy")),
+            format_rate(d.get("share_with_window")),
+            format_rate(d.get("accuracy_with_window")),
+            format_rate(d.get("accuracy_without_window")),
+            f"{format_rate(d.get('window_at_first_error_rate'))} (of {d.get('n_with_window')})",
         ]
         for name, d in datasets.items()
     ]
