@@ -41,6 +41,7 @@ import pandas as pd
 
 from critwin.errors import CritwinError
 from critwin.scan import Curve, Draws, encode_label
+from critwin.serialize import jsonable
 from critwin.windows import Window
 
 FORMAT = 1
@@ -378,16 +379,3 @@ class RunDir:
             ) from err
 
 
-def jsonable(obj: Any) -> Any:
-    """Plain JSON values (numpy scalars/arrays to Python, tuples to lists, non-finite floats to null)."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return jsonable(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    return obj

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from critwin.rundir import jsonable
+from critwin.serialize import jsonable
 
 app = typer.Typer(
     name="critwin",

@@ -30,10 +30,11 @@ from tqdm import tqdm
 
 from critwin.errors import CritwinError
 from critwin.features.base import ChoiceFeature, MixtureClass
-from critwin.rundir import RunDir, jsonable, theory_intervals
+from critwin.rundir import RunDir, theory_intervals
 from critwin.samplers.gaussian import GaussianMixtureSampler, exact_curve
 from critwin.samplers.toy_lm import ToyLMSampler, demo_language
 from critwin.scan import scan
+from critwin.serialize import jsonable
 from critwin.theory import GaussianMixture, staircase
 from critwin.windows import detect_windows, paper_rule_windows
 

@@ -36,9 +36,10 @@ from critwin.errors import CritwinError
 from critwin.experiments import arith
 from critwin.features.answers import elicitation_prompt
 from critwin.features.grading import ExactMatchGrader, Grader, grader_for
-from critwin.rundir import RunDir, jsonable
+from critwin.rundir import RunDir
 from critwin.samplers.base import Failure
 from critwin.scan import Draws, scan
+from critwin.serialize import jsonable
 from critwin.windows import Window, detect_windows, paper_rule_windows
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"

@@ -24,7 +24,8 @@ import numpy as np
 
 from critwin.report.html import Figure, Section, Table, render_html
 from critwin.report.plots import curve_figure, summary_figure
-from critwin.rundir import CaseRecord, RunDir, jsonable
+from critwin.rundir import CaseRecord, RunDir
+from critwin.serialize import jsonable
 from critwin.windows import window_agreement
 
 SectionBuilder = Callable[[RunDir, list[CaseRecord]], list[Section]]
