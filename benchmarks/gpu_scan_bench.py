@@ -30,11 +30,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout, no install
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared _consistency helpers
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared _baselines module
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _consistency import first_token_pvalue, n_tokens  # noqa: E402
+from _baselines import (  # noqa: E402
+    first_token_pvalue,
+    generate_batched,
+    generate_kwargs,
+    generate_per_cut,
+    n_tokens,
+)
 
 from critwin.samplers import _kv  # noqa: E402
 from critwin.samplers.hf import PAPER_FRACTIONS, HFSampler, Response, cut_positions  # noqa: E402
@@ -91,18 +97,7 @@ def build_model(shape: dict, device: torch.device, dtype: torch.dtype, seed: int
 
 
 def _kwargs(temperature: float) -> dict:
-    kw = dict(eos_token_id=EOS, pad_token_id=PAD)
-    kw.update(
-        dict(do_sample=True, temperature=temperature, top_p=TOP_P, top_k=0)
-        if temperature > 0
-        else dict(do_sample=False)
-    )
-    return kw
-
-
-def _trim(tokens: list[int], budget: int) -> tuple[int, ...]:
-    tokens = tokens[:budget]
-    return tuple(tokens[: tokens.index(EOS)] if EOS in tokens else tokens)
+    return generate_kwargs(temperature, TOP_P, [EOS], PAD)
 
 
 @torch.inference_mode()
@@ -125,55 +120,22 @@ def run_critwin(model, x: Response, kept, k, cap, temperature, seed, budget="res
     return time.perf_counter() - t0, [[c.token_ids for c in per_t] for per_t in conts]
 
 
-@torch.inference_mode()
 def run_per_cut(model, x: Response, kept, k, budgets, temperature, seed):
-    full = list(x.prompt_ids + x.response_ids)
-    p = len(x.prompt_ids)
     torch.manual_seed(seed)
-    outs = []
     sync(model.device)
     t0 = time.perf_counter()
-    for c, b in zip(kept, budgets, strict=True):
-        ids = torch.tensor([full[: p + c]], device=model.device)
-        g = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            num_return_sequences=k,
-            max_new_tokens=b,
-            **_kwargs(temperature),
-        )
-        outs.append([_trim(row[p + c :].tolist(), b) for row in g])
+    outs = generate_per_cut(model, x, kept, k, budgets, _kwargs(temperature))
     sync(model.device)
     return time.perf_counter() - t0, outs
 
 
-@torch.inference_mode()
 def run_batched(model, x: Response, kept, k, budgets, temperature, seed):
-    full = list(x.prompt_ids + x.response_ids)
-    p = len(x.prompt_ids)
     torch.manual_seed(seed)
     sync(model.device)
     t0 = time.perf_counter()
-    prefixes = [full[: p + c] for c in kept for _ in range(k)]
-    width = max(map(len, prefixes))
-    ids = torch.full((len(prefixes), width), PAD, dtype=torch.long)
-    mask = torch.zeros((len(prefixes), width), dtype=torch.long)
-    for i, pre in enumerate(prefixes):
-        ids[i, width - len(pre) :] = torch.tensor(pre)
-        mask[i, width - len(pre) :] = 1
-    g = model.generate(
-        ids.to(model.device),
-        attention_mask=mask.to(model.device),
-        max_new_tokens=max(budgets),
-        **_kwargs(temperature),
-    )
-    rows = [_trim(g[i, width:].tolist(), budgets[i // k]) for i in range(len(prefixes))]
+    outs = generate_batched(model, x, kept, k, budgets, _kwargs(temperature))
     sync(model.device)
-    return time.perf_counter() - t0, [rows[j * k : (j + 1) * k] for j in range(len(kept))]
-
-
-
-
+    return time.perf_counter() - t0, outs
 
 
 def main(argv: list[str] | None = None) -> dict:

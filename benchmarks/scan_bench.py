@@ -40,9 +40,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared _consistency helpers
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared _baselines module
 
-from _consistency import first_token_pvalue, n_tokens  # noqa: E402
+from _baselines import (  # noqa: E402
+    first_token_pvalue,
+    generate_batched,
+    generate_kwargs,
+    generate_per_cut,
+    n_tokens,
+)
 
 import critwin  # noqa: E402
 from critwin.samplers import _kv  # noqa: E402
@@ -134,70 +140,22 @@ def run_critwin(model, tok, x: Response, kept: list[int], k: int, cap: int, temp
     return since(t0), [[c.token_ids for c in per_t] for per_t in conts]
 
 
-def _gen_kwargs(temperature: float, eos: list[int], pad: int) -> dict:
-    kw = dict(eos_token_id=eos, pad_token_id=pad)
-    if temperature > 0:
-        kw.update(do_sample=True, temperature=temperature, top_p=TOP_P, top_k=0)
-    else:
-        kw.update(do_sample=False)
-    return kw
-
-
-def _trim(new_tokens: list[int], budget: int, eos: set[int]) -> tuple[int, ...]:
-    out = []
-    for tkn in new_tokens[:budget]:
-        if tkn in eos:
-            break
-        out.append(tkn)
-    return tuple(out)
-
-
 @torch.inference_mode()
 def run_per_cut(model, x: Response, kept: list[int], k: int, cap: int, temperature: float, eos, pad, seed):
-    full = list(x.prompt_ids + x.response_ids)
-    p = len(x.prompt_ids)
     torch.manual_seed(seed)
-    outs = []
     t0 = clock()
-    for c in kept:
-        ids = torch.tensor([full[: p + c]])
-        # An explicit mask: without it generate masks every token equal to the pad id, even real ones.
-        g = model.generate(
-            ids,
-            attention_mask=torch.ones_like(ids),
-            num_return_sequences=k,
-            max_new_tokens=cap - c,
-            **_gen_kwargs(temperature, eos, pad),
-        )
-        outs.append([_trim(row[p + c :].tolist(), cap - c, set(eos)) for row in g])
+    settings = generate_kwargs(temperature, TOP_P, eos, pad)
+    outs = generate_per_cut(model, x, kept, k, [cap - c for c in kept], settings)
     return since(t0), outs
 
 
 @torch.inference_mode()
 def run_batched(model, x: Response, kept: list[int], k: int, cap: int, temperature: float, eos, pad, seed):
-    full = list(x.prompt_ids + x.response_ids)
-    p = len(x.prompt_ids)
     torch.manual_seed(seed)
     t0 = clock()
-    prefixes = [full[: p + c] for c in kept for _ in range(k)]
-    width = max(map(len, prefixes))
-    ids = torch.full((len(prefixes), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prefixes), width), dtype=torch.long)
-    for i, pre in enumerate(prefixes):
-        ids[i, width - len(pre) :] = torch.tensor(pre)
-        mask[i, width - len(pre) :] = 1
-    g = model.generate(
-        ids, attention_mask=mask, max_new_tokens=cap - min(kept), **_gen_kwargs(temperature, eos, pad)
-    )
-    rows = [_trim(g[i, width:].tolist(), cap - kept[i // k], set(eos)) for i in range(len(prefixes))]
-    return since(t0), [rows[j * k : (j + 1) * k] for j in range(len(kept))]
-
-
-# -- consistency -----------------------------------------------------------------------------------------
-
-
-
-
+    settings = generate_kwargs(temperature, TOP_P, eos, pad)
+    outs = generate_batched(model, x, kept, k, [cap - c for c in kept], settings)
+    return since(t0), outs
 
 
 def mean_len(outs) -> float:
