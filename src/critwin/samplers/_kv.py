@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from critwin.errors import CritwinError
@@ -281,31 +282,22 @@ class _GrowingLayer(DynamicLayer):
     def select(self, indices: torch.Tensor, drop_front: int) -> None:
         """Keep batch rows `indices` and drop the first `drop_front` slots (padding of every kept row).
 
-        Copies only the filled part into a buffer `drop_front` slots shorter; its tail stays uninitialised
-        until written.
+        In place: the kept rows' filled slots move to the front of the buffer through one compact
+        temporary (a fresh buffer would cost page faults on every compaction).
         """
-        n_rows = max(len(indices), self.buf_k.shape[0])
-        cap = self.buf_k.shape[2] - drop_front
-        new_k = self.buf_k.new_empty((n_rows, self.buf_k.shape[1], cap, self.buf_k.shape[3]))
-        new_v = self.buf_v.new_empty((n_rows, self.buf_v.shape[1], cap, self.buf_v.shape[3]))
-        filled = self.n - drop_front
-        k = len(indices)
-        torch.index_select(self.buf_k[:, :, drop_front : self.n], 0, indices, out=new_k[:k, :, :filled])
-        torch.index_select(self.buf_v[:, :, drop_front : self.n], 0, indices, out=new_v[:k, :, :filled])
-        self.buf_k, self.buf_v, self.n, self.rows = new_k, new_v, filled, k
+        k, filled = len(indices), self.n - drop_front
+        for buf in (self.buf_k, self.buf_v):
+            buf[:k, :, :filled] = buf[:, :, drop_front : self.n].index_select(0, indices)
+        self.n, self.rows = filled, k
         self._views()
 
     def append(self, parents: torch.Tensor) -> None:
         """Add copies of rows `parents` after the rows in use (only their filled slots are copied)."""
         end = self.rows + len(parents)
-        if end > self.buf_k.shape[0]:  # out of row room: reallocate with spare rows
-            spare = torch.arange(self.rows, device=parents.device)
-            self.select(spare, 0)
-            grow = max(end, int(1.5 * self.buf_k.shape[0]))
-            extra_k = self.buf_k.new_empty((grow - self.buf_k.shape[0], *self.buf_k.shape[1:]))
-            extra_v = self.buf_v.new_empty((grow - self.buf_v.shape[0], *self.buf_v.shape[1:]))
-            self.buf_k = torch.cat([self.buf_k, extra_k])
-            self.buf_v = torch.cat([self.buf_v, extra_v])
+        if end > self.buf_k.shape[0]:  # out of row room: grow the buffers by at least half
+            extra = max(end, int(1.5 * self.buf_k.shape[0])) - self.buf_k.shape[0]
+            self.buf_k = torch.cat([self.buf_k, self.buf_k.new_empty((extra, *self.buf_k.shape[1:]))])
+            self.buf_v = torch.cat([self.buf_v, self.buf_v.new_empty((extra, *self.buf_v.shape[1:]))])
         self.buf_k[self.rows : end, :, : self.n] = self.buf_k[parents, :, : self.n]
         self.buf_v[self.rows : end, :, : self.n] = self.buf_v[parents, :, : self.n]
         self.rows = end
@@ -644,14 +636,9 @@ class _CascadeState:
             raise RuntimeError(f"cascade attention ran in {self.calls} of {len(self.bank_k)} layers")
         return logits
 
-    def _attend(self, i: int, module, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _attend(self, i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         keys, values = self.cache.layers[i].update(k, v)
-        token = _ACTIVE.set(self)
-        try:
-            out, _ = _cascade_attention(module, q, keys, values, None, scaling=module.scaling)
-        finally:
-            _ACTIVE.reset(token)
-        return out
+        return _merged_attention(self, i, q, keys, values).reshape(q.shape[0], -1)
 
     def bias(self, g: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Masks (1, B·G, T) of the bank positions each query may attend to: additive (0 / -inf, in
@@ -698,30 +685,37 @@ def _cascade_attention(module, query, key, value, attention_mask, scaling=None, 
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
-    layer = module.layer_idx
-    bank_k, bank_v = state.bank_k[layer], state.bank_v[layer]
     b, h, _, d = query.shape
-    h_kv = key.shape[1]
-    g = h // h_kv
+    g = h // key.shape[1]
     scale = scaling if scaling is not None else d**-0.5
-    q = query.reshape(b, h_kv, g, d) * scale  # head h_kv·g + i reads key/value head h_kv (repeat_kv)
-    # The bank part is computed in its (H_kv, B·G, ·) layout, the new-token part in (B, H_kv, G, ·); only
-    # per-row maxima, sums and outputs cross between them. exp of -inf or of very negative numbers takes a
-    # slow path on CPUs: arguments are clamped at -80 (e^-80 ~ 1e-35, far below float32 resolution next
-    # to the max term, which is 1) and masked entries are zeroed exactly by the multiplicative mask.
-    bias, keep = state.bias(g, query.dtype)
-    acc = torch.promote_types(query.dtype, torch.float32)  # softmax arithmetic: float32, or float64
+    q = query.reshape(b, -1, g, d) * scale  # head h_kv·g + i reads key/value head h_kv (repeat_kv)
+    state.calls += 1
+    return _merged_attention(state, module.layer_idx, q, key, value).reshape(b, 1, h, d), None
+
+
+def _merged_attention(state: _CascadeState, layer: int, q, key, value) -> torch.Tensor:
+    """Softmax attention of q (B, H_kv, G, D), already scaled, over the bank prefix of each row and the
+    row's new tokens key/value (B, H_kv, s, D), s >= 1, as one softmax; returns (B, H_kv, G, D).
+
+    The bank part is computed in its (H_kv, B·G, ·) layout, the new-token part in (B, H_kv, G, ·); only
+    per-row maxima, sums and outputs cross between them. exp of -inf or of very negative numbers takes a
+    slow path on CPUs: arguments are clamped at -80 (e^-80 ~ 1e-35, far below float32 resolution next to
+    the max term, which is 1) and masked entries are zeroed exactly by the multiplicative mask.
+    """
+    bank_k, bank_v = state.bank_k[layer], state.bank_v[layer]
+    b, h_kv, g, d = q.shape
+    bias, keep = state.bias(g, q.dtype)
+    acc = torch.promote_types(q.dtype, torch.float32)  # softmax arithmetic: float32, or float64
     qp = q.permute(1, 0, 2, 3).reshape(h_kv, b * g, d)
     s_pre = torch.baddbmm(bias, qp, bank_k.transpose(1, 2)).to(acc)  # (H_kv, B·G, T)
-    s_new = torch.matmul(q, key.transpose(2, 3)).to(acc)  # (B, H_kv, G, s), s >= 1
+    s_new = torch.matmul(q, key.transpose(2, 3)).to(acc)  # (B, H_kv, G, s)
     m = torch.maximum(s_new.amax(dim=-1, keepdim=True), _rows(s_pre.amax(dim=-1, keepdim=True), b, g))
     p_pre = s_pre.sub_(_bank_layout(m, b, g)).clamp_(min=-80.0).exp_().mul_(keep)
     p_new = s_new.sub_(m).clamp_(min=-80.0).exp_()
     denom = _rows(p_pre.sum(dim=-1, keepdim=True), b, g) + p_new.sum(dim=-1, keepdim=True)
     o = _rows(torch.bmm(p_pre.to(bank_v.dtype), bank_v).to(acc), b, g)  # (B, H_kv, G, D)
     o = o + torch.matmul(p_new.to(value.dtype), value).to(acc)
-    state.calls += 1
-    return (o / denom).to(query.dtype).reshape(b, 1, h, d), None
+    return (o / denom).to(q.dtype)
 
 
 def _rows(t: torch.Tensor, b: int, g: int) -> torch.Tensor:
@@ -757,44 +751,45 @@ _LEAN_MODELS = {
 
 
 class _LeanDecoder:
-    """One decode step of a Llama-style decoder built from the model's own weights and submodules: the same
-    arithmetic as the transformers forward, without its per-call machinery (mask building, kwargs plumbing,
+    """One decode step of a Llama-style decoder built from the model's own weights: the same arithmetic as
+    the transformers forward, without its per-call machinery (mask building, kwargs plumbing, module calls,
     output objects), which dominates the step time of small models.
 
-    Per layer, one matrix product gives q, rotate_half(q), k, rotate_half(k) and v: rotate_half only moves
-    and negates output features, so it can be applied to the rows of the projection weights once (exact),
-    and rotary embedding becomes q·cos + rotate_half(q)·sin with no further reshuffling.
+    Weights are rearranged once, exactly: per layer one matrix product gives q, k, rotate_half(q),
+    rotate_half(k) and v (rotate_half only moves and negates output features, so it can be applied to the
+    rows of the projection weights), with the attention scale folded into the q rows; rotary embedding of
+    q and k together is then qk·cos + rotate_half(qk)·sin.
     """
 
     def __init__(self, model):
         base = model.model
         self.embed, self.norm, self.rotary = base.embed_tokens, base.norm, base.rotary_emb
-        self.layers = list(base.layers)[: model.config.num_hidden_layers]
         self.lm_head = model.lm_head
-        self.eps = [
-            (layer.input_layernorm.variance_epsilon, layer.post_attention_layernorm.variance_epsilon)
-            for layer in self.layers
-        ]
-        self.fused = [self._fuse(layer.self_attn) for layer in self.layers]
+        layers = list(base.layers)[: model.config.num_hidden_layers]
+        attn = layers[0].self_attn
+        self.head_dim = attn.head_dim
+        self.n_heads = attn.q_proj.weight.shape[0] // self.head_dim
+        self.n_kv = attn.k_proj.weight.shape[0] // self.head_dim
+        self.layers = [self._fuse(layer) for layer in layers]
 
-    @staticmethod
-    def _fuse(attn) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
-        d = attn.head_dim
+    def _fuse(self, layer) -> tuple:
+        attn, mlp, d = layer.self_attn, layer.mlp, self.head_dim
 
         def rot(w: torch.Tensor) -> torch.Tensor:  # rotate_half applied to each head's output features
             w = w.reshape(-1, d, *w.shape[1:])
             return torch.cat((-w[:, d // 2 :], w[:, : d // 2]), dim=1).reshape(-1, *w.shape[2:])
 
+        def bias(linear) -> torch.Tensor:
+            return linear.bias.detach() if linear.bias is not None else torch.zeros_like(linear.weight[:, 0])
+
         projs = (attn.q_proj, attn.k_proj, attn.v_proj)
         wq, wk, wv = (p.weight.detach() for p in projs)
-        weight = torch.cat([wq, rot(wq), wk, rot(wk), wv]).contiguous()
-        bias = None
-        if any(p.bias is not None for p in projs):
-            bq, bk, bv = (
-                p.bias.detach() if p.bias is not None else torch.zeros_like(p.weight[:, 0]) for p in projs
-            )
-            bias = torch.cat([bq, rot(bq), bk, rot(bk), bv])
-        return weight, bias, wq.shape[0], wk.shape[0]
+        bq, bk, bv = (bias(p) for p in projs)
+        wq, bq = wq * attn.scaling, bq * attn.scaling
+        qkv_w = torch.cat([wq, wk, rot(wq), rot(wk), wv]).contiguous()
+        has_bias = any(p.bias is not None for p in projs)
+        qkv_b = torch.cat([bq, bk, rot(bq), rot(bk), bv]) if has_bias else None
+        return (layer.input_layernorm, qkv_w, qkv_b, attn.o_proj, layer.post_attention_layernorm, mlp)
 
     @staticmethod
     def supported(model) -> bool:
@@ -809,31 +804,39 @@ class _LeanDecoder:
             hasattr(base, a) for a in ("embed_tokens", "norm", "rotary_emb")
         )
 
-    def _rms(self, module, x: torch.Tensor, eps: float) -> torch.Tensor:
+    @staticmethod
+    def _rms(module, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32:  # same arithmetic as the module in float32, one fused op
-            return torch.nn.functional.rms_norm(x, module.weight.shape, module.weight, eps)
+            return F.rms_norm(x, module.weight.shape, module.weight, module.variance_epsilon)
         return module(x)
 
     def step(self, tokens: torch.Tensor, position: torch.Tensor, attend) -> torch.Tensor:
+        """Next-token logits (B, V) after feeding `tokens` (B,) at `position` (B,).
+
+        `attend(layer, q, k, v)` gets q (B, H_kv, G, D), already scaled, and the new token's k, v
+        (B, H_kv, 1, D), and returns the attention output (B, H·D).
+        """
+        b, d, nh, nkv = tokens.shape[0], self.head_dim, self.n_heads, self.n_kv
         x = self.embed(tokens[:, None])  # (B, 1, hidden)
         cos, sin = self.rotary(x, position[:, None])
         cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # (B, 1, 1, D)
-        b = x.shape[0]
-        for i, layer in enumerate(self.layers):
-            attn = layer.self_attn
-            eps_in, eps_post = self.eps[i]
-            weight, bias, nq, nk = self.fused[i]
-            d = attn.head_dim
-            h = self._rms(layer.input_layernorm, x, eps_in)
-            qkv = torch.nn.functional.linear(h, weight, bias)
-            q, q_rot, k, k_rot, v = torch.split(qkv, [nq, nq, nk, nk, nk], dim=-1)
-            q = (q.view(b, 1, -1, d) * cos + q_rot.view(b, 1, -1, d) * sin).transpose(1, 2)
-            k = (k.view(b, 1, -1, d) * cos + k_rot.view(b, 1, -1, d) * sin).transpose(1, 2)
-            v = v.view(b, 1, -1, d).transpose(1, 2)
-            o = attend(i, attn, q, k, v)  # (B, 1, H, D)
-            x = x + attn.o_proj(o.reshape(b, 1, -1))
-            x = x + layer.mlp(self._rms(layer.post_attention_layernorm, x, eps_post))
-        return self.lm_head(self._rms(self.norm, x, self.norm.variance_epsilon))[:, -1, :]
+        n_qk = (nh + nkv) * d
+        for i, (norm_in, qkv_w, qkv_b, o_proj, norm_post, mlp) in enumerate(self.layers):
+            qkv = F.linear(self._rms(norm_in, x), qkv_w, qkv_b)
+            qk = torch.addcmul(
+                qkv[..., :n_qk].view(b, 1, nh + nkv, d) * cos,
+                qkv[..., n_qk : 2 * n_qk].view(b, 1, -1, d),
+                sin,
+            )
+            q = qk[:, 0, :nh].view(b, nkv, nh // nkv, d)
+            k = qk[:, :, nh:].transpose(1, 2)  # (B, H_kv, 1, D)
+            v = qkv[..., 2 * n_qk :].view(b, 1, nkv, d).transpose(1, 2)
+            x = x + F.linear(attend(i, q, k, v).view(b, 1, -1), o_proj.weight, o_proj.bias)
+            h = self._rms(norm_post, x)
+            up = F.linear(h, mlp.up_proj.weight, mlp.up_proj.bias)
+            h = F.silu(F.linear(h, mlp.gate_proj.weight, mlp.gate_proj.bias)).mul_(up)
+            x = x + F.linear(h, mlp.down_proj.weight, mlp.down_proj.bias)
+        return self.lm_head(self._rms(self.norm, x))[:, -1, :]
 
 
 def _make_state(model, bank: PrefixBank, rows: list[Row], capacity: int, mode: str, row_room: int = 0):
