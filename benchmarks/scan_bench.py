@@ -24,9 +24,12 @@ multi-threaded timings of the many small ops of a small model are dominated by c
 (in our runs the per-cut baseline took 4.5 s to 195 s with 2 threads, 6.3–7.2 s with 1); `--threads 2`
 uses both cores, `--threads 0` leaves torch's default.
 
+Timing: each method runs `--repeats` times (default 3), interleaved, so that a slow spell of the machine
+hits all of them; the JSON reports median times, ratios of the medians and the per-repeat ratios.
+
 Last stdout line: one JSON object with ratio_vs_per_cut, ratio_vs_batched, the wall times, tokens/s and
 the consistency checks. Usage: python benchmarks/scan_bench.py [--smoke] [--k 32] [--random-model]
-[--threads N]
+[--threads N] [--repeats N]
 """
 
 from __future__ import annotations
@@ -174,11 +177,13 @@ def main(argv: list[str] | None = None) -> dict:
         default=1,
         help="torch CPU threads, the same for all methods (default 1: see the module docstring; 0 = torch's)",
     )
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each method (medians reported)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     k = 2 if args.smoke else args.k
+    repeats = 1 if args.smoke else max(1, args.repeats)
     min_len = 20 if args.smoke else 200
     use_bundled = (ASSET / "config.json").is_file() and not args.random_model and not args.smoke
     if use_bundled:
@@ -203,14 +208,28 @@ def main(argv: list[str] | None = None) -> dict:
     g_b = run_batched(model, x, kept, 1, cap, 0.0, eos, pad, args.seed)[1]
     greedy_same = sum(g_c[j] == g_a[j] == g_b[j] for j in range(len(kept)))
 
-    before = dict(_kv.STATS)
-    (t_c, cpu_c), o_c = run_critwin(model, tok, x, kept, k, cap, TEMPERATURE, args.seed)
-    work = {key: _kv.STATS[key] - before[key] for key in before}
-    log(f"critwin: {t_c:.2f}s wall, {cpu_c:.2f}s cpu, {n_tokens(o_c)} tokens")
-    (t_b, cpu_b), o_b = run_batched(model, x, kept, k, cap, TEMPERATURE, eos, pad, args.seed)
-    log(f"batched generate: {t_b:.2f}s wall, {cpu_b:.2f}s cpu, {n_tokens(o_b)} tokens")
-    (t_a, cpu_a), o_a = run_per_cut(model, x, kept, k, cap, TEMPERATURE, eos, pad, args.seed)
-    log(f"per-cut generate: {t_a:.2f}s wall, {cpu_a:.2f}s cpu, {n_tokens(o_a)} tokens")
+    # Timed runs (see the module docstring: interleaved repeats, medians).
+    methods = {
+        "critwin": lambda: run_critwin(model, tok, x, kept, k, cap, TEMPERATURE, args.seed),
+        "batched": lambda: run_batched(model, x, kept, k, cap, TEMPERATURE, eos, pad, args.seed),
+        "per_cut": lambda: run_per_cut(model, x, kept, k, cap, TEMPERATURE, eos, pad, args.seed),
+    }
+    wall: dict[str, list[float]] = {m: [] for m in methods}
+    cpu: dict[str, list[float]] = {m: [] for m in methods}
+    outs = {}
+    for rep in range(repeats):
+        for name, run in methods.items():
+            before = dict(_kv.STATS)
+            (t, c), outs[name] = run()
+            if name == "critwin":
+                work = {key: _kv.STATS[key] - before[key] for key in before}
+            wall[name].append(t)
+            cpu[name].append(c)
+            log(f"run {rep + 1}/{repeats} {name}: {t:.2f}s wall, {c:.2f}s cpu, {n_tokens(outs[name])} tokens")
+    (t_c, t_a, t_b), (cpu_c, cpu_a, cpu_b) = (
+        [float(np.median(d[m])) for m in ("critwin", "per_cut", "batched")] for d in (wall, cpu)
+    )
+    o_c, o_a, o_b = outs["critwin"], outs["per_cut"], outs["batched"]
 
     result = {
         "bench": "scan",
@@ -229,6 +248,13 @@ def main(argv: list[str] | None = None) -> dict:
         "batched_s": round(t_b, 3),
         "ratio_vs_per_cut": round(t_a / t_c, 2),
         "ratio_vs_batched": round(t_b / t_c, 2),
+        "repeats": repeats,
+        "ratio_vs_per_cut_runs": [
+            round(a / c, 2) for a, c in zip(wall["per_cut"], wall["critwin"], strict=True)
+        ],
+        "ratio_vs_batched_runs": [
+            round(b / c, 2) for b, c in zip(wall["batched"], wall["critwin"], strict=True)
+        ],
         "cpu_s": {"critwin": round(cpu_c, 3), "per_cut": round(cpu_a, 3), "batched": round(cpu_b, 3)},
         "cpu_ratio_vs_per_cut": round(cpu_a / cpu_c, 2),
         "cpu_ratio_vs_batched": round(cpu_b / cpu_c, 2),

@@ -137,3 +137,39 @@ def test_prompt_and_response_are_prefilled_once(model):
         handle.remove()
     assert sum(w > 1 for w in widths) == 1
     assert widths[0] == len(x.prompt_ids) + x.length - 1
+
+
+def test_cache_buffer_compaction_and_growth_match_plain_indexing():
+    # The decode cache compacts in place and grows when forks outrun its row room; a reference list of
+    # per-row (H, slots, D) tensors, edited with plain indexing, must see the same contents throughout.
+    gen = torch.Generator().manual_seed(0)
+    rows, h, d = 5, 2, 3
+
+    def rand(n_rows, slots):
+        return torch.randn((n_rows, h, slots, d), generator=gen)
+
+    k0, v0 = rand(rows, 4), rand(rows, 4)
+    buf_k, buf_v = torch.empty((rows, h, 10, d)), torch.empty((rows, h, 10, d))
+    buf_k[:, :, :4], buf_v[:, :, :4] = k0, v0
+    layer = _kv._GrowingLayer(buf_k, buf_v, 4, rows)
+    ref_k, ref_v = list(k0), list(v0)
+
+    def check():
+        assert layer.keys.shape == (len(ref_k), h, ref_k[0].shape[1], d)
+        assert torch.equal(layer.keys, torch.stack(ref_k)) and torch.equal(layer.values, torch.stack(ref_v))
+
+    steps = [([0, 2, 3], [], 0), ([], [1, 1, 0, 2], 0), ([1, 2, 5, 6], [], 1), ([], [0, 0, 0, 1, 2, 3], 0)]
+    for keep, parents, drop in steps:
+        nk, nv = rand(len(ref_k), 1), rand(len(ref_k), 1)
+        layer.update(nk, nv)
+        ref_k = [torch.cat([r, n], dim=1) for r, n in zip(ref_k, nk, strict=True)]
+        ref_v = [torch.cat([r, n], dim=1) for r, n in zip(ref_v, nv, strict=True)]
+        check()
+        if keep:
+            layer.select(torch.tensor(keep), drop)
+            ref_k, ref_v = [ref_k[i][:, drop:] for i in keep], [ref_v[i][:, drop:] for i in keep]
+        if parents:
+            layer.append(torch.tensor(parents))  # the last append exceeds the row room: the buffer grows
+            ref_k, ref_v = ref_k + [ref_k[i] for i in parents], ref_v + [ref_v[i] for i in parents]
+        check()
+    assert layer.buf_k.shape[0] > rows
