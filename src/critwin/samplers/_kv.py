@@ -20,6 +20,7 @@ import contextvars
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -705,17 +706,21 @@ def _merged_attention(state: _CascadeState, layer: int, q, key, value) -> torch.
     bank_k, bank_v = state.bank_k[layer], state.bank_v[layer]
     b, h_kv, g, d = q.shape
     bias, keep = state.bias(g, q.dtype)
-    acc = torch.promote_types(q.dtype, torch.float32)  # softmax arithmetic: float32, or float64
+    # Softmax arithmetic in float32 (float64 for float64 models); casts are skipped where they would be
+    # no-ops, since each costs a call per layer and step.
+    acc = torch.promote_types(q.dtype, torch.float32)
+    up = (lambda t: t.to(acc)) if q.dtype != acc else (lambda t: t)
+    down = (lambda t: t.to(q.dtype)) if q.dtype != acc else (lambda t: t)
     qp = q.permute(1, 0, 2, 3).reshape(h_kv, b * g, d)
-    s_pre = torch.baddbmm(bias, qp, bank_k.transpose(1, 2)).to(acc)  # (H_kv, B·G, T)
-    s_new = torch.matmul(q, key.transpose(2, 3)).to(acc)  # (B, H_kv, G, s)
+    s_pre = up(torch.baddbmm(bias, qp, bank_k.transpose(1, 2)))  # (H_kv, B·G, T)
+    s_new = up(torch.matmul(q, key.transpose(2, 3)))  # (B, H_kv, G, s)
     m = torch.maximum(s_new.amax(dim=-1, keepdim=True), _rows(s_pre.amax(dim=-1, keepdim=True), b, g))
     p_pre = s_pre.sub_(_bank_layout(m, b, g)).clamp_(min=-80.0).exp_().mul_(keep)
     p_new = s_new.sub_(m).clamp_(min=-80.0).exp_()
     denom = _rows(p_pre.sum(dim=-1, keepdim=True), b, g) + p_new.sum(dim=-1, keepdim=True)
-    o = _rows(torch.bmm(p_pre.to(bank_v.dtype), bank_v).to(acc), b, g)  # (B, H_kv, G, D)
-    o = o + torch.matmul(p_new.to(value.dtype), value).to(acc)
-    return (o / denom).to(q.dtype)
+    o = _rows(up(torch.bmm(down(p_pre), bank_v)), b, g)  # (B, H_kv, G, D)
+    o = o + up(torch.matmul(down(p_new), value))
+    return down(o / denom)
 
 
 def _rows(t: torch.Tensor, b: int, g: int) -> torch.Tensor:
@@ -750,6 +755,28 @@ _LEAN_MODELS = {
 }
 
 
+class _LeanLayer(NamedTuple):
+    """One decoder layer's tensors as the lean step uses them (references to the model's own parameters,
+    except the fused q/k/v projection); norms are (module, weight, eps)."""
+
+    norm_in: tuple
+    qkv_weight: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    o_weight: torch.Tensor
+    o_bias: torch.Tensor | None
+    norm_post: tuple
+    gate_weight: torch.Tensor
+    gate_bias: torch.Tensor | None
+    up_weight: torch.Tensor
+    up_bias: torch.Tensor | None
+    down_weight: torch.Tensor
+    down_bias: torch.Tensor | None
+
+
+def _norm(module) -> tuple:
+    return module, module.weight, module.variance_epsilon
+
+
 class _LeanDecoder:
     """One decode step of a Llama-style decoder built from the model's own weights: the same arithmetic as
     the transformers forward, without its per-call machinery (mask building, kwargs plumbing, module calls,
@@ -763,8 +790,8 @@ class _LeanDecoder:
 
     def __init__(self, model):
         base = model.model
-        self.embed, self.norm, self.rotary = base.embed_tokens, base.norm, base.rotary_emb
-        self.lm_head = model.lm_head
+        self.embed, self.norm, self.rotary = base.embed_tokens, _norm(base.norm), base.rotary_emb
+        self.lm_head = model.lm_head.weight, model.lm_head.bias
         layers = list(base.layers)[: model.config.num_hidden_layers]
         attn = layers[0].self_attn
         self.head_dim = attn.head_dim
@@ -772,7 +799,7 @@ class _LeanDecoder:
         self.n_kv = attn.k_proj.weight.shape[0] // self.head_dim
         self.layers = [self._fuse(layer) for layer in layers]
 
-    def _fuse(self, layer) -> tuple:
+    def _fuse(self, layer) -> _LeanLayer:
         attn, mlp, d = layer.self_attn, layer.mlp, self.head_dim
 
         def rot(w: torch.Tensor) -> torch.Tensor:  # rotate_half applied to each head's output features
@@ -789,7 +816,20 @@ class _LeanDecoder:
         qkv_w = torch.cat([wq, wk, rot(wq), rot(wk), wv]).contiguous()
         has_bias = any(p.bias is not None for p in projs)
         qkv_b = torch.cat([bq, bk, rot(bq), rot(bk), bv]) if has_bias else None
-        return (layer.input_layernorm, qkv_w, qkv_b, attn.o_proj, layer.post_attention_layernorm, mlp)
+        return _LeanLayer(
+            _norm(layer.input_layernorm),
+            qkv_w,
+            qkv_b,
+            attn.o_proj.weight,
+            attn.o_proj.bias,
+            _norm(layer.post_attention_layernorm),
+            mlp.gate_proj.weight,
+            mlp.gate_proj.bias,
+            mlp.up_proj.weight,
+            mlp.up_proj.bias,
+            mlp.down_proj.weight,
+            mlp.down_proj.bias,
+        )
 
     @staticmethod
     def supported(model) -> bool:
@@ -805,9 +845,10 @@ class _LeanDecoder:
         )
 
     @staticmethod
-    def _rms(module, x: torch.Tensor) -> torch.Tensor:
+    def _rms(norm: tuple, x: torch.Tensor) -> torch.Tensor:
+        module, weight, eps = norm
         if x.dtype == torch.float32:  # same arithmetic as the module in float32, one fused op
-            return F.rms_norm(x, module.weight.shape, module.weight, module.variance_epsilon)
+            return F.rms_norm(x, weight.shape, weight, eps)
         return module(x)
 
     def step(self, tokens: torch.Tensor, position: torch.Tensor, attend) -> torch.Tensor:
@@ -821,8 +862,8 @@ class _LeanDecoder:
         cos, sin = self.rotary(x, position[:, None])
         cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # (B, 1, 1, D)
         n_qk = (nh + nkv) * d
-        for i, (norm_in, qkv_w, qkv_b, o_proj, norm_post, mlp) in enumerate(self.layers):
-            qkv = F.linear(self._rms(norm_in, x), qkv_w, qkv_b)
+        for i, w in enumerate(self.layers):
+            qkv = F.linear(self._rms(w.norm_in, x), w.qkv_weight, w.qkv_bias)
             qk = torch.addcmul(
                 qkv[..., :n_qk].view(b, 1, nh + nkv, d) * cos,
                 qkv[..., n_qk : 2 * n_qk].view(b, 1, -1, d),
@@ -831,12 +872,12 @@ class _LeanDecoder:
             q = qk[:, 0, :nh].view(b, nkv, nh // nkv, d)
             k = qk[:, :, nh:].transpose(1, 2)  # (B, H_kv, 1, D)
             v = qkv[..., 2 * n_qk :].view(b, 1, nkv, d).transpose(1, 2)
-            x = x + F.linear(attend(i, q, k, v).view(b, 1, -1), o_proj.weight, o_proj.bias)
-            h = self._rms(norm_post, x)
-            up = F.linear(h, mlp.up_proj.weight, mlp.up_proj.bias)
-            h = F.silu(F.linear(h, mlp.gate_proj.weight, mlp.gate_proj.bias)).mul_(up)
-            x = x + F.linear(h, mlp.down_proj.weight, mlp.down_proj.bias)
-        return self.lm_head(self._rms(self.norm, x))[:, -1, :]
+            x = x + F.linear(attend(i, q, k, v).view(b, 1, -1), w.o_weight, w.o_bias)
+            h = self._rms(w.norm_post, x)
+            up = F.linear(h, w.up_weight, w.up_bias)
+            h = F.silu(F.linear(h, w.gate_weight, w.gate_bias)).mul_(up)
+            x = x + F.linear(h, w.down_weight, w.down_bias)
+        return F.linear(self._rms(self.norm, x)[:, -1, :], *self.lm_head)
 
 
 def _make_state(model, bank: PrefixBank, rows: list[Row], capacity: int, mode: str, row_room: int = 0):
