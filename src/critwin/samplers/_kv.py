@@ -641,16 +641,15 @@ class _CascadeState:
         keys, values = self.cache.layers[i].update(k, v)
         return _merged_attention(self, i, q, keys, values).reshape(q.shape[0], -1)
 
-    def bias(self, g: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Masks (1, B·G, T) of the bank positions each query may attend to: additive (0 / -inf, in
-        `dtype`) and multiplicative (1 / 0, in float32 or float64)."""
+    def bias(self, g: int, dtype: torch.dtype) -> torch.Tensor:
+        """Additive mask (1, B·G, T) in `dtype`: 0 at the bank positions each query may attend to, -inf
+        elsewhere."""
         key = (g, dtype)
         if key not in self._bias:
             mask = self.prefix_mask.repeat_interleave(g, dim=0) if g > 1 else self.prefix_mask
             zero = torch.zeros((), dtype=dtype, device=mask.device)
             ninf = torch.tensor(float("-inf"), dtype=dtype, device=mask.device)
-            acc = torch.promote_types(dtype, torch.float32)
-            self._bias[key] = (torch.where(mask, zero, ninf).unsqueeze(0), mask.to(acc).unsqueeze(0))
+            self._bias[key] = torch.where(mask, zero, ninf).unsqueeze(0)
         return self._bias[key]
 
     def append(self, parents: torch.Tensor) -> None:
@@ -699,13 +698,14 @@ def _merged_attention(state: _CascadeState, layer: int, q, key, value) -> torch.
     row's new tokens key/value (B, H_kv, s, D), s >= 1, as one softmax; returns (B, H_kv, G, D).
 
     The bank part is computed in its (H_kv, B·G, ·) layout, the new-token part in (B, H_kv, G, ·); only
-    per-row maxima, sums and outputs cross between them. exp of -inf or of very negative numbers takes a
-    slow path on CPUs: arguments are clamped at -80 (e^-80 ~ 1e-35, far below float32 resolution next to
-    the max term, which is 1) and masked entries are zeroed exactly by the multiplicative mask.
+    per-row maxima, sums and outputs cross between them. exp of -inf, or with a subnormal result, takes a
+    slow path on CPUs, so exponents (masked entries included) are clamped at -85: e^-85 ~ 1.2e-37 is still
+    a normal float32, and next to the max term, which is exactly 1, such entries are far below float32
+    (and float64) resolution.
     """
     bank_k, bank_v = state.bank_k[layer], state.bank_v[layer]
     b, h_kv, g, d = q.shape
-    bias, keep = state.bias(g, q.dtype)
+    bias = state.bias(g, q.dtype)
     # Softmax arithmetic in float32 (float64 for float64 models); casts are skipped where they would be
     # no-ops, since each costs a call per layer and step.
     acc = torch.promote_types(q.dtype, torch.float32)
@@ -715,8 +715,8 @@ def _merged_attention(state: _CascadeState, layer: int, q, key, value) -> torch.
     s_pre = up(torch.baddbmm(bias, qp, bank_k.transpose(1, 2)))  # (H_kv, B·G, T)
     s_new = up(torch.matmul(q, key.transpose(2, 3)))  # (B, H_kv, G, s)
     m = torch.maximum(s_new.amax(dim=-1, keepdim=True), _rows(s_pre.amax(dim=-1, keepdim=True), b, g))
-    p_pre = s_pre.sub_(_bank_layout(m, b, g)).clamp_(min=-80.0).exp_().mul_(keep)
-    p_new = s_new.sub_(m).clamp_(min=-80.0).exp_()
+    p_pre = s_pre.sub_(_bank_layout(m, b, g)).clamp_(min=-85.0).exp_()
+    p_new = s_new.sub_(m).clamp_(min=-85.0).exp_()
     denom = _rows(p_pre.sum(dim=-1, keepdim=True), b, g) + p_new.sum(dim=-1, keepdim=True)
     o = _rows(up(torch.bmm(down(p_pre), bank_v)), b, g)  # (B, H_kv, G, D)
     o = o + up(torch.matmul(down(p_new), value))
