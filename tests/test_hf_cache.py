@@ -169,7 +169,7 @@ def test_cache_buffer_compaction_and_growth_match_plain_indexing():
             layer.select(torch.tensor(keep), drop)
             ref_k, ref_v = [ref_k[i][:, drop:] for i in keep], [ref_v[i][:, drop:] for i in keep]
         if parents:
-            layer.append(torch.tensor(parents))  # the last append exceeds the row room: the buffer grows
+            layer.append(torch.tensor(parents))  # both appends outrun the row room: the buffer grows
             ref_k, ref_v = ref_k + [ref_k[i] for i in parents], ref_v + [ref_v[i] for i in parents]
         check()
     assert layer.buf_k.shape[0] > rows
