@@ -24,8 +24,10 @@ multi-threaded timings of the many small ops of a small model are dominated by c
 (in our runs the per-cut baseline took 4.5 s to 195 s with 2 threads, 6.3–7.2 s with 1); `--threads 2`
 uses both cores, `--threads 0` leaves torch's default.
 
-Timing: each method runs `--repeats` times (default 3), interleaved, so that a slow spell of the machine
-hits all of them; the JSON reports median times, ratios of the medians and the per-repeat ratios.
+Timing: each method first runs once untimed (the first run of a process pays one-time costs, such as the
+math library's kernels for each new matrix shape and fresh memory pages, which a scan over many problems
+pays once), then `--repeats` times (default 3), interleaved, so that a slow spell of the machine hits all
+of them; the JSON reports median times, ratios of the medians and the per-repeat ratios.
 
 Last stdout line: one JSON object with ratio_vs_per_cut, ratio_vs_batched, the wall times, tokens/s and
 the consistency checks. Usage: python benchmarks/scan_bench.py [--smoke] [--k 32] [--random-model]
@@ -217,6 +219,9 @@ def main(argv: list[str] | None = None) -> dict:
     wall: dict[str, list[float]] = {m: [] for m in methods}
     cpu: dict[str, list[float]] = {m: [] for m in methods}
     outs = {}
+    for name, run in methods.items():
+        log(f"warm-up {name} …")
+        run()
     for rep in range(repeats):
         for name, run in methods.items():
             before = dict(_kv.STATS)
@@ -248,6 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
         "batched_s": round(t_b, 3),
         "ratio_vs_per_cut": round(t_a / t_c, 2),
         "ratio_vs_batched": round(t_b / t_c, 2),
+        "warmup_runs": 1,
         "repeats": repeats,
         "ratio_vs_per_cut_runs": [
             round(a / c, 2) for a, c in zip(wall["per_cut"], wall["critwin"], strict=True)
