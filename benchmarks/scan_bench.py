@@ -146,20 +146,14 @@ def run_critwin(model, tok, x: Response, kept: list[int], k: int, cap: int, temp
 
 
 @torch.inference_mode()
-def run_per_cut(model, x: Response, kept: list[int], k: int, cap: int, temperature: float, eos, pad, seed):
+def run_baseline(
+    generate, model, x: Response, kept: list[int], k: int, cap: int, temperature, eos, pad, seed
+):
+    """Time one plain-transformers baseline: `generate_per_cut` (a) or `generate_batched` (b)."""
     torch.manual_seed(seed)
     t0 = clock()
     settings = generate_kwargs(temperature, TOP_P, eos, pad)
-    outs = generate_per_cut(model, x, kept, k, [cap - c for c in kept], settings)
-    return since(t0), outs
-
-
-@torch.inference_mode()
-def run_batched(model, x: Response, kept: list[int], k: int, cap: int, temperature: float, eos, pad, seed):
-    torch.manual_seed(seed)
-    t0 = clock()
-    settings = generate_kwargs(temperature, TOP_P, eos, pad)
-    outs = generate_batched(model, x, kept, k, [cap - c for c in kept], settings)
+    outs = generate(model, x, kept, k, [cap - c for c in kept], settings)
     return since(t0), outs
 
 
@@ -206,15 +200,19 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Greedy sanity check first (K = 1): the three methods must agree token for token.
     g_c = run_critwin(model, tok, x, kept, 1, cap, 0.0, args.seed)[1]
-    g_a = run_per_cut(model, x, kept, 1, cap, 0.0, eos, pad, args.seed)[1]
-    g_b = run_batched(model, x, kept, 1, cap, 0.0, eos, pad, args.seed)[1]
+    g_a = run_baseline(generate_per_cut, model, x, kept, 1, cap, 0.0, eos, pad, args.seed)[1]
+    g_b = run_baseline(generate_batched, model, x, kept, 1, cap, 0.0, eos, pad, args.seed)[1]
     greedy_same = sum(g_c[j] == g_a[j] == g_b[j] for j in range(len(kept)))
 
     # Timed runs (see the module docstring: interleaved repeats, medians).
     methods = {
         "critwin": lambda: run_critwin(model, tok, x, kept, k, cap, TEMPERATURE, args.seed),
-        "batched": lambda: run_batched(model, x, kept, k, cap, TEMPERATURE, eos, pad, args.seed),
-        "per_cut": lambda: run_per_cut(model, x, kept, k, cap, TEMPERATURE, eos, pad, args.seed),
+        "batched": lambda: run_baseline(
+            generate_batched, model, x, kept, k, cap, TEMPERATURE, eos, pad, args.seed
+        ),
+        "per_cut": lambda: run_baseline(
+            generate_per_cut, model, x, kept, k, cap, TEMPERATURE, eos, pad, args.seed
+        ),
     }
     wall: dict[str, list[float]] = {m: [] for m in methods}
     cpu: dict[str, list[float]] = {m: [] for m in methods}
