@@ -8,9 +8,16 @@ Baselines for resampling the rest of a response from M cuts, K continuations eac
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from scipy import stats
+
+
+def log(msg: str) -> None:
+    """Progress goes to stderr: stdout carries only the final JSON line."""
+    print(msg, file=sys.stderr, flush=True)
 
 
 def trim(new_tokens: list[int], budget: int, eos: set[int]) -> tuple[int, ...]:

@@ -39,6 +39,7 @@ from _baselines import (  # noqa: E402
     generate_batched,
     generate_kwargs,
     generate_per_cut,
+    log,
     n_tokens,
 )
 
@@ -68,10 +69,6 @@ TINY = dict(
     tie_word_embeddings=True,
 )
 TEMPERATURE, TOP_P, EOS, PAD = 0.6, 0.9, 0, 1
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def sync(device: torch.device) -> None:
@@ -120,20 +117,12 @@ def run_critwin(model, x: Response, kept, k, cap, temperature, seed, budget="res
     return time.perf_counter() - t0, [[c.token_ids for c in per_t] for per_t in conts]
 
 
-def run_per_cut(model, x: Response, kept, k, budgets, temperature, seed):
+def run_baseline(generate, model, x: Response, kept, k, budgets, temperature, seed):
+    """Time one plain-transformers baseline: `generate_per_cut` (a) or `generate_batched` (b)."""
     torch.manual_seed(seed)
     sync(model.device)
     t0 = time.perf_counter()
-    outs = generate_per_cut(model, x, kept, k, budgets, _kwargs(temperature))
-    sync(model.device)
-    return time.perf_counter() - t0, outs
-
-
-def run_batched(model, x: Response, kept, k, budgets, temperature, seed):
-    torch.manual_seed(seed)
-    sync(model.device)
-    t0 = time.perf_counter()
-    outs = generate_batched(model, x, kept, k, budgets, _kwargs(temperature))
+    outs = generate(model, x, kept, k, budgets, _kwargs(temperature))
     sync(model.device)
     return time.perf_counter() - t0, outs
 
@@ -170,13 +159,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     # Warm-up (CUDA kernels, allocator) on a small problem, not timed.
     run_critwin(model, x, kept[-1:], 2, r_len, TEMPERATURE, args.seed)
-    run_batched(model, x, kept[-1:], 2, budgets[-1:], TEMPERATURE, args.seed)
+    run_baseline(generate_batched, model, x, kept[-1:], 2, budgets[-1:], TEMPERATURE, args.seed)
 
     # Greedy agreement on the first 32 tokens after each cut.
     g_len = min(32, min(budgets))
     g_c = run_critwin(model, x, kept, 1, g_len, 0.0, args.seed, budget="continuation")[1]
-    g_a = run_per_cut(model, x, kept, 1, [g_len] * len(kept), 0.0, args.seed)[1]
-    g_b = run_batched(model, x, kept, 1, [g_len] * len(kept), 0.0, args.seed)[1]
+    g_a = run_baseline(generate_per_cut, model, x, kept, 1, [g_len] * len(kept), 0.0, args.seed)[1]
+    g_b = run_baseline(generate_batched, model, x, kept, 1, [g_len] * len(kept), 0.0, args.seed)[1]
     same_a = sum(g_c[j] == g_a[j] for j in range(len(kept)))
     same_b = sum(g_c[j] == g_b[j] for j in range(len(kept)))
     log(f"greedy identical: vs per-cut {same_a}/{len(kept)}, vs batched {same_b}/{len(kept)}")
@@ -185,9 +174,9 @@ def main(argv: list[str] | None = None) -> dict:
     t_c, o_c = run_critwin(model, x, kept, k, r_len, TEMPERATURE, args.seed)
     work = {key: _kv.STATS[key] - before[key] for key in before}
     log(f"critwin {t_c:.2f}s ({n_tokens(o_c) / t_c:.0f} tok/s)")
-    t_b, o_b = run_batched(model, x, kept, k, budgets, TEMPERATURE, args.seed)
+    t_b, o_b = run_baseline(generate_batched, model, x, kept, k, budgets, TEMPERATURE, args.seed)
     log(f"batched generate {t_b:.2f}s ({n_tokens(o_b) / t_b:.0f} tok/s)")
-    t_a, o_a = run_per_cut(model, x, kept, k, budgets, TEMPERATURE, args.seed)
+    t_a, o_a = run_baseline(generate_per_cut, model, x, kept, k, budgets, TEMPERATURE, args.seed)
     log(f"per-cut generate {t_a:.2f}s ({n_tokens(o_a) / t_a:.0f} tok/s)")
 
     result = {

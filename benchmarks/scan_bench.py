@@ -52,6 +52,7 @@ from _baselines import (  # noqa: E402
     generate_batched,
     generate_kwargs,
     generate_per_cut,
+    log,
     n_tokens,
 )
 
@@ -68,10 +69,6 @@ from critwin.samplers.hf_tiny import char_tokenizer, tiny_causal_lm  # noqa: E40
 
 ASSET = Path(critwin.__file__).parent / "assets" / "reasoning_model"
 TEMPERATURE, TOP_P = 0.6, 0.9
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def clock() -> tuple[float, float]:

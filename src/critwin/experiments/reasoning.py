@@ -567,19 +567,12 @@ def summarize(
         recs = [r for r in records if r["dataset"] == name]
         ok = [r for r in recs if r.get("status") == "ok" and r.get("correct") is not None]
         seed = int(np.random.SeedSequence([cfg.seed, 7, d]).generate_state(1)[0])
-        entry = bootstrap_window_stats(
-            [r["has_window"] for r in ok],
-            [r["correct"] for r in ok],
-            n_boot=cfg.n_boot,
-            level=cfg.ci_level,
-            seed=seed,
-        )
-        paper = bootstrap_window_stats(
-            [r["has_paper_window"] for r in ok],
-            [r["correct"] for r in ok],
-            n_boot=cfg.n_boot,
-            level=cfg.ci_level,
-            seed=seed,
+        correct = [r["correct"] for r in ok]
+        entry, paper = (
+            bootstrap_window_stats(
+                [r[key] for r in ok], correct, n_boot=cfg.n_boot, level=cfg.ci_level, seed=seed
+            )
+            for key in ("has_window", "has_paper_window")
         )
         entry["paper_rule"] = {k: v for k, v in paper.items() if k not in ("ci_level", "ci_method")}
         entry["paper_rule"]["threshold"] = cfg.paper_threshold

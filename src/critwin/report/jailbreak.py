@@ -20,7 +20,7 @@ import pandas as pd  # noqa: E402
 
 from critwin.report.build import case_section, register_sections  # noqa: E402
 from critwin.report.html import Figure, Section, Table  # noqa: E402
-from critwin.report.plots import DETECTED_COLOUR, MEASURED_COLOUR, png_bytes  # noqa: E402
+from critwin.report.plots import DETECTED_COLOUR, MEASURED_COLOUR, message_png, png_bytes  # noqa: E402
 from critwin.rundir import CaseRecord, RunDir  # noqa: E402
 
 LEVEL = 0.99
@@ -31,9 +31,7 @@ def prefill_figure(rec: CaseRecord, *, level: float = LEVEL) -> bytes:
     curve = rec.curve
     fig, ax = plt.subplots(figsize=(8.6, 3.6))
     if curve is None:
-        ax.text(0.5, 0.5, "no curve stored", ha="center", va="center", transform=ax.transAxes)
-        ax.set_axis_off()
-        return png_bytes(fig)
+        return message_png(fig, ax, "no curve stored")
     length = float(rec.meta.get("length", curve.t_max or curve.t.max()))
     kept = length - curve.t
     p = curve.p_hat

@@ -35,6 +35,13 @@ def png_bytes(fig: plt.Figure) -> bytes:
     return buf.getvalue()
 
 
+def message_png(fig: plt.Figure, ax: plt.Axes, text: str) -> bytes:
+    """PNG of `fig` with `ax` showing only `text` (for a case without data to plot)."""
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+    return png_bytes(fig)
+
+
 def curve_figure(rec: CaseRecord, *, level: float = 0.99, title: str | None = None) -> bytes:
     """PNG of one case: measured P(kept) ± `level` Wilson intervals, exact curve, theory windows (shaded
     bands, with edge uncertainty hatched where the theory used Monte Carlo), detected windows (red bars
@@ -42,9 +49,7 @@ def curve_figure(rec: CaseRecord, *, level: float = 0.99, title: str | None = No
     curve = rec.curve
     fig, ax = plt.subplots(figsize=(8.6, 4.0))
     if curve is None:
-        ax.text(0.5, 0.5, "no curve stored for this case", ha="center", va="center", transform=ax.transAxes)
-        ax.set_axis_off()
-        return png_bytes(fig)
+        return message_png(fig, ax, "no curve stored for this case")
     t = curve.t
     p = curve.p_hat
     lo, hi = curve.wilson(level)

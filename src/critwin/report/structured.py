@@ -26,6 +26,7 @@ from critwin.report.plots import (  # noqa: E402
     EXACT_COLOUR,
     MEASURED_COLOUR,
     THEORY_COLOUR,
+    message_png,
     png_bytes,
 )
 from critwin.rundir import CaseRecord, RunDir  # noqa: E402
@@ -39,9 +40,7 @@ def staircase_figure(rec: CaseRecord, *, level: float = LEVEL) -> bytes:
     width = max(6.0, min(16.0, 0.32 * (len(curve) if curve is not None else 10)))
     fig, ax = plt.subplots(figsize=(width, 3.8))
     if curve is None:
-        ax.text(0.5, 0.5, "no curve stored", ha="center", va="center", transform=ax.transAxes)
-        ax.set_axis_off()
-        return png_bytes(fig)
+        return message_png(fig, ax, "no curve stored")
     length = float(curve.t_max if curve.t_max is not None else curve.t.max())
     j = length - curve.t
     p = curve.p_hat
