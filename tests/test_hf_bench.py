@@ -31,6 +31,7 @@ def test_scan_bench_smoke(capsys, one_thread):
 def test_gpu_bench_smoke_on_cpu(capsys, one_thread):
     result = _load("gpu_scan_bench").main(["--smoke"])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
-    assert result["greedy_identical_cuts"] == {"vs_per_cut": "6/6", "vs_batched": "6/6"}
+    assert set(result["greedy_identical_cuts"].values()) == {"6/6"}
+    assert result["max_abs_logit_diff_cached_vs_uncached"] <= 1e-5  # float32: cache and plain forward agree
     # every ending runs to the length cap in this setup, so all methods generate the same number of tokens
     assert len(set(result["generated_tokens"].values())) == 1
