@@ -152,13 +152,22 @@ def test_cache_buffer_compaction_and_growth_match_plain_indexing():
     buf_k, buf_v = torch.empty((rows, h, 10, d)), torch.empty((rows, h, 10, d))
     buf_k[:, :, :4], buf_v[:, :, :4] = k0, v0
     layer = _kv._GrowingLayer(buf_k, buf_v, 4, rows)
+    cache = _kv._GrowingCache([layer])  # selects without dropped slots only move the rows that change place
     ref_k, ref_v = list(k0), list(v0)
 
     def check():
         assert layer.keys.shape == (len(ref_k), h, ref_k[0].shape[1], d)
         assert torch.equal(layer.keys, torch.stack(ref_k)) and torch.equal(layer.values, torch.stack(ref_v))
 
-    steps = [([0, 2, 3], [], 0), ([], [1, 1, 0, 2], 0), ([1, 2, 5, 6], [], 1), ([], [0, 0, 0, 1, 2, 3], 0)]
+    # keeps: finished rows' places filled from the end; an arbitrary reorder (rows are both sources and
+    # destinations); and one that also drops the first slot (in-place compaction)
+    steps = [
+        ([0, 4, 2], [], 0),
+        ([], [1, 1, 0, 2], 0),
+        ([5, 2, 1, 6], [], 1),
+        ([], [0, 0, 0, 1, 2, 3], 0),
+        ([3, 0, 9, 1], [], 0),
+    ]
     for keep, parents, drop in steps:
         nk, nv = rand(len(ref_k), 1), rand(len(ref_k), 1)
         layer.update(nk, nv)
@@ -166,10 +175,50 @@ def test_cache_buffer_compaction_and_growth_match_plain_indexing():
         ref_v = [torch.cat([r, n], dim=1) for r, n in zip(ref_v, nv, strict=True)]
         check()
         if keep:
-            layer.select(torch.tensor(keep), drop)
+            cache.select(torch.tensor(keep), drop)
             ref_k, ref_v = [ref_k[i][:, drop:] for i in keep], [ref_v[i][:, drop:] for i in keep]
         if parents:
             layer.append(torch.tensor(parents))  # both appends outrun the row room: the buffer grows
             ref_k, ref_v = ref_k + [ref_k[i] for i in parents], ref_v + [ref_v[i] for i in parents]
         check()
     assert layer.buf_k.shape[0] > rows
+
+
+def test_lean_step_follows_the_rotary_module_for_dynamic_rope():
+    # Dynamic RoPE rescales its frequencies with the longest position in the batch, so the lean step calls
+    # the rotary module instead of its position table: it must agree with the transformers forward
+    # through the same shared-prefix attention (lean off), logits and greedy continuations alike.
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    config = LlamaConfig(
+        vocab_size=len(TOK),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=16,  # prompts and responses run past it, so the rescaling is in play
+        rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0},
+        initializer_range=0.15,
+        bos_token_id=1,
+        eos_token_id=TOK.eos_token_id,
+        pad_token_id=0,
+    )
+    torch.manual_seed(5)
+    dyn = AutoModelForCausalLM.from_config(config).eval()
+    assert _kv._LeanDecoder.supported(dyn) and _kv._LeanDecoder(dyn, max_position=64).rope_table is None
+    got = {}
+    for lean in (True, False):
+        # the rotary module keeps state (its frequencies follow the longest position seen): a fresh copy
+        # and sampler per path, so that both start alike
+        m = copy.deepcopy(dyn)
+        sampler = HFSampler(m, TOK, temperature=0.0, max_new_tokens=60, prefix_attention="cascade")
+        x = _response(sampler, "solve: 3*4+5", "3*4=12, then 12+5=17, so the answer is 17.")
+        ts = [x.length - k for k in cut_positions(x.length)]
+        _kv.LEAN = lean
+        try:
+            got[lean] = (sampler.next_token_logits(x, ts), sampler.resample(x, ts, 1, rng=0))
+        finally:
+            _kv.LEAN = True
+    assert torch.max(torch.abs(got[True][0] - got[False][0])).item() <= 1e-5
+    assert got[True][1] == got[False][1]

@@ -292,6 +292,15 @@ class _GrowingLayer(DynamicLayer):
         self.n, self.rows = filled, k
         self._views()
 
+    def move(self, dst: torch.Tensor, src: torch.Tensor, rows: int) -> None:
+        """Copy rows `src` into rows `dst` (filled slots only), then keep the first `rows` rows: dropping
+        rows by filling their places from the end copies only the rows that move."""
+        if len(dst):
+            for buf in (self.buf_k, self.buf_v):
+                buf[dst, :, : self.n] = buf[src, :, : self.n]  # the gather copies before it writes
+        self.rows = rows
+        self._views()
+
     def append(self, parents: torch.Tensor) -> None:
         """Add copies of rows `parents` after the rows in use (only their filled slots are copied)."""
         end = self.rows + len(parents)
@@ -315,6 +324,12 @@ class _GrowingCache(DynamicCache):
         self.layer_class_to_replicate = None
 
     def select(self, indices: torch.Tensor, drop_front: int) -> None:
+        if drop_front == 0:  # copy only the rows whose place changes
+            dst = (indices != torch.arange(len(indices), device=indices.device)).nonzero().squeeze(1)
+            src = indices[dst]
+            for layer in self.layers:
+                layer.move(dst, src, len(indices))
+            return
         for layer in self.layers:
             layer.select(indices, drop_front)
 
@@ -612,7 +627,9 @@ class _CascadeState:
         self.model = model
         self.cache = _GrowingCache(layers)
         self.calls = 0
-        self.lean = _LeanDecoder(model) if LEAN and _LeanDecoder.supported(model) else None
+        self.lean = None
+        if LEAN and _LeanDecoder.supported(model):
+            self.lean = _LeanDecoder(model, max_position=max(r.n_keep for r in rows) - 1 + capacity)
 
     def step(self, tokens: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
         if self.lean is not None:
@@ -712,7 +729,8 @@ def _merged_attention(state: _CascadeState, layer: int, q, key, value) -> torch.
     up = (lambda t: t.to(acc)) if q.dtype != acc else (lambda t: t)
     down = (lambda t: t.to(q.dtype)) if q.dtype != acc else (lambda t: t)
     qp = q.permute(1, 0, 2, 3).reshape(h_kv, b * g, d)
-    s_pre = up(torch.baddbmm(bias, qp, bank_k.transpose(1, 2)))  # (H_kv, B·G, T)
+    # bmm then add_: baddbmm would first copy the broadcast bias into its output, a slower extra pass
+    s_pre = up(torch.bmm(qp, bank_k.transpose(1, 2)).add_(bias))  # (H_kv, B·G, T)
     s_new = up(torch.matmul(q, key.transpose(2, 3)))  # (B, H_kv, G, s)
     m = torch.maximum(s_new.amax(dim=-1, keepdim=True), _rows(s_pre.amax(dim=-1, keepdim=True), b, g))
     p_pre = s_pre.sub_(_bank_layout(m, b, g)).clamp_(min=-85.0).exp_()
@@ -748,6 +766,7 @@ STATS = {"steps": 0, "row_steps": 0, "draw_steps": 0}
 # Switches for the two optimisations below; tests turn them off to cover the plain paths.
 LEAN = True  # use the direct decode step for the decoders it supports
 SHARE_DRAWS = True  # let draws that agree so far share a batch row (see `_decode_chunk`)
+COMPACT_EVERY = 16  # drop finished rows from the batch once they are 1/COMPACT_EVERY of it
 _LEAN_MODELS = {
     "LlamaForCausalLM": "LlamaDecoderLayer",
     "Qwen2ForCausalLM": "Qwen2DecoderLayer",
@@ -762,14 +781,14 @@ class _LeanLayer(NamedTuple):
     norm_in: tuple
     qkv_weight: torch.Tensor
     qkv_bias: torch.Tensor | None
-    o_weight: torch.Tensor
+    o_weight_t: torch.Tensor  # transposed views, as `addmm` takes them
     o_bias: torch.Tensor | None
     norm_post: tuple
     gate_weight: torch.Tensor
     gate_bias: torch.Tensor | None
     up_weight: torch.Tensor
     up_bias: torch.Tensor | None
-    down_weight: torch.Tensor
+    down_weight_t: torch.Tensor
     down_bias: torch.Tensor | None
 
 
@@ -788,7 +807,7 @@ class _LeanDecoder:
     q and k together is then qk·cos + rotate_half(qk)·sin.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, max_position: int):
         base = model.model
         self.embed, self.norm, self.rotary = base.embed_tokens, _norm(base.norm), base.rotary_emb
         self.lm_head = model.lm_head.weight, model.lm_head.bias
@@ -798,6 +817,16 @@ class _LeanDecoder:
         self.n_heads = attn.q_proj.weight.shape[0] // self.head_dim
         self.n_kv = attn.k_proj.weight.shape[0] // self.head_dim
         self.layers = [self._fuse(layer) for layer in layers]
+        # cos/sin of every position the decode can reach, (N, 2, 1, D), looked up by position: the same
+        # values the rotary module computes (elementwise, per position), in one op per step instead of
+        # about ten. Dynamic RoPE variants rescale with the batch's longest position, so they keep the call.
+        rope_type = getattr(self.rotary, "rope_type", "default")
+        self.rope_table = None
+        if isinstance(rope_type, str) and "dynamic" not in rope_type and rope_type != "longrope":
+            probe = self.embed.weight[:1]
+            positions = torch.arange(max_position + 1, device=probe.device)[None, :]
+            cos, sin = self.rotary(probe, positions)
+            self.rope_table = torch.stack((cos[0], sin[0]), dim=1).unsqueeze(2)
 
     def _fuse(self, layer) -> _LeanLayer:
         attn, mlp, d = layer.self_attn, layer.mlp, self.head_dim
@@ -820,14 +849,14 @@ class _LeanDecoder:
             _norm(layer.input_layernorm),
             qkv_w,
             qkv_b,
-            attn.o_proj.weight,
+            attn.o_proj.weight.t(),
             attn.o_proj.bias,
             _norm(layer.post_attention_layernorm),
             mlp.gate_proj.weight,
             mlp.gate_proj.bias,
             mlp.up_proj.weight,
             mlp.up_proj.bias,
-            mlp.down_proj.weight,
+            mlp.down_proj.weight.t(),
             mlp.down_proj.bias,
         )
 
@@ -851,6 +880,13 @@ class _LeanDecoder:
             return F.rms_norm(x, weight.shape, weight, eps)
         return module(x)
 
+    @staticmethod
+    def _add_linear(x: torch.Tensor, h: torch.Tensor, weight_t: torch.Tensor, bias) -> torch.Tensor:
+        """x + linear(h): one `addmm` when there is no bias."""
+        if bias is None:
+            return torch.addmm(x, h, weight_t)
+        return x + torch.addmm(bias, h, weight_t)
+
     def step(self, tokens: torch.Tensor, position: torch.Tensor, attend) -> torch.Tensor:
         """Next-token logits (B, V) after feeding `tokens` (B,) at `position` (B,).
 
@@ -858,26 +894,27 @@ class _LeanDecoder:
         (B, H_kv, 1, D), and returns the attention output (B, H·D).
         """
         b, d, nh, nkv = tokens.shape[0], self.head_dim, self.n_heads, self.n_kv
-        x = self.embed(tokens[:, None])  # (B, 1, hidden)
-        cos, sin = self.rotary(x, position[:, None])
-        cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)  # (B, 1, 1, D)
+        x = self.embed(tokens)  # (B, hidden)
+        if self.rope_table is not None:
+            cos_sin = self.rope_table.index_select(0, position)  # (B, 2, 1, D)
+            cos, sin = cos_sin[:, 0], cos_sin[:, 1]  # (B, 1, D), broadcast over heads
+        else:
+            cos, sin = self.rotary(x[:, None], position[:, None])  # (B, 1, D)
         n_qk = (nh + nkv) * d
         for i, w in enumerate(self.layers):
             qkv = F.linear(self._rms(w.norm_in, x), w.qkv_weight, w.qkv_bias)
             qk = torch.addcmul(
-                qkv[..., :n_qk].view(b, 1, nh + nkv, d) * cos,
-                qkv[..., n_qk : 2 * n_qk].view(b, 1, -1, d),
-                sin,
+                qkv[:, :n_qk].view(b, nh + nkv, d) * cos, qkv[:, n_qk : 2 * n_qk].view(b, nh + nkv, d), sin
             )
-            q = qk[:, 0, :nh].view(b, nkv, nh // nkv, d)
-            k = qk[:, :, nh:].transpose(1, 2)  # (B, H_kv, 1, D)
-            v = qkv[..., 2 * n_qk :].view(b, 1, nkv, d).transpose(1, 2)
-            x = x + F.linear(attend(i, q, k, v).view(b, 1, -1), w.o_weight, w.o_bias)
+            q = qk[:, :nh].view(b, nkv, nh // nkv, d)
+            k = qk[:, nh:].unsqueeze(2)  # (B, H_kv, 1, D)
+            v = qkv[:, 2 * n_qk :].view(b, nkv, 1, d)
+            x = self._add_linear(x, attend(i, q, k, v), w.o_weight_t, w.o_bias)
             h = self._rms(w.norm_post, x)
             up = F.linear(h, w.up_weight, w.up_bias)
             h = F.silu(F.linear(h, w.gate_weight, w.gate_bias)).mul_(up)
-            x = x + F.linear(h, w.down_weight, w.down_bias)
-        return F.linear(self._rms(self.norm, x)[:, -1, :], *self.lm_head)
+            x = self._add_linear(x, h, w.down_weight_t, w.down_bias)
+        return F.linear(self._rms(self.norm, x), *self.lm_head)
 
 
 def _make_state(model, bank: PrefixBank, rows: list[Row], capacity: int, mode: str, row_room: int = 0):
@@ -944,6 +981,19 @@ def _decode_chunk(
     reason = ["length"] * len(rows)
     dead = 0  # batch rows whose draws all finished, kept until enough accumulate to be worth a copy
 
+    def hits_stop(tok: int, members: list[int]) -> bool:
+        """Whether the draws `members`, which just got `tok` (appended), now end in a stop string."""
+        if stop is None or not bool(stop.candidate[tok]):
+            return False
+        row = rows[members[0]]
+        n_ctx = min(row.stop_context, row.n_keep, stop.window)
+        ctx = list(bank.seqs[row.seq][row.n_keep - n_ctx : row.n_keep])
+        if not stop.hit(ctx + out[members[0]], len(ctx)):
+            return False
+        for d in members:
+            reason[d] = "stop_string"
+        return True
+
     for step in range(max_steps):
         logits = state.step(torch.tensor(tokens, dtype=torch.long, device=device), position)
         counts = [len(d) for d in draws]
@@ -960,6 +1010,18 @@ def _decode_chunk(
         for i, ds in enumerate(draws[: len(counts)]):  # forks appended below are not sampled this step
             if not ds:
                 continue
+            if len(ds) == 1:  # the common case once draws have diverged: no grouping
+                tok, k = sampled[k], k + 1
+                if tok in eos:
+                    reason[ds[0]] = "eos"
+                else:
+                    out[ds[0]].append(tok)
+                    if not (hits_stop(tok, ds) or step + 1 >= budget[i]):
+                        tokens[i] = tok
+                        continue
+                draws[i] = []
+                dead += 1
+                continue
             groups: dict[int, list[int]] = {}
             for d in ds:
                 groups.setdefault(sampled[k], []).append(d)
@@ -972,16 +1034,7 @@ def _decode_chunk(
                     continue
                 for d in members:
                     out[d].append(tok)
-                finished = step + 1 >= budget[i]
-                if stop is not None and bool(stop.candidate[tok]):
-                    row = rows[members[0]]
-                    n_ctx = min(row.stop_context, row.n_keep, stop.window)
-                    ctx = list(bank.seqs[row.seq][row.n_keep - n_ctx : row.n_keep])
-                    if stop.hit(ctx + out[members[0]], len(ctx)):
-                        finished = True
-                        for d in members:
-                            reason[d] = "stop_string"
-                if not finished:
+                if not (hits_stop(tok, members) or step + 1 >= budget[i]):
                     going.append((tok, members))
             if not going:
                 draws[i] = []
@@ -1000,12 +1053,18 @@ def _decode_chunk(
             state.append(idx)
             position = torch.cat([position, position[idx]])
         position = position + 1
-        if dead >= max(1, len(draws) // 8):
-            alive = [i for i, d in enumerate(draws) if d]
-            state.select(torch.tensor(alive, dtype=torch.long, device=device))
-            position = position[torch.tensor(alive, device=device)]
-            tokens = [tokens[i] for i in alive]
-            draws = [draws[i] for i in alive]
-            budget = [budget[i] for i in alive]
+        if dead >= max(1, len(draws) // COMPACT_EVERY):
+            # Rows from the end fill the places of finished rows, so only those rows' caches are copied.
+            n = len(draws) - dead
+            keep = list(range(n))
+            tail = (i for i in range(n, len(draws)) if draws[i])
+            for hole in (i for i in range(n) if not draws[i]):
+                keep[hole] = next(tail)
+            idx = torch.tensor(keep, dtype=torch.long, device=device)
+            state.select(idx)
+            position = position[idx]
+            tokens = [tokens[i] for i in keep]
+            draws = [draws[i] for i in keep]
+            budget = [budget[i] for i in keep]
             dead = 0
     return [Continuation(tuple(out[j]), reason[j]) for j in range(len(rows))]
