@@ -714,14 +714,15 @@ def _merged_attention(state: _CascadeState, layer: int, q, key, value) -> torch.
     """Softmax attention of q (B, H_kv, G, D), already scaled, over the bank prefix of each row and the
     row's new tokens key/value (B, H_kv, s, D), s >= 1, as one softmax; returns (B, H_kv, G, D).
 
-    The bank part is computed in its (H_kv, B·G, ·) layout, the new-token part in (B, H_kv, G, ·); only
-    per-row maxima, sums and outputs cross between them. exp of -inf, or with a subnormal result, takes a
-    slow path on CPUs, so exponents (masked entries included) are clamped at -85: e^-85 ~ 1.2e-37 is still
-    a normal float32, and next to the max term, which is exactly 1, such entries are far below float32
-    (and float64) resolution.
+    The bank part is computed in its (H_kv, B·G, ·) layout, the new-token part in (B·H_kv, G, ·) (plain
+    `bmm`s, cheaper than 4-d `matmul`s); only per-row maxima, sums and outputs cross between them. exp of
+    -inf, or with a subnormal result, takes a slow path on CPUs, so exponents (masked entries included) are
+    clamped at -85: e^-85 ~ 1.2e-37 is still a normal float32, and next to the max term, which is exactly
+    1, such entries are far below float32 (and float64) resolution.
     """
     bank_k, bank_v = state.bank_k[layer], state.bank_v[layer]
     b, h_kv, g, d = q.shape
+    n = key.shape[2]
     bias = state.bias(g, q.dtype)
     # Softmax arithmetic in float32 (float64 for float64 models); casts are skipped where they would be
     # no-ops, since each costs a call per layer and step.
@@ -731,13 +732,16 @@ def _merged_attention(state: _CascadeState, layer: int, q, key, value) -> torch.
     qp = q.permute(1, 0, 2, 3).reshape(h_kv, b * g, d)
     # bmm then add_: baddbmm would first copy the broadcast bias into its output, a slower extra pass
     s_pre = up(torch.bmm(qp, bank_k.transpose(1, 2)).add_(bias))  # (H_kv, B·G, T)
-    s_new = up(torch.matmul(q, key.transpose(2, 3)))  # (B, H_kv, G, s)
-    m = torch.maximum(s_new.amax(dim=-1, keepdim=True), _rows(s_pre.amax(dim=-1, keepdim=True), b, g))
+    key, value = key.reshape(b * h_kv, n, d), value.reshape(b * h_kv, n, d)  # views of the cache
+    s_new = up(torch.bmm(q.reshape(b * h_kv, g, d), key.transpose(1, 2)))  # (B·H_kv, G, s)
+    m = torch.maximum(
+        s_new.amax(dim=-1, keepdim=True).view(b, h_kv, g, 1), _rows(s_pre.amax(dim=-1, keepdim=True), b, g)
+    )  # (B, H_kv, G, 1)
     p_pre = s_pre.sub_(_bank_layout(m, b, g)).clamp_(min=-85.0).exp_()
-    p_new = s_new.sub_(m).clamp_(min=-85.0).exp_()
-    denom = _rows(p_pre.sum(dim=-1, keepdim=True), b, g) + p_new.sum(dim=-1, keepdim=True)
+    p_new = s_new.sub_(m.reshape(b * h_kv, g, 1)).clamp_(min=-85.0).exp_()
+    denom = _rows(p_pre.sum(dim=-1, keepdim=True), b, g) + p_new.sum(dim=-1, keepdim=True).view(b, h_kv, g, 1)
     o = _rows(up(torch.bmm(down(p_pre), bank_v)), b, g)  # (B, H_kv, G, D)
-    o = o + up(torch.matmul(down(p_new), value))
+    o = o + up(torch.bmm(down(p_new), value)).view(b, h_kv, g, d)
     return down(o / denom)
 
 
