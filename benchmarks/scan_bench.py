@@ -21,7 +21,7 @@ a 240-token sample with eos suppressed, and its continuations stop at its own, r
 
 Threads: every method runs with the same torch thread count, 1 by default. On this shared 2-core machine
 multi-threaded timings of the many small ops of a small model are dominated by contention with other jobs
-(in our runs the per-cut baseline took 4.5 s to 195 s with 2 threads, 6.3–7.2 s with 1); `--threads 2`
+(in our runs the per-cut baseline took 4.5 s to 195 s with 2 threads, 4.4–7.2 s with 1); `--threads 2`
 uses both cores, `--threads 0` leaves torch's default.
 
 Timing: each method first runs once untimed (the first run of a process pays one-time costs, such as the
