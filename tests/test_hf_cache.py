@@ -184,7 +184,7 @@ def test_cache_buffer_compaction_and_growth_match_plain_indexing():
     assert layer.buf_k.shape[0] > rows
 
 
-def test_lean_step_follows_the_rotary_module_for_dynamic_rope():
+def test_lean_step_follows_the_rotary_module_for_dynamic_rope(monkeypatch):
     # Dynamic RoPE rescales its frequencies with the longest position in the batch, so the lean step calls
     # the rotary module instead of its position table: it must agree with the transformers forward
     # through the same shared-prefix attention (lean off), logits and greedy continuations alike.
@@ -215,10 +215,7 @@ def test_lean_step_follows_the_rotary_module_for_dynamic_rope():
         sampler = HFSampler(m, TOK, temperature=0.0, max_new_tokens=60, prefix_attention="cascade")
         x = _response(sampler, "solve: 3*4+5", "3*4=12, then 12+5=17, so the answer is 17.")
         ts = [x.length - k for k in cut_positions(x.length)]
-        _kv.LEAN = lean
-        try:
-            got[lean] = (sampler.next_token_logits(x, ts), sampler.resample(x, ts, 1, rng=0))
-        finally:
-            _kv.LEAN = True
+        monkeypatch.setattr(_kv, "LEAN", lean)
+        got[lean] = (sampler.next_token_logits(x, ts), sampler.resample(x, ts, 1, rng=0))
     assert torch.max(torch.abs(got[True][0] - got[False][0])).item() <= 1e-5
     assert got[True][1] == got[False][1]

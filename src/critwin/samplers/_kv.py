@@ -963,7 +963,8 @@ def _decode_chunk(
     until their samples differ: at each step a row with m draws samples m tokens i.i.d. from its next-token
     law, and the draws split into one row per distinct token (copies of the parent's cache). This is exact,
     and where continuations agree (a low-entropy model, or after a feature is decided) it saves most of the
-    work. Finished rows are dropped from the batch once enough have accumulated (one cache copy).
+    work. Finished rows are dropped from the batch once enough have accumulated: rows from the end take
+    their places, so only the moved rows' caches are copied.
     """
     device = model.device
     max_steps = max(r.max_new for r in rows)
@@ -1058,7 +1059,6 @@ def _decode_chunk(
             position = torch.cat([position, position[idx]])
         position = position + 1
         if dead >= max(1, len(draws) // COMPACT_EVERY):
-            # Rows from the end fill the places of finished rows, so only those rows' caches are copied.
             n = len(draws) - dead
             keep = list(range(n))
             tail = (i for i in range(n, len(draws)) if draws[i])
