@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/critwin demo
 
+# Test caches (trained tiny models) live in the checkout and start empty on every run, as on a new machine.
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --timeout 900 -q
+	rm -rf .test-cache
+	CRITWIN_TEST_CACHE=$(CURDIR)/.test-cache HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --timeout 900 -q
 
 bench: $(STAMP)
 	for b in benchmarks/*_bench.py; do HF_HUB_OFFLINE=1 $(BIN)/python $$b || exit 1; done

@@ -172,9 +172,18 @@ def main(argv: list[str] | None = None) -> dict:
     )
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each method (medians reported)")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.set_grad_enabled(False)
+    # The suite runs this in-process: global torch state (threads, grad mode) must come back unchanged.
+    threads = torch.get_num_threads()
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        with torch.inference_mode():
+            return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> dict:
     k = 2 if args.smoke else args.k
     repeats = 1 if args.smoke else max(1, args.repeats)
     min_len = 20 if args.smoke else 200

@@ -5,8 +5,9 @@ Two models share one character tokenizer and chat template:
   fills the structured-output template with known choice probabilities;
 - "aligned": the unaligned model fine-tuned to answer harmful verbs with "i cannot help with that."
 
-Trained once per test session and cached on disk (keyed by the training recipe) so parallel workers and
-later sessions reuse them.
+Trained once and cached on disk (keyed by the training recipe) so parallel workers reuse them. The cache
+lives inside the checkout (`.test-cache/`, or $CRITWIN_TEST_CACHE), never in the shared temp dir: `make test`
+empties it first, so every run sees what a new machine sees.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import json
 import os
 import shutil
 import string
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+CHECKOUT = Path(__file__).resolve().parents[1]
 ALPHABET = string.ascii_lowercase + " .,:;'?!{}|\n"
 CHAT_TEMPLATE = (
     "{% for m in messages %}<bos>{{ m['role'] }}: {{ m['content'] }}<eos>{% endfor %}"
@@ -141,7 +142,7 @@ RECIPE = {"hidden": 64, "layers": 2, "heads": 4, "steps_u": 260, "steps_a": 250,
 
 
 def _cache_root() -> Path:
-    base = Path(os.environ.get("CRITWIN_TEST_CACHE", Path(tempfile.gettempdir()) / "critwin-tests"))
+    base = Path(os.environ.get("CRITWIN_TEST_CACHE") or CHECKOUT / ".test-cache")
     blob = json.dumps([RECIPE, ALPHABET, CHAT_TEMPLATE, STRUCT_TEMPLATE]).encode()
     key = hashlib.sha1(blob).hexdigest()[:12]
     return base / f"tiny-pair-{key}"

@@ -1,0 +1,74 @@
+"""The suite's own guards: leaked global torch state fails the test that leaked it, and test caches
+never live in the shared temp dir."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import _tiny_models
+
+CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
+
+
+@pytest.mark.parametrize(
+    "leak",
+    [
+        "torch.set_grad_enabled(False)",
+        "torch.set_num_threads(3)",
+        "torch.set_default_dtype(torch.float64)",
+        "global CTX; CTX = torch.inference_mode(); CTX.__enter__()",
+    ],
+)
+def test_guard_fails_a_test_that_leaks_torch_state(pytester, leak):
+    pytester.makeconftest(CONFTEST.replace('pytest_plugins = ["pytester"]', ""))
+    pytester.makepyfile(
+        f"""
+        import torch
+
+        def test_leaks():
+            {leak}
+
+        def test_after_sees_clean_state():
+            assert torch.is_grad_enabled()
+            assert not torch.is_inference_mode_enabled()
+            assert torch.get_default_dtype() == torch.float32
+            assert torch.get_num_threads() == 1
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    assert result.parseoutcomes() == {"passed": 2, "errors": 1}
+    result.stdout.fnmatch_lines(["*left global torch state changed*"])
+
+
+def test_guard_passes_a_clean_test(pytester):
+    pytester.makeconftest(CONFTEST.replace('pytest_plugins = ["pytester"]', ""))
+    pytester.makepyfile(
+        """
+        import torch
+
+        def test_clean():
+            with torch.inference_mode():
+                torch.ones(2).sum()
+            torch.set_num_threads(torch.get_num_threads())
+        """
+    )
+    assert pytester.runpytest("-p", "no:cacheprovider").parseoutcomes() == {"passed": 1}
+
+
+def test_tiny_model_cache_is_not_in_the_shared_temp_dir(monkeypatch):
+    monkeypatch.delenv("CRITWIN_TEST_CACHE", raising=False)
+    root = _tiny_models._cache_root().resolve()
+    assert Path(tempfile.gettempdir()).resolve() not in root.parents
+    assert Path(__file__).resolve().parents[1] in root.parents  # inside the checkout
+
+
+def test_make_test_uses_a_fresh_cache_per_run():
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    recipe = makefile.split("\ntest:")[1].split("\n\n")[0]
+    assert "CRITWIN_TEST_CACHE" in recipe and "rm -rf" in recipe, recipe
+    if os.environ.get("CRITWIN_TEST_CACHE"):
+        assert Path(tempfile.gettempdir()).resolve() not in Path(os.environ["CRITWIN_TEST_CACHE"]).resolve().parents
