@@ -131,3 +131,75 @@ def test_function_the_worker_cannot_load_is_a_failed_item(tmp_path, monkeypatch)
         out = p.run(mod.f, [(1,), (2,)])
         assert all(isinstance(o, Failure) and "could not load" in o.reason for o in out)
         assert p.run(operator.neg, [(2,)]) == [-2]  # still in sync after the failed loads
+
+
+NO_GUARD = """\
+from critwin.features.grading import MathGrader
+
+print("verdict", MathGrader(timeout_s=20.0).grade("1/2", "0.5"))
+"""
+GUARDED = """\
+from critwin.features.grading import MathGrader
+
+if __name__ == "__main__":
+    print("verdict", MathGrader(timeout_s=20.0).grade("1/2", "0.5"))
+"""
+
+
+def _run_script(path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=150,
+                          cwd=path.parent, env=env)
+
+
+@pytest.mark.timeout(300)
+def test_script_without_main_guard_says_what_happened_and_how_to_fix_it(tmp_path):
+    script = tmp_path / "grade_it.py"
+    script.write_text(NO_GUARD)
+    proc = _run_script(script)
+    assert proc.returncode == 1 and "verdict" not in proc.stdout
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("critwin.errors.CritwinError: grader subprocess exited")
+    assert str(script) in last and 'if __name__ == "__main__":' in last
+    # the worker itself stopped at once, saying why (not multiprocessing's bootstrapping RuntimeError)
+    assert "tried to start graders of its own while importing the main module" in proc.stderr
+    assert "did not start within" not in proc.stderr
+    # the fix the message names works
+    script.write_text(GUARDED)
+    proc = _run_script(script)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "verdict True"
+
+
+@pytest.mark.timeout(120)
+def test_worker_that_cannot_import_its_preload_is_named(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "critwin_broken_preload.py").write_text("raise ImportError('broken on purpose')\n")
+    (tmp_path / "critwin_slow_preload.py").write_text("import time\ntime.sleep(3600)\n")
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    with GradingPool(n_workers=1, start_method="spawn", preload=("critwin_broken_preload",)) as p:
+        with pytest.raises(CritwinError, match=r"exited \(code 1\) while importing \['critwin_broken_pre"):
+            p.run(operator.neg, [(1,)])
+    with GradingPool(n_workers=1, start_method="spawn", preload=("critwin_slow_preload",),
+                     startup_timeout_s=3.0) as p:
+        with pytest.raises(CritwinError, match="did not start within 3 s"):
+            p.run(operator.neg, [(1,)])
+
+
+# A real answer that math-verify takes about 10 s to parse (2000 fractions, ~5 ms each), far above 1 s.
+_FRACTIONS = "+".join(f"\\frac{{{i}}}{{{i + 1}}}" for i in range(1, 2000))
+SLOW_TO_PARSE = f"So the sum is $\\boxed{{{_FRACTIONS}}}$."
+
+
+@pytest.mark.timeout(120)
+def test_reading_a_math_answer_is_bounded_by_the_hard_time_out(pool):
+    g = MathGrader(pool=pool, timeout_s=1.0)
+    read = g.read_many([SLOW_TO_PARSE, r"so $\boxed{7}$"])
+    assert isinstance(read[0], Failure) and "time-out" in read[0].reason and read[1] == "7"
+    assert g.extract_many([SLOW_TO_PARSE]) == [None]  # no answer read: a failed item
+    assert g.n_extract_failures == 2  # failures are not cached: the second call tried again
+    assert g.grade(g.extract(r"so $\boxed{\frac12}$"), "0.5") is True  # the pool recovered

@@ -7,10 +7,16 @@ Two ways to read an LLM's answer exist and they measure different things (DESIGN
 * by the paper's **elicitation turn** — a follow-up user message (`elicitation_prompt`) asks for the
   answer, decoded greedily, and the same readers parse the reply.
 
-Multiple-choice letters are read by `extract_choice`, which only accepts explicit answer statements
-("(B)", "B)", "answer is B", "Answer: B", ``\\boxed{B}``) so that stray capitals in prose ("I think",
-"A common mistake") are never read as a choice. Every reader returns None when no answer is present:
-an unparseable item is a failed item, never an outcome.
+These are the readers of the exact-match and arith tasks; maths answers are read by math-verify
+(`critwin.features.grading.MathGrader`). The last-number reader never takes a digit out of LaTeX, a list,
+a bound or a power (``\\frac{1}{3}``, ``x \\geq 5``, "(1,4.5)" and matrices are read whole) and reads
+"1 000" and "1000,99" as the numbers they are.
+
+Multiple-choice letters are read by `extract_choice`, which only accepts commitments ("(B)", "B)",
+"answer is B", "Answer - D", "option B is correct", "I'd pick D", ``\\boxed{B}``, a letter ending the
+reply) so that stray capitals in prose ("I think", "A common mistake", "Plan B") and hedged statements
+("I don't think the answer is A") are never read as a choice. Every reader returns None when no answer
+is present: an unparseable item is a failed item, never an outcome.
 """
 
 from __future__ import annotations
@@ -114,6 +120,13 @@ _CLAUSE_RE = re.compile(
 )
 
 
+_SUBJECT_RE = re.compile(
+    r"(?:(?:so|thus|hence|therefore),?\s+)?(?:the|it|this|that|our|my)\b[^.\n]*?\s"
+    r"(?:is|are|was|equals|=|would\s+be|will\s+be|must\s+be)\s+(?P<value>\S.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
 def _strip_markup(s: str) -> str:
     s = s.strip()
     for _ in range(3):  # peel nested decorations such as **"$5$"**
@@ -150,7 +163,13 @@ def _answer_after(text: str, pos: int) -> tuple[str, int] | None:
     m = _CLAUSE_RE.search(body, 0, stop)  # "12 because 3*4=12" -> "12"
     if m is not None and m.start() > 0:
         stop = m.start()
-    value = _strip_markup(body[:stop])
+    phrase = body[:stop]
+    # "Final Answer: The largest $n$ is 34." states the answer in a sentence of its own: keep what follows
+    # its verb (a sentence with a subject of its own, so "Answer: 3 is prime" is not cut).
+    m = _SUBJECT_RE.match(phrase)
+    if m is not None:
+        phrase = m.group("value")
+    value = _strip_markup(phrase)
     return (value, pos + lead + stop) if value else None
 
 
@@ -166,17 +185,140 @@ def find_answer_statements(text: str) -> list[tuple[str, int, int]]:
 
 
 # --------------------------------------------------------------------------------------------------
-# last number
+# last number (or the last maths expression, when the number sits inside one)
 # --------------------------------------------------------------------------------------------------
 
-# A minus sign only when it cannot be a hyphen or a binary minus ("3-4" reads as 4, not -4);
-# thousands separators only in proper groups of three ("1,000" but "(1,2)" reads 1 and 2).
-_NUMBER_RE = re.compile(r"(?:(?<![\w)\]}])-)?(?<![\w.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?(?![\d])")
+# A number as people write it. Thousands are grouped by ",", a (thin / no-break) space, "\\," or "{,}"
+# ("1,000", "1 000", "1\\,000"); a decimal comma is read where it cannot be a thousands group ("1000,99",
+# "2,5") and is not part of a list ("1,2,3"). A minus sign only where it cannot be a hyphen or a binary
+# minus ("3-4" reads as 4, not -4). Digits glued to a word, an exponent or a LaTeX argument are not numbers.
+_SEP = r"(?:,|[ \u00a0\u2009\u202f]|\\,|\{,\})"
+_NUMBER_RE = re.compile(
+    r"(?P<sign>(?<![\w)\]}])-)?(?<![\w.^_{}\\/])"
+    r"(?:(?P<grouped>\d{1,3}(?:" + _SEP + r"\d{3})+)(?![\d])(?P<gdec>\.\d+)?"
+    r"|(?<!\d,)(?P<cint>\d+),(?P<cdec>\d+)(?![\d,])"
+    r"|(?P<int>\d+)(?P<dec>\.\d+)?)"
+    r"(?P<den>/\d+)?(?![\d^_{])"
+)
+_SEP_RE = re.compile(_SEP)
+# Maths spans: display and inline, "$...$" only where it is not a currency sign ("costs $5 and $10").
+_MATH_SPAN_RE = re.compile(
+    r"\$\$(?P<dd>.+?)\$\$|\\\[(?P<db>.+?)\\\]|\\\((?P<ip>.+?)\\\)"
+    r"|(?<![\\$])\$(?P<id>(?:\\\$|[^$\n])+?)(?<!\\)\$(?!\d)",
+    re.DOTALL,
+)
+_ENV_RE = re.compile(r"\\begin\{(?P<env>[a-zA-Z*]+)\}.*?\\end\{(?P=env)\}", re.DOTALL)
+_COMMAND_RE = re.compile(r"(?:-?\d+(?:\.\d+)?\s*)?\\[a-zA-Z]+")
+_NUM = r"-?\d+(?:[.,]\d+)?"
+# A bracketed list of numbers in plain text is a tuple or an interval: "(1,4.5)", "[2, 3)".
+_LIST_RE = re.compile(r"[(\[]\s*" + _NUM + r"(?:\s*[,;]\s*" + _NUM + r")+\s*[)\]]")
+# A bound is not a value: "x > 5", "n \\geq 5", "t ≤ 3" are read whole.
+_RELATION_RE = re.compile(
+    r"[A-Za-z0-9_^{}]+\s*(?:\\(?:geq|leq|ge|le|neq|ne|gt|lt)(?![a-zA-Z])|[<>≤≥≠]=?)\s*" + _NUM
+)
+_POWER_RE = re.compile(r"(?<![\w.])\d+\s*\^\s*(?:\{[^{}]*\}|\d+)")
+# The last top-level "=" of an expression (not part of <=, >=, !=, \\leq ...).
+_EQUALS_RE = re.compile(r"(?<![<>!\\=])=(?!=)")
+
+
+def _mask(text: str, start: int, end: int) -> str:
+    return text[:start] + " " * (end - start) + text[end:]
+
+
+def _math_value(content: str) -> str:
+    """The value a maths span states: its right-hand side after the last top-level "=" ("x = 3" -> 3)."""
+    content = content.strip()
+    depth, last_eq = 0, None
+    for m in re.finditer(r"[{}]|" + _EQUALS_RE.pattern, content):
+        ch = m.group(0)
+        depth += 1 if ch == "{" else -1 if ch == "}" else 0
+        if ch == "=" and depth == 0:
+            last_eq = m.end()
+    value = content[last_eq:].strip() if last_eq is not None else content
+    return value.rstrip(".,;").strip() or content
+
+
+def _number_value(m: re.Match[str]) -> str:
+    sign, den = m.group("sign") or "", m.group("den") or ""
+    if m.group("grouped") is not None:
+        return sign + _SEP_RE.sub("", m.group("grouped")) + (m.group("gdec") or "") + den
+    if m.group("cint") is not None:
+        return f"{sign}{m.group('cint')}.{m.group('cdec')}{den}"
+    return sign + m.group("int") + (m.group("dec") or "") + den
+
+
+def _latex_command_runs(text: str) -> list[tuple[int, int]]:
+    """Spans of LaTeX commands written without maths delimiters, with their brace arguments and a
+    leading coefficient ("2\\sqrt{3}", "\\frac{1}{3}")."""
+    runs = []
+    pos = 0
+    while True:
+        m = _COMMAND_RE.search(text, pos)
+        if m is None:
+            return runs
+        end = m.end()
+        while True:  # the command's arguments: [opt] and {…} groups, possibly after ^ or _
+            rest = re.match(r"\s*(?:[\^_]\s*)?(?=[{\[])", text[end:])
+            if rest is None:
+                break
+            j = end + rest.end()
+            close = _balanced_group(text, j) if text[j] == "{" else (text.find("]", j) + 1 or None)
+            if close is None:
+                break
+            end = close
+        runs.append((m.start(), end))
+        pos = end
+
+
+def _candidates(text: str) -> list[tuple[str, int, int, bool]]:
+    """(value, start, end, is_plain_number) for every final-value candidate, in order of position."""
+    found: list[tuple[str, int, int, bool]] = []
+    masked = text
+
+    def take(value: str, start: int, end: int, number: bool = False) -> None:
+        nonlocal masked
+        found.append((value, start, end, number))
+        masked = _mask(masked, start, end)
+
+    for m in _MATH_SPAN_RE.finditer(text):
+        content = next(g for g in m.groups() if g is not None)
+        if re.search(r"\d", content):
+            take(_math_value(content), m.start(), m.end())
+        else:  # "$n$": not a value, but its letters and digits belong to no other candidate
+            masked = _mask(masked, m.start(), m.end())
+    for pattern in (_ENV_RE, _RELATION_RE, _POWER_RE):
+        for m in pattern.finditer(masked):
+            take(m.group(0).strip(), m.start(), m.end())
+    for start, end in _latex_command_runs(masked):
+        run = masked[start:end]
+        if re.search(r"\d", run):
+            take(run.strip(), start, end)
+        else:
+            masked = _mask(masked, start, end)
+    for m in _LIST_RE.finditer(masked):
+        take(re.sub(r"\s+", "", m.group(0)), m.start(), m.end())
+    for m in _NUMBER_RE.finditer(masked):
+        found.append((_number_value(m), m.start(), m.end(), True))
+    found.sort(key=lambda f: (f[2], f[1]))
+    return found
+
+
+def find_value_candidates(text: str) -> list[tuple[str, int, int]]:
+    """Every final-value candidate of a text as (value, start, end), in order of position.
+
+    Candidates are maths spans that contain a digit (value: their right-hand side after the last "="),
+    ``\\begin…\\end`` blocks (matrices), LaTeX commands with their arguments, bracketed number lists
+    (tuples, intervals), bounds ("x > 5"), powers ("2^10") and plain numbers (see `find_numbers`). A
+    digit inside any of the former is never a number of its own, so "\\frac{1}{3}" reads whole, not as 3.
+    """
+    return [(v, a, b) for v, a, b, _ in _candidates(text)]
 
 
 def find_numbers(text: str) -> list[tuple[str, int, int]]:
-    """All numbers (integers, decimals, a/b fractions) as (normalised value, start, end)."""
-    return [(m.group(0).replace(",", ""), m.start(), m.end()) for m in _NUMBER_RE.finditer(text)]
+    """The plain numbers of a text as (normalised value, start, end): integers, decimals, a/b fractions,
+    with thousands separators removed and a decimal comma made a point ("1 000" -> 1000, "1000,99" ->
+    1000.99). Digits inside maths, LaTeX commands, bracketed lists, bounds and powers are not counted."""
+    return [(v, a, b) for v, a, b, number in _candidates(text) if number]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,7 +341,9 @@ def find_answer(text: str | None, methods: Sequence[str] = DEFAULT_METHODS) -> E
 
     Readers: "boxed" (last ``\\boxed{…}``, nested braces kept), "answer_is" (last "The answer is X" /
     "Answer: X" statement, X up to the end of its sentence or inside its ``$…$``), "last_number" (the
-    last number in the text). None when no reader finds anything.
+    last number in the text, or the last maths expression when that comes later: ``$\\frac{1}{3}$``,
+    ``x \\geq 5``, "(1,4.5)" and matrices read whole, never as a digit taken out of them; see
+    `find_value_candidates`). None when no reader finds anything.
     """
     if not text:
         return None
@@ -209,7 +353,7 @@ def find_answer(text: str | None, methods: Sequence[str] = DEFAULT_METHODS) -> E
         elif method == "answer_is":
             hits = find_answer_statements(text)
         else:
-            hits = find_numbers(text)
+            hits = find_value_candidates(text)
         if hits:
             value, start, end = hits[-1]
             return ExtractedAnswer(value=value, method=method, start=start, end=end)
@@ -229,24 +373,84 @@ def extract_answer(text: str | None, methods: Sequence[str] = DEFAULT_METHODS) -
 # Capitals that are also English words: "A" and "I" followed by a lower-case word are prose.
 _WORD_LETTERS = frozenset("AI")
 
+# Words before a statement that take back its commitment: "I don't think the answer is A", "if the
+# answer is A", "neither A nor B is correct". Looked for in the statement's own clause only.
+_HEDGE_RE = re.compile(
+    r"\b(?:not|never|if|whether|unless|nor|neither|why|doubt|rather\s+than|instead\s+of|except)\b|n't\b",
+    re.IGNORECASE,
+)
+# After a letter: "A or B", "B and C", "B/C", "A, B" commit to no single option.
+_SEVERAL_RE = re.compile(r"\s*(?:\bor\b|\band\b|/|,|&)\s*\(?[A-Z]\)?(?![\w'])")
+# After a letter: a verb makes the letter the subject of a new claim ("I'd say A is wrong").
+_CLAIM_RE = re.compile(
+    r"\s+(?:is|are|was|were|does|doesn't|isn't|can|cannot|has|seems|would|could|might|looks|says|states)\b"
+)
+# Words that may stand right before "B is correct" (any other word makes "Plan B", "Vitamin C").
+_SUBJECT_PREFIX_RE = re.compile(
+    r"(?:^|[.,;:!?(\"'“*]\s*|\n\s*|(?i:\b(?:option|choice|answer|letter|so|thus|hence|therefore|then|think|"
+    r"believe|guess|but|and|clearly|only|say|sure|conclusion))\s+)$"
+)
 
-def _choice_patterns(letters: str) -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
-    cls = "[" + re.escape(letters) + "]"
-    # After the letter: end of text, punctuation, or whitespace (then checked for prose).
-    after = r"(?=$|[\s.,;:!?)\]*\"'$])"
+
+@dataclass(frozen=True)
+class _ChoicePatterns:
+    statement: re.Pattern[str]  # "the answer is (B)", "Answer: b", "Answer - D", "correct option is B"
+    correct: re.Pattern[str]  # "option B is correct", "B is the right answer"
+    pick: re.Pattern[str]  # "I'd pick D", "I would choose (B)"
+    it_is: re.Pattern[str]  # "I think it is C."
+    boxed: re.Pattern[str]  # \boxed{B}
+    final: re.Pattern[str]  # "Based on the passage, B." (a bare letter ends the text)
+    leading: re.Pattern[str]  # "B. Paris" (the reply starts with the option)
+    mention: re.Pattern[str]  # "(B)", "B)"
+
+
+def _choice_patterns(letters: str) -> _ChoicePatterns:
+    up = "[" + re.escape(letters) + "]"
+    both = "[" + re.escape(letters + letters.lower()) + "]"
+
+    def letter(cls: str) -> str:
+        return r"(?P<open>[(\[])?(?P<letter>" + cls + r")(?(open)[)\]]|\)?)"
+
+    after = r"(?=$|[\s.,;:!?)\]*\"'$}])"
     statement = re.compile(
-        r"(?:final\s+answer|answer|correct\s+(?:answer|option|choice))\s*(?:\*\*)?\s*"
-        r"(?P<sep>is|:|=|would\s+be|will\s+be)\s*:?\s*(?:\*\*)?\s*(?:option\s+|choice\s+)?"
-        r"(?:\$?\\boxed\{\s*(?:\\text\{)?\s*)?"
-        r"\(?(?P<letter>" + cls + r")\)?" + after,
-        re.IGNORECASE,
+        r"(?i:\b(?:(?:final|correct|right|best|true|my|our)\s+(?:answer|option|choice|pick|selection)s?"
+        r"|answer)\b)(?i:\s+(?:here|then|thus|therefore|overall))?\s*(?:\*\*)?\s*"
+        r"(?P<sep>(?i:is|would\s+be|will\s+be|should\s+be|must\s+be|has\s+to\s+be)|:|=|-|–|—)"
+        r"\s*:?\s*(?:\*\*)?\s*"
+        r"(?i:(?:probably|likely|clearly|definitely|most\s+likely|certainly|indeed|therefore|thus)\s*,?\s+)?"
+        r"(?i:(?:option|choice|letter)\s+)?(?:\$?\\boxed\{\s*(?:\\text(?:bf)?\{\s*)?)?"
+        + letter(both) + after
     )
-    boxed = re.compile(r"\\boxed\{\s*(?:\\text(?:bf)?\{\s*)?\(?(?P<letter>" + cls + r")\)?\s*\}")
-    mention = re.compile(r"(?<![\w(])\(?(?P<letter>" + cls + r")\)(?![\w])")
-    return statement, boxed, mention
+    correct = re.compile(
+        r"(?<![\w'])(?i:(?:option|choice|answer|letter)\s+)?" + letter(up)
+        + r"\s+(?i:is|seems\s+to\s+be|appears\s+to\s+be|must\s+be|should\s+be)\s+(?i:the\s+)?"
+        r"(?:(?i:(?:correct|right|best|true)(?:\s+(?:answer|option|choice|one))?)"
+        r"(?=\s*(?:$|[.!,;:)*]|\s(?i:because|since|as|here|for|given)))"
+        r"|(?i:answer\b))"
+    )
+    pick = re.compile(
+        r"(?i:\b(?:i'd|i\s+would|i'll|i\s+will|i\s+am\s+going\s+to|i'm\s+going\s+to|i|we'd|we\s+would|we|"
+        r"let's|let\s+me)\s+(?:pick|picked|choose|chose|select|selected|go\s+with|went\s+with|opt\s+for|say|"
+        r"answer|mark|circle)\s+"
+        r"(?:(?:option|choice|answer|letter)\s+)?)" + letter(both) + after
+    )
+    it_is = re.compile(
+        r"(?i:\b(?:it|this|that)(?:'s|’s|\s+is|\s+must\s+be|\s+should\s+be|\s+would\s+be|\s+has\s+to\s+be)\s+"
+        r"(?:(?:option|choice|answer)\s+)?)" + letter(up) + r"(?=\s*(?:\*\*)?\s*(?:[.!]|$))"
+    )
+    boxed = re.compile(r"\\boxed\{\s*(?:\\text(?:bf)?\{\s*)?\(?(?P<letter>" + both + r")\)?\s*\}")
+    final = re.compile(
+        r"(?:^|[\n,:;]|\s[-–—]|(?i:\b(?:which\s+is|that\s+is|leaves|leaving|option|choice|so|thus|hence|"
+        r"therefore))\s)\s*(?:\*\*)?"
+        + letter(up) + r"(?:\*\*)?\s*[.!]?\s*(?:\*\*)?\s*$"
+    )
+    leading = re.compile(r"^\s*(?:\*\*)?(?:(?P<open>\()(?P<letter>" + up + r")\)|(?P<letter2>" + up
+                         + r")(?:[.):]|\s+[-–—]))(?:\*\*)?(?=\s|$)")
+    mention = re.compile(r"(?<![\w(])\(?(?P<letter>" + up + r")\)(?![\w])")
+    return _ChoicePatterns(statement, correct, pick, it_is, boxed, final, leading, mention)
 
 
-_PATTERN_CACHE: dict[str, tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]] = {}
+_PATTERN_CACHE: dict[str, _ChoicePatterns] = {}
 
 
 def _is_prose(text: str, letter_end: int, letter: str, sep: str) -> bool:
@@ -256,19 +460,52 @@ def _is_prose(text: str, letter_end: int, letter: str, sep: str) -> bool:
     is the article only where a new sentence starts ("Answer: A common mistake …"), since after
     "the answer is" a capital "A because …" is a choice.
     """
-    if letter not in _WORD_LETTERS or re.match(r"\s+[a-z]", text[letter_end:]) is None:
+    if letter.upper() not in _WORD_LETTERS or re.match(r"\s+[a-z]", text[letter_end:]) is None:
         return False
-    return letter == "I" or sep.strip() in (":", "=")
+    return letter.upper() == "I" or sep.strip().lower() not in ("is", "would be", "will be", "should be",
+                                                                  "must be", "has to be")
+
+
+def _clause_before(text: str, start: int) -> str:
+    """The text of the clause that ends at `start` (back to the previous , ; . ! ? or line break)."""
+    cut = max(text.rfind(ch, 0, start) for ch in ",;.!?\n")
+    return text[cut + 1 : start]
+
+
+def _committed(text: str, m: re.Match[str], sep: str = "is") -> bool:
+    """Whether match `m` commits to its letter: not prose, not hedged, not one of several options, and a
+    lower-case letter ("the answer is b") only where nothing but punctuation follows it."""
+    letter, end = m.group("letter"), m.end()
+    if _is_prose(text, m.end("letter"), letter, sep):
+        return False
+    if _HEDGE_RE.search(_clause_before(text, m.start())):
+        return False
+    if _SEVERAL_RE.match(text, end):
+        return False
+    if letter.islower():
+        # "the answer is a matter of taste": a lower-case letter counts only at the end of its sentence.
+        if re.match(r"\s*[.!)\]]?\s*(?:$|\n)", text[end:]) is None:
+            return False
+    return True
 
 
 def extract_choice(text: str | None, letters: str | Sequence[str] = "ABCD", *,
                    mentions: bool = True) -> str | None:
     """The multiple-choice letter the text commits to, or None.
 
-    Looks, in this order, for the last explicit statement ("The answer is (B)", "Answer: B",
-    "correct option is B"), then the last ``\\boxed{B}``, then (when `mentions`) the last
-    parenthesised mention "(B)" or "B)". Only capitals from `letters` count; a bare capital in prose
-    ("I think", "A bit") is never read as a choice. Returns the upper-case letter.
+    Reads, in this order:
+
+    1. the last explicit commitment: an answer statement ("The answer is (B)", "the answer is b",
+       "Answer: B", "Answer - D", "correct option is B"), a verdict ("option B is correct", "B is the
+       right answer"), a pick ("I'd pick D"), "it is C." ending a sentence, or ``\\boxed{B}``;
+    2. a bare letter that ends the text ("Based on the passage, B.", "That leaves B.", "which is option
+       B.") or starts it ("B. Paris");
+    3. when `mentions`, the last parenthesised mention "(B)" or "B)".
+
+    A commitment inside a hedged clause ("I don't think the answer is A", "if the answer is A"), one
+    naming several options ("B or C"), and a capital that is prose ("I think", "A common mistake",
+    "Plan B", "vitamin C") are not read. Only letters from `letters` count, lower-case ones only right
+    after an answer statement. Returns the upper-case letter; None when the text commits to none.
     """
     letters = "".join(letters).upper()
     if not letters or not letters.isalpha() or not letters.isascii() or len(set(letters)) != len(letters):
@@ -278,18 +515,37 @@ def extract_choice(text: str | None, letters: str | Sequence[str] = "ABCD", *,
     pats = _PATTERN_CACHE.get(letters)
     if pats is None:
         pats = _PATTERN_CACHE[letters] = _choice_patterns(letters)
-    statement, boxed, mention = pats
 
-    # The statement pattern is case-insensitive for its words only: the letter must be a capital.
-    hits = [m for m in statement.finditer(text) if m.group("letter").isupper()
-            and not _is_prose(text, m.end("letter"), m.group("letter"), m.group("sep"))]
-    if hits:
-        return hits[-1].group("letter")
-    hits = list(boxed.finditer(text))
-    if hits:
-        return hits[-1].group("letter")
+    strong: list[tuple[int, str]] = []
+    for m in pats.statement.finditer(text):
+        if _committed(text, m, m.group("sep")):
+            strong.append((m.end("letter"), m.group("letter")))
+    for m in pats.correct.finditer(text):
+        if (_SUBJECT_PREFIX_RE.search(text, 0, m.start("letter") - (1 if m.group("open") else 0)) is not None
+                and not _HEDGE_RE.search(_clause_before(text, m.start()))):
+            strong.append((m.end("letter"), m.group("letter")))
+    for m in pats.pick.finditer(text):
+        if _committed(text, m, "pick") and not _CLAIM_RE.match(text, m.end()):
+            strong.append((m.end("letter"), m.group("letter")))
+    for m in pats.it_is.finditer(text):
+        if _committed(text, m):
+            strong.append((m.end("letter"), m.group("letter")))
+    for m in pats.boxed.finditer(text):
+        strong.append((m.end("letter"), m.group("letter")))
+    if strong:
+        return max(strong)[1].upper()
+
+    m = pats.final.search(text)
+    if m is not None:
+        return m.group("letter")
+    only = text.strip(" \t\n()*.!")
+    if len(only) == 1 and only.upper() in letters:  # a reply that is one lower-case letter and nothing else
+        return only.upper()
+    m = pats.leading.match(text)
+    if m is not None:
+        return m.group("letter") or m.group("letter2")
     if mentions:
-        hits = list(mention.finditer(text))
+        hits = list(pats.mention.finditer(text))
         if hits:
             return hits[-1].group("letter")
     return None
@@ -309,13 +565,16 @@ def choice_letters(n: int) -> str:
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox|mathbf)\{([^{}]*)\}")
 
 
-def normalize_answer(answer: str, *, case_sensitive: bool = False) -> str:
+def normalize_answer(answer: str, *, case_sensitive: bool = False, math: bool = False) -> str:
     """A canonical string for an answer: math delimiters, spacing commands, \\left/\\right, \\text{…}
     wrappers, \\dfrac/\\tfrac, thousands separators, trailing punctuation and all whitespace removed.
 
-    Two answers with the same normal form are the same answer; different forms may still be
-    mathematically equal (math graders decide that with math-verify).
+    With `math`, a final "!" is kept: in "5!" it is a factorial, not an exclamation. Two answers with
+    the same normal form are the same answer; different forms may still be mathematically equal (math
+    graders decide that with math-verify).
     """
+    if math:  # shield a final factorial sign from the punctuation stripping below
+        answer = re.sub(r"!(?=[\s$}]*$)", "\x00", answer)
     s = _strip_markup(answer)
     inner = last_boxed(s)
     if inner is not None and s.startswith(("\\boxed", "\\fbox")):
@@ -327,7 +586,7 @@ def normalize_answer(answer: str, *, case_sensitive: bool = False) -> str:
     s = s.replace("\\%", "%")
     s = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", s)
     s = re.sub(r"\s+", "", s)
-    s = s.rstrip(".")
+    s = s.rstrip(".").replace("\x00", "!")
     return s if case_sensitive else s.lower()
 
 

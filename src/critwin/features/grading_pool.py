@@ -8,8 +8,11 @@ the caller never sees an exception or a hang.
 
 Workers start with the "forkserver" method where the platform has it (the server imports
 math-verify once, so a replacement worker is up in milliseconds) and "spawn" elsewhere; never plain
-"fork", which is unsafe in a process that holds torch threads. As with any multiprocessing code, a
-script that grades at import time must guard its entry point with ``if __name__ == "__main__":``.
+"fork", which is unsafe in a process that holds torch threads. Both methods run the main script
+again in every worker (as module ``__mp_main__``), so a script that grades at import time must guard
+its entry point with ``if __name__ == "__main__":``. Without the guard the worker would start graders
+of its own while it boots and dies; the pool tells that case apart from a slow or broken start and
+raises a `CritwinError` that names the script and the fix.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import multiprocessing.connection as mpc
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -32,19 +36,29 @@ from critwin.errors import CritwinError
 from critwin.samplers.base import Failure
 
 DEFAULT_PRELOAD: tuple[str, ...] = ("critwin.features.grading", "math_verify")
-_READY = "ready"
+_BOOTED = "booted"  # the worker runs: multiprocessing has re-imported the main module without error
+_READY = "ready"  # ... and it has imported (and warmed up) `preload`
 _STARTED = "started"
 _EOF = object()
 
 
 def _worker_main(conn: mpc.Connection, preload: tuple[str, ...]) -> None:
     """Worker loop: receive (fn, args), send (True, result) or (False, error text); stop on None/EOF."""
+    conn.send(_BOOTED)
     # Ctrl-C goes to the whole process group: let the parent decide, it kills workers on close.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for name in preload:  # no-op under forkserver (already imported), needed under spawn
-        importlib.import_module(name)
     # math-verify warns once that its own SIGALRM time-out is off: the pool's hard limit replaces it.
     logging.getLogger("math_verify").setLevel(logging.ERROR)
+    for name in preload:  # no-op under forkserver (already imported), needed under spawn
+        module = importlib.import_module(name)
+        # A module may warm the worker up (math-verify's LaTeX parser builds its tables on first use,
+        # about a second): done here, it is start-up time, not charged to the first item's time-out.
+        warm_up = getattr(module, "warm_up_grader_worker", None)
+        if callable(warm_up):
+            try:
+                warm_up()
+            except Exception:  # a failed warm-up only costs speed; the items report real errors
+                pass
     conn.send(_READY)
     while True:
         try:
@@ -68,26 +82,77 @@ def _worker_main(conn: mpc.Connection, preload: tuple[str, ...]) -> None:
             conn.send((False, f"result could not be sent back: {type(exc).__name__}: {exc}"))
 
 
+def _main_script() -> str | None:
+    """The file of the ``__main__`` module (which spawn / forkserver workers import again), or None."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return str(path) if path else None
+
+
+def _guard_hint(script: str | None) -> str:
+    where = f"your script {script}" if script else "the main module"
+    return (
+        f"multiprocessing runs {where} again in each grader subprocess, so code at its top level that "
+        "grades (or scans) runs there too; put it under `if __name__ == \"__main__\":`"
+    )
+
+
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
     def __init__(self, ctx: Any, preload: tuple[str, ...], startup_timeout_s: float) -> None:
+        if getattr(mp.current_process(), "_inheriting", False):
+            # We are a worker that is still importing the main script, and that script grades at import
+            # time: starting a process now cannot work (multiprocessing would raise a RuntimeError).
+            raise CritwinError(
+                "a grader subprocess tried to start graders of its own while importing the main module; "
+                + _guard_hint(_main_script())
+            )
         parent_conn, child_conn = ctx.Pipe(duplex=True)
         self.process = ctx.Process(target=_worker_main, args=(child_conn, preload), daemon=True,
                                    name="critwin-grader")
         self.process.start()
         child_conn.close()
         self.conn = parent_conn
+        deadline = time.monotonic() + startup_timeout_s
+        booted = False
+        for expected in (_BOOTED, _READY):
+            got = self._wait_for(deadline)
+            if got == expected:
+                booted = booted or got == _BOOTED
+                continue
+            self._fail_start(got, booted, preload, startup_timeout_s)
+
+    def _wait_for(self, deadline: float) -> Any:
+        """The worker's next message; `_EOF` when it died first, None when `deadline` passed."""
+        mpc.wait([self.conn, self.process.sentinel], timeout=max(0.0, deadline - time.monotonic()))
         try:
-            ready = parent_conn.poll(startup_timeout_s) and parent_conn.recv() == _READY
+            if self.conn.poll(0):
+                return self.conn.recv()
         except (EOFError, OSError):
-            ready = False
-        if not ready:
-            self.kill()
+            return _EOF
+        return _EOF if not self.process.is_alive() else None
+
+    def _fail_start(self, got: Any, booted: bool, preload: tuple[str, ...], startup_timeout_s: float) -> None:
+        """Kill the worker and raise the `CritwinError` that says why it did not start."""
+        if got is _EOF:
+            self.process.join(timeout=5.0)
+        code = self.process.exitcode
+        self.kill()
+        if got is None:
             raise CritwinError(
-                f"grader subprocess did not start within {startup_timeout_s:g} s "
-                f"(exit code {self.process.exitcode}); check that {list(preload)} import cleanly"
+                f"grader subprocess did not start within {startup_timeout_s:g} s; the machine may be "
+                f"overloaded, or importing {list(preload)} hangs: raise startup_timeout_s or check them"
             )
+        if not booted:
+            raise CritwinError(
+                f"grader subprocess exited (code {code}) while importing the main module, before it could "
+                f"run; {_guard_hint(_main_script())} (its error is printed above)"
+            )
+        raise CritwinError(
+            f"grader subprocess exited (code {code}) while importing {list(preload)}; check that they "
+            "import cleanly in a fresh Python (its error is printed above)"
+        )
 
     def kill(self) -> None:
         """Kill the process (SIGKILL: a hung sympy call ignores gentler signals) and close the pipe."""
