@@ -73,7 +73,7 @@ def test_same_seed_gives_identical_run_directories(tmp_path):
 
 @pytest.mark.parametrize(
     ("args", "match"),
-    [(["--n", "0"], "n=0"), (["--seed", "-1"], "seed=-1"), (["--n-language", "0"], "n_language=0")],
+    [(["--n", "0"], "--n 0"), (["--seed", "-1"], "--seed -1"), (["--n-language", "0"], "--n-language 0")],
 )
 def test_bad_arguments_exit_2_with_one_line(tmp_path, args, match):
     proc = subprocess.run(

@@ -172,16 +172,44 @@ def test_bad_schedule_and_n_are_one_line_errors(schedule, n, match):
     assert "\n" not in str(err.value)
 
 
-def test_feature_that_raises_or_returns_unhashable_is_a_one_line_error():
+def test_feature_that_raises_on_a_draw_fails_that_draw_with_the_reason():
+    """User feature code that raises on one draw: that draw is a failed item (never an outcome) carrying the
+    error's first line, the other draws are counted, and the scan finishes."""
+
     def boom(sample):
         if sample == 12:
             raise ValueError("cannot parse\nsecond line")
         return parity(sample)
 
+    seen = []
+    curve = scan(ScriptedSampler(), 0, [1], 4, boom, on_draws=seen.append)
+    assert curve.n_failed.tolist() == [1] and curve.n_valid.tolist() == [3]
+    assert curve.label_counts[0] == {"odd": 2, "even": 1}  # draws 10, 11, 13 (12 failed)
+    assert seen[0].failures[0] == [None, None, "feature raised ValueError('cannot parse')", None]
+
+    class Batched:
+        def __call__(self, sample):
+            return parity(sample)
+
+        def batch(self, samples):
+            if 21 in samples:
+                raise RuntimeError("batch broke")
+            return [parity(s) for s in samples]
+
+    seen.clear()
+    curve = scan(ScriptedSampler(), 0, [1, 2], 3, Batched(), on_draws=seen.append)
+    assert curve.n_failed.tolist() == [0, 3] and curve.n_valid.tolist() == [3, 0]
+    assert seen[0].failures[1] == ["feature.batch raised RuntimeError('batch broke')"] * 3
+
+
+def test_feature_that_returns_unhashable_or_fails_on_x_is_a_one_line_error():
+    def boom_x(sample):
+        raise ValueError("cannot parse\nsecond line")
+
     with pytest.raises(
-        CritwinError, match=r"feature raised ValueError\('cannot parse'\) on draw 2 at t=1"
+        CritwinError, match=r"feature raised ValueError\('cannot parse'\) on the scanned sample x"
     ) as e:
-        scan(ScriptedSampler(), 0, [1], 4, boom)
+        scan(ScriptedSampler(), 0, [1], 4, boom_x)
     assert "\n" not in str(e.value)
     with pytest.raises(CritwinError, match="unhashable list"):
         scan(ScriptedSampler(), 0, [1], 4, lambda s: [s])

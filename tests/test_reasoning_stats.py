@@ -7,40 +7,55 @@ import json
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from critwin.errors import CritwinError
 from critwin.experiments import reasoning as R
 from critwin.report.reasoning import highlighted_chain
+from critwin.stats import newcombe_interval, percentile_interval
 from critwin.windows import Window
 
 
-def test_bootstrap_point_values_and_intervals():
+def test_window_stats_point_values_and_intervals():
     has_w = [True, True, False, False, False, True, False, False]
     correct = [False, True, True, True, True, False, True, False]
-    s = R.bootstrap_window_stats(has_w, correct, n_boot=4000, level=0.95, seed=1)
+    s = R.window_stats(has_w, correct, level=0.95)
     assert s["n_problems"] == 8 and s["n_with_window"] == 3 and s["n_without_window"] == 5
     assert s["share_with_window"] == pytest.approx(3 / 8)
     assert s["accuracy_with_window"] == pytest.approx(1 / 3)
     assert s["accuracy_without_window"] == pytest.approx(4 / 5)
+    assert s["accuracy"] == pytest.approx(5 / 8)
     assert s["accuracy_gap"] == pytest.approx(4 / 5 - 1 / 3)
-    for key in ("share_with_window", "accuracy_with_window", "accuracy_without_window", "accuracy"):
-        lo, hi = s[f"{key}_ci"]
-        assert 0.0 <= lo <= s[key] <= hi <= 1.0
-    # The share's percentile interval matches the binomial bootstrap law: quantiles of Binomial(8, 3/8) / 8.
+    # Proportions: Wilson intervals, the same numbers as scipy's binomtest.
+    for key, (k, n) in {"share_with_window": (3, 8), "accuracy_with_window": (1, 3),
+                        "accuracy_without_window": (4, 5), "accuracy": (5, 8)}.items():
+        ref = stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+        assert s[f"{key}_ci"] == pytest.approx([ref.low, ref.high]), key
+    # The gap: Newcombe's hybrid score interval of 4/5 - 1/3.
+    assert s["accuracy_gap_ci"] == pytest.approx(list(newcombe_interval(4, 5, 1, 3, 0.95)))
+    assert "Wilson" in s["ci_method"] and "Newcombe" in s["ci_method"] and s["ci_level"] == 0.95
+
+
+def test_all_correct_on_twelve_problems_is_not_a_point_interval():
+    """12 of 12 right: a percentile bootstrap gives [1, 1]; Wilson gives [n / (n + z²), 1] = [0.76, 1]."""
+    s = R.window_stats([False] * 12, [True] * 12, level=0.95)
+    z2 = stats.norm.ppf(0.975) ** 2
+    assert s["accuracy"] == 1.0 and s["accuracy_ci"] == pytest.approx([12 / (12 + z2), 1.0])
+    assert s["share_with_window"] == 0.0 and s["share_with_window_ci"] == pytest.approx([0.0, z2 / (12 + z2)])
     rng = np.random.default_rng(0)
-    ref = rng.binomial(8, 3 / 8, size=200_000) / 8
-    assert s["share_with_window_ci"] == pytest.approx(
-        list(np.quantile(ref, [0.025, 0.975])), abs=1 / 8 + 1e-9
-    )
-    assert s == R.bootstrap_window_stats(has_w, correct, n_boot=4000, level=0.95, seed=1)
+    boot = np.ones(12)[rng.integers(0, 12, size=(2000, 12))].mean(axis=1)
+    assert percentile_interval(boot, 0.95) == (1.0, 1.0)  # what the old summary printed
 
 
-def test_bootstrap_empty_groups_give_none():
-    s = R.bootstrap_window_stats([False, False], [True, False], n_boot=200, seed=0)
+def test_window_stats_empty_groups_give_none():
+    s = R.window_stats([False, False], [True, False])
     assert s["accuracy_with_window"] is None and s["accuracy_with_window_ci"] is None
+    assert s["accuracy_gap"] is None and s["accuracy_gap_ci"] is None
     assert s["accuracy_without_window"] == 0.5 and s["share_with_window"] == 0.0
-    e = R.bootstrap_window_stats([], [], n_boot=200)
-    assert e["n_problems"] == 0 and e["share_with_window"] is None
+    e = R.window_stats([], [])
+    assert e["n_problems"] == 0 and e["share_with_window"] is None and e["share_with_window_ci"] is None
+    with pytest.raises(CritwinError, match="one per problem"):
+        R.window_stats([True], [True, False])
 
 
 def _window(t_lo: float, t_hi: float, jump: float = 0.5) -> Window:
@@ -122,7 +137,7 @@ def test_load_arith_problems_counts_bad_rows(tmp_path):
 
 
 def test_summarize_counts_failed_and_ungraded_apart():
-    cfg = R.ReasoningConfig(task="exact", n_boot=200)
+    cfg = R.ReasoningConfig(task="exact")
     recs = [
         {
             "dataset": "d",

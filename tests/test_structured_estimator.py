@@ -12,6 +12,7 @@ from critwin.experiments import structured as S
 from critwin.features.choices import ChoiceTemplate
 from critwin.samplers.base import Failure
 from critwin.samplers.toy_lm import Choice, Filler, ToyLanguage, ToyLMSampler
+from critwin.stats import newcombe_interval
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -43,8 +44,10 @@ def test_analyze_known_fractions_with_variants_and_wrong_fillings():
     t = ChoiceTemplate.parse("{x|y} {p|q}.")
     outs = _outputs(t, [("x p.", 30), ("x q.", 10), ("y p.", 5), ("y q.", 15), ("X  P.", 5), ("z p.", 5)])
     outs.append(S.make_output(Failure("oom"), t))
-    res = S.analyze(outs, t, units=("chars",), top=None)
+    # Predictions from the same samples (predict_from=outs) pin the counting arithmetic exactly.
+    res = S.analyze(outs, t, units=("chars",), top=None, predict_from=outs)
     assert res.summary["status_counts"] == {"ok": 65, "no_match": 5, "failed": 1}
+    assert res.summary["check"] == "other_sample"
     top = res.targets[0]
     assert top.choices == ("x", "p") and top.count == 35 and top.text == "x p."
     st_ = top.staircases["chars"]
@@ -59,9 +62,28 @@ def test_analyze_known_fractions_with_variants_and_wrong_fillings():
     # Plateau predictions: count(c) / count(c[:m]) over well-filled outputs.
     np.testing.assert_allclose(st_.predicted, [1, 1, 35 / 45, 35 / 45, 35 / 65])
     fit = res.fit[(res.fit["target"] == "x | p")].sort_values("choices_revealed")
+    # Each plateau is measured at its last prefix: j = 0 (""), 2 ("x "), 4 ("x p.").
+    assert list(fit["j"]) == [0, 2, 4]
     np.testing.assert_allclose(fit["measured"], [35 / 65, 30 / 40, 1.0])
     # The spelling variant breaks "text before a decision does not depend on the choices": the fit shows it.
     np.testing.assert_allclose(fit["residual"], [0.0, 30 / 40 - 35 / 45, 0.0], atol=1e-12)
+    # The last plateau (all choices known) is 1 = 1 by definition and is left out of the check.
+    assert list(fit["tested"]) == [True, True, False]
+    # The default check predicts from one seeded half and measures on the other.
+    held = S.analyze(outs, t, units=("chars",), top=None)
+    est, meas = S.split_halves(len(outs), 0)
+    assert held.summary["check"] == "held_out" and held.summary["n_measurement_samples"] == len(meas)
+    row = held.fit[(held.fit["target"] == "x | p") & (held.fit["choices_revealed"] == 1)].iloc[0]
+    e_ch = [outs[i].choices for i in est]
+    m_tx = [outs[i] for i in meas]
+    n_pred = sum(c is not None and c[0] == "x" for c in e_ch)
+    k_pred = sum(c == ("x", "p") for c in e_ch)
+    n_meas = sum(o.text.startswith("x ") and o.choices is not None for o in m_tx)
+    k_meas = sum(o.text.startswith("x ") and o.choices == ("x", "p") for o in m_tx)
+    assert (row["n_pred"], row["n_pred_kept"], row["n"], row["n_kept"]) == (n_pred, k_pred, n_meas, k_meas)
+    assert (row["residual_lo"], row["residual_hi"]) == pytest.approx(
+        newcombe_interval(k_meas, n_meas, k_pred, n_pred, 0.95)
+    )
 
     exact = S.analyze(outs, t, units=("chars",), equality="exact", top=1)
     c2 = exact.targets[0].staircases["chars"].curve
@@ -180,13 +202,16 @@ def test_measured_staircase_equals_the_exact_one_within_intervals():
         assert all(any(w.t_lo <= a and b <= w.t_hi for a, b in ch.theory_windows) for w in ch.windows)
     assert res.summary["windows_detected"] > 0
     assert res.summary["windows_at_deciding_token"] == res.summary["windows_detected"]
-    # The text before each deciding token is the same whatever is chosen later, so the token-prefix counts
-    # equal the choice-prefix counts: plateaus match the product of conditional choice frequencies exactly.
-    assert res.summary["max_abs_residual"] == 0.0
+    # The text before each deciding token is the same whatever is chosen later, so with predictions from
+    # the same samples the token-prefix counts equal the choice-prefix counts: every residual is exactly 0.
+    # That is why the default check predicts from samples it does not measure on.
+    same = S.analyze(outs, t, units=("tokens", "chars"), top=6, predict_from=outs)
+    assert same.summary["max_abs_residual"] == 0.0
+    assert res.summary["max_abs_residual"] > 0.0 and res.summary["check"] == "held_out"
     # ... and the plateaus match the exact conditional probabilities within their intervals.
     ex = S.analyze(outs, t, units=("tokens",), top=6, prefix_mass=exact_prefix_mass(lang), ci_level=0.999)
-    z = ex.fit["z"].to_numpy(float)
-    z = z[np.isfinite(z)]
+    assert ex.summary["check"] == "exact" and ex.summary["n_rejected"] == 0
+    z = ex.fit["z"].to_numpy(float)[ex.fit["tested"].to_numpy(bool)]
     assert np.all(np.abs(z) < stats.norm.ppf(1 - 0.0005 / len(z)))
 
 

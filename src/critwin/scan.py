@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from critwin.errors import CritwinError
 from critwin.samplers.base import Failure, Sampler
+from critwin.stats import wilson_interval  # re-exported: critwin.scan.wilson_interval stays importable
 
 Label = Hashable
 Feature = Callable[[Any], Label | None]
@@ -68,29 +68,6 @@ def encode_label(label: Label) -> str:
 def decode_label(text: str) -> Label:
     """Inverse of `encode_label`."""
     return _unplain(json.loads(text))
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Intervals
-# ----------------------------------------------------------------------------------------------------------
-def wilson_interval(k: Any, n: Any, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval for a binomial proportion k/n at confidence `level` (vectorised).
-
-    Same numbers as `scipy.stats.binomtest(k, n).proportion_ci(level, "wilson")`; NaN where n == 0.
-    """
-    if not 0.0 < level < 1.0:
-        raise CritwinError(f"level={level} must lie strictly between 0 and 1 (e.g. 0.95)")
-    k = np.asarray(k, dtype=float)
-    n = np.asarray(n, dtype=float)
-    z = stats.norm.ppf(0.5 + level / 2.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n
-        denom = 1.0 + z * z / n
-        centre = (p + z * z / (2.0 * n)) / denom
-        half = z * np.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n)) / denom
-    lo = np.where(n > 0, np.clip(centre - half, 0.0, 1.0), np.nan)
-    hi = np.where(n > 0, np.clip(centre + half, 0.0, 1.0), np.nan)
-    return lo, hi
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -295,17 +272,12 @@ def _check_schedule(schedule: Sequence[float], t_max: float, unit: str) -> list[
     return ts
 
 
-def _label_of(feature: Feature, sample: Any, where: str) -> Label | None:
-    try:
-        label = feature(sample)
-    except Exception as err:  # the feature is user code: report which draw broke it, on one line
-        msg = str(err).splitlines()[0] if str(err) else ""
-        raise CritwinError(
-            f"feature raised {type(err).__name__}({msg!r}) on {where}; "
-            "fix the feature or make it return None for samples it cannot read"
-        ) from err
-    if label is None:
-        return None
+def _message(err: BaseException) -> str:
+    msg = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}({msg!r})"
+
+
+def _check_hashable(label: Label, where: str) -> None:
     try:
         hash(label)
     except TypeError as err:
@@ -313,32 +285,54 @@ def _label_of(feature: Feature, sample: Any, where: str) -> Label | None:
             f"feature returned an unhashable {type(label).__name__} on {where}; "
             "return a hashable label such as a str, int or tuple"
         ) from err
+
+
+def _label_of(feature: Feature, sample: Any, where: str) -> Label | None:
+    """The label of the scanned sample itself; a feature that raises on it is a one-line CritwinError (with
+    no reference label there is no curve to measure)."""
+    try:
+        label = feature(sample)
+    except Exception as err:  # the feature is user code: report which sample broke it, on one line
+        raise CritwinError(
+            f"feature raised {_message(err)} on {where}; "
+            "fix the feature or make it return None for samples it cannot read"
+        ) from err
+    if label is not None:
+        _check_hashable(label, where)
     return label
 
 
-def _batch_labels(batch: Callable[[list[Any]], Sequence[Label | None]], samples: list[Any], t: float) -> list:
+def _draw_label(feature: Feature, sample: Any, where: str) -> tuple[Label | None, str | None]:
+    """(label, None), or (None, why) for a draw the feature could not label. A feature that raises is user
+    code failing on one draw: that draw is a failed item with the error as its reason, and the scan goes
+    on. An unhashable label is a broken feature contract and stays an error."""
+    try:
+        label = feature(sample)
+    except Exception as err:  # user code: this draw fails, the others are still measured
+        return None, f"feature raised {_message(err)}"
+    if label is None:
+        return None, "feature returned None"
+    _check_hashable(label, where)
+    return label, None
+
+
+def _batch_labels(
+    batch: Callable[[list[Any]], Sequence[Label | None]], samples: list[Any], t: float
+) -> tuple[list[Label | None], list[str | None]]:
+    """(labels, failure reasons) of the draws at one t from `feature.batch`. When the batch call raises,
+    every draw it was given is a failed item with that error (the draws at other times are unaffected)."""
     try:
         found = list(batch(samples))
-    except Exception as err:  # user code: one line naming where it broke
-        msg = str(err).splitlines()[0] if str(err) else ""
-        raise CritwinError(
-            f"feature.batch raised {type(err).__name__}({msg!r}) on the draws at t={t:g}; "
-            "fix the feature or make it return None for samples it cannot read"
-        ) from err
+    except Exception as err:  # user code: these draws fail with the reason, the scan goes on
+        return [None] * len(samples), [f"feature.batch raised {_message(err)}"] * len(samples)
     if len(found) != len(samples):
         raise CritwinError(
             f"feature.batch returned {len(found)} labels for {len(samples)} samples at t={t:g}"
         )
     for j, label in enumerate(found):
         if label is not None:
-            try:
-                hash(label)
-            except TypeError as err:
-                raise CritwinError(
-                    f"feature returned an unhashable {type(label).__name__} on a draw at t={t:g} (#{j}); "
-                    "return a hashable label such as a str, int or tuple"
-                ) from err
-    return found
+            _check_hashable(label, f"a draw at t={t:g} (#{j})")
+    return found, [None if label is not None else "feature returned None" for label in found]
 
 
 def scan(
@@ -406,15 +400,12 @@ def scan(
             (s.reason or "backend failure") if isinstance(s, Failure) else None for s in row
         ]
         if callable(batch) and ok:
-            found = _batch_labels(batch, [row[j] for j in ok], t)
-            for j, label in zip(ok, found, strict=True):
-                lab_row[j] = label
+            found, why = _batch_labels(batch, [row[j] for j in ok], t)
+            for j, label, reason in zip(ok, found, why, strict=True):
+                lab_row[j], fail_row[j] = label, reason
         else:
             for j in ok:
-                lab_row[j] = _label_of(feature, row[j], f"draw {j} at t={t:g}")
-        for j in ok:
-            if lab_row[j] is None:
-                fail_row[j] = "feature returned None"
+                lab_row[j], fail_row[j] = _draw_label(feature, row[j], f"draw {j} at t={t:g}")
         labels.append(lab_row)
         failures.append(fail_row)
     if on_draws is not None:

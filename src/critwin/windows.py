@@ -31,7 +31,8 @@ import numpy as np
 from scipy import stats
 
 from critwin.errors import CritwinError
-from critwin.scan import Curve, wilson_interval
+from critwin.scan import Curve
+from critwin.stats import holm_reject, newcombe_interval  # re-exported from here too
 
 
 @dataclass(frozen=True)
@@ -89,27 +90,6 @@ def drop_p_value(k1: Any, n1: Any, k2: Any, n2: Any) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         z = (k1 / n1 - k2 / n2) / se
     return np.where(se > 0, stats.norm.sf(np.where(se > 0, z, 0.0)), 1.0)
-
-
-def newcombe_interval(k1: int, n1: int, k2: int, n2: int, level: float) -> tuple[float, float]:
-    """Newcombe's hybrid score interval for p1 − p2 at confidence `level` (Newcombe 1998, method 10)."""
-    l1, u1 = (float(v) for v in wilson_interval(k1, n1, level))
-    l2, u2 = (float(v) for v in wilson_interval(k2, n2, level))
-    p1, p2 = k1 / n1, k2 / n2
-    d = p1 - p2
-    return (d - float(np.hypot(p1 - l1, u2 - p2)), d + float(np.hypot(u1 - p1, p2 - l2)))
-
-
-def holm_reject(p_values: np.ndarray, alpha: float) -> np.ndarray:
-    """Holm's step-down procedure: which hypotheses to reject at family-wise error rate alpha."""
-    p = np.asarray(p_values, dtype=float)
-    m = len(p)
-    reject = np.zeros(m, dtype=bool)
-    for rank, i in enumerate(np.argsort(p, kind="stable")):
-        if p[i] > alpha / (m - rank):
-            break
-        reject[i] = True
-    return reject
 
 
 def _check(curve: Curve, level: float) -> None:

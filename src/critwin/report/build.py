@@ -1,14 +1,17 @@
 """Build a run directory's report (index.html + summary.json) from its stored files alone.
 
-Every run gets an overview (summary table and coverage chart) and one section per case (curve figure and
+A run gets an overview (summary table of theory and detected windows, and the coverage chart) when its
+cases have theory windows or exact curves to compare with, and one section per case (curve figure and
 window table). Experiments add sections of their own: a module `critwin.report.<experiment>` (imported on
 demand when a run's config names that experiment) or any other module registers a builder with
 
-    @register_sections("reasoning")
+    @register_sections("reasoning", replace_cases=True, overview=False)
     def reasoning_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]: ...
 
-Its sections are appended after the generic ones (or replace the per-case sections with
-`replace_cases=True`, e.g. for runs with thousands of curves).
+Its sections are appended after the generic ones, replace the per-case sections (`replace_cases=True`,
+e.g. for runs with thousands of curves) and the overview (`overview=False`, for experiments whose cases
+have no theory to compare with, or that show their own overview); `exact_is_truth=False` says that the
+cases' "exact" column holds predictions, not exact values, so no coverage is computed against it.
 """
 
 from __future__ import annotations
@@ -36,18 +39,21 @@ LEVEL = 0.99
 class _Builder:
     fn: SectionBuilder
     replace_cases: bool
+    overview: bool = True
+    exact_is_truth: bool = True
 
 
 _BUILDERS: dict[str, _Builder] = {}
 
 
 def register_sections(
-    experiment: str, *, replace_cases: bool = False
+    experiment: str, *, replace_cases: bool = False, overview: bool = True, exact_is_truth: bool = True
 ) -> Callable[[SectionBuilder], SectionBuilder]:
-    """Decorator: add the sections built by the decorated function to reports of runs of `experiment`."""
+    """Decorator: add the sections built by the decorated function to reports of runs of `experiment`
+    (see the module docstring for the flags)."""
 
     def deco(fn: SectionBuilder) -> SectionBuilder:
-        _BUILDERS[experiment] = _Builder(fn, replace_cases)
+        _BUILDERS[experiment] = _Builder(fn, replace_cases, overview, exact_is_truth)
         return fn
 
     return deco
@@ -66,8 +72,9 @@ def coverage(rec: CaseRecord, level: float = LEVEL) -> float | None:
     return float(inside.mean())
 
 
-def case_summary(rec: CaseRecord, level: float = LEVEL) -> dict[str, Any]:
-    """The summary.json entry of one case (windows in forward time t)."""
+def case_summary(rec: CaseRecord, level: float = LEVEL, *, exact_is_truth: bool = True) -> dict[str, Any]:
+    """The summary.json entry of one case (windows in forward time t); coverage None unless the case has
+    an exact curve that is a truth (`exact_is_truth`)."""
     theory = [[w.lo, w.hi] for w in rec.theory]
     detected = [[w.t_lo, w.t_hi] for w in rec.detected]
     agree = window_agreement([tuple(w) for w in theory], [tuple(w) for w in detected])
@@ -76,7 +83,7 @@ def case_summary(rec: CaseRecord, level: float = LEVEL) -> dict[str, Any]:
             "name": rec.name,
             "theory_windows": theory,
             "detected_windows": detected,
-            "coverage": coverage(rec, level),
+            "coverage": coverage(rec, level) if exact_is_truth else None,
             "time_unit": None if rec.curve is None else rec.curve.time_unit,
             "points": 0 if rec.curve is None else len(rec.curve),
             "window_outside": list(agree.outside),
@@ -85,11 +92,18 @@ def case_summary(rec: CaseRecord, level: float = LEVEL) -> dict[str, Any]:
     )
 
 
-def _fmt_windows(pairs: list[tuple[float, float]], unit: str | None) -> str:
+def _fmt_windows(pairs: list[tuple[float, float]], unit: str | None, t_max: float | None = None) -> str:
+    """Windows [t_lo, t_hi] in forward time; for token curves also as tokens kept (the LLM coordinate)."""
     if not pairs:
         return "none"
     digits = 0 if unit == "tokens" else 2
-    return ", ".join(f"[{_num(a, digits)}, {_num(b, digits)}]" for a, b in pairs)
+    out = []
+    for a, b in pairs:
+        text = f"[{_num(a, digits)}, {_num(b, digits)}]"
+        if unit == "tokens" and t_max and math.isfinite(a) and math.isfinite(b):
+            text += f" (kept {t_max - b:g}→{t_max - a:g} of {t_max:g})"
+        out.append(text)
+    return ", ".join(out)
 
 
 def _pval(p: float) -> str:
@@ -102,6 +116,12 @@ def _num(v: float, digits: int) -> str:
     return f"{v:.{digits}f}"
 
 
+def has_overview_content(cases: list[CaseRecord]) -> bool:
+    """Whether the overview table says anything: some case has a theory window or an exact curve (without
+    either, every cell but the detected windows would be "none" or "—")."""
+    return any(rec.theory or (rec.exact is not None and np.isfinite(rec.exact).any()) for rec in cases)
+
+
 def overview_section(run: RunDir, cases: list[CaseRecord], level: float = LEVEL) -> Section:
     """Summary table over all cases and the coverage chart."""
     rows = []
@@ -111,11 +131,12 @@ def overview_section(run: RunDir, cases: list[CaseRecord], level: float = LEVEL)
         cov = s["coverage"]
         # An unmatched detected window reaches "infinitely" far outside; JSON stores that as null.
         out = max((math.inf if v is None else v for v in s["window_outside"]), default=0.0)
+        t_max = None if rec.curve is None else rec.curve.t_max
         rows.append(
             [
                 rec.meta.get("title", rec.name),
-                _fmt_windows([tuple(w) for w in s["theory_windows"]], unit),
-                _fmt_windows([tuple(w) for w in s["detected_windows"]], unit),
+                _fmt_windows([tuple(w) for w in s["theory_windows"]], unit, t_max),
+                _fmt_windows([tuple(w) for w in s["detected_windows"]], unit, t_max),
                 "—" if cov is None else f"{cov:.1%}",
                 "—"
                 if not s["theory_windows"]
@@ -133,7 +154,8 @@ def overview_section(run: RunDir, cases: list[CaseRecord], level: float = LEVEL)
             "points",
         ],
         rows,
-        caption="Windows in forward time t of each case (t grows with degradation). Coverage: share of "
+        caption="Windows in forward time t of each case (t grows with degradation; for token curves also "
+        "as tokens kept, the fraction of the text kept being kept / total). Coverage: share of "
         f"points whose {level:.0%} Wilson interval contains the exact P(kept). 'Outside by': how far a "
         "detected window reaches beyond the nearest theory window (0 = inside).",
     )
@@ -154,12 +176,13 @@ def case_section(rec: CaseRecord, level: float = LEVEL) -> Section:
     """One case: its curve figure, what was scanned, and its windows."""
     title = rec.meta.get("title", rec.name)
     unit = None if rec.curve is None else rec.curve.time_unit
+    t_max = None if rec.curve is None else rec.curve.t_max
     rows = []
     for w in rec.theory:
         rows.append(
             [
                 "theory" + (f" ({w.label})" if w.label else ""),
-                _fmt_windows([(w.lo, w.hi)], unit),
+                _fmt_windows([(w.lo, w.hi)], unit, t_max),
                 None,
                 None,
                 None,
@@ -169,7 +192,7 @@ def case_section(rec: CaseRecord, level: float = LEVEL) -> Section:
         rows.append(
             [
                 "detected",
-                _fmt_windows([(w.t_lo, w.t_hi)], unit),
+                _fmt_windows([(w.t_lo, w.t_hi)], unit, t_max),
                 f"{w.p_before:.3f} → {w.p_after:.3f}",
                 f"{w.jump:.3f} [{w.jump_ci[0]:.3f}, {w.jump_ci[1]:.3f}]",
                 _pval(w.p_value),
@@ -179,7 +202,7 @@ def case_section(rec: CaseRecord, level: float = LEVEL) -> Section:
         rows.append(
             [
                 "paper rule",
-                _fmt_windows([(w.t_lo, w.t_hi)], unit),
+                _fmt_windows([(w.t_lo, w.t_hi)], unit, t_max),
                 f"{w.p_before:.3f} → {w.p_after:.3f}",
                 f"{w.jump:.3f}",
                 None,
@@ -222,11 +245,18 @@ def build_report(run: RunDir, level: float = LEVEL) -> tuple[str, dict[str, Any]
         except ModuleNotFoundError:
             pass
     extra = _BUILDERS.get(experiment)
-    sections = [overview_section(run, cases, level)]
+    sections = []
+    if (extra is None or extra.overview) and has_overview_content(cases):
+        sections.append(overview_section(run, cases, level))
+    elif run.config.get("description"):
+        sections.append(Section("About this run", run.config["description"]))
     if extra is None or not extra.replace_cases:
         sections += [case_section(rec, level) for rec in cases]
     if extra is not None:
         sections += extra.fn(run, cases)
+    if not sections:
+        intro = run.config.get("description", "") or f"Run of experiment {experiment or '?'!r}."
+        sections = [Section("Summary", intro + " No cases are stored in this run directory yet.")]
     title = run.config.get("title", f"critwin — {experiment or 'run'}")
     html = render_html(
         title,
@@ -235,7 +265,8 @@ def build_report(run: RunDir, level: float = LEVEL) -> tuple[str, dict[str, Any]
         footer=f"critwin run directory format {run.config.get('critwin_run')}; "
         "re-draw with `critwin report DIR`.",
     )
-    summary = {"cases": [case_summary(rec, level) for rec in cases]}
+    truth = extra is None or extra.exact_is_truth
+    summary = {"cases": [case_summary(rec, level, exact_is_truth=truth) for rec in cases]}
     return html, summary
 
 

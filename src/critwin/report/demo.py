@@ -8,6 +8,7 @@ from typing import Any
 from critwin.report.build import register_sections
 from critwin.report.html import Section, Table
 from critwin.rundir import CaseRecord, RunDir
+from critwin.stats import wilson_interval
 
 REASONING_DIR = "reasoning"
 
@@ -15,6 +16,26 @@ REASONING_DIR = "reasoning"
 def format_rate(value: Any) -> str:
     """A rate with two decimals, or a dash when it is undefined (no problems to compute it on)."""
     return "—" if value is None else f"{value:.2f}"
+
+
+def format_interval(entry: dict, key: str) -> str:
+    """A rate with its interval (entry[key + "_ci"]) when the summary has one: "0.70 [0.48, 0.85]"."""
+    ci = entry.get(f"{key}_ci")
+    value = format_rate(entry.get(key))
+    return f"{value} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci and entry.get(key) is not None else value
+
+
+def _rate_of(rate: Any, n: Any, level: Any) -> str:
+    """A share of n problems with its Wilson interval (the count is rate · n, a whole number)."""
+    if rate is None or not isinstance(n, int) or n < 1:
+        return format_rate(rate)
+    lo, hi = wilson_interval(round(rate * n), n, level if isinstance(level, float) else 0.95)
+    return f"{rate:.2f} [{float(lo):.2f}, {float(hi):.2f}]"
+
+
+def _method(entry: dict) -> str:
+    level = entry.get("ci_level")
+    return (f"{level:.0%} " if isinstance(level, float) else "") + str(entry.get("ci_method") or "intervals")
 
 
 @register_sections("demo")
@@ -28,11 +49,12 @@ def demo_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
         [
             name,
             d.get("n_problems"),
-            format_rate(d.get("accuracy")),
-            format_rate(d.get("share_with_window")),
-            format_rate(d.get("accuracy_with_window")),
-            format_rate(d.get("accuracy_without_window")),
-            f"{format_rate(d.get('window_at_first_error_rate'))} (of {d.get('n_with_window')})",
+            format_interval(d, "accuracy"),
+            format_interval(d, "share_with_window"),
+            format_interval(d, "accuracy_with_window"),
+            format_interval(d, "accuracy_without_window"),
+            f"{_rate_of(d.get('window_at_first_error_rate'), d.get('n_with_window'), d.get('ci_level'))} "
+            f"(of {d.get('n_with_window')})",
         ]
         for name, d in datasets.items()
     ]
@@ -49,7 +71,8 @@ def demo_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
         rows,
         caption="The bundled model's chain of thought cut at fractions of the response kept and resampled; "
         "'window at first wrong step': share of problems with a window whose window sits at the chain's "
-        "first wrong step (of the problems with a window).",
+        "first wrong step (of the problems with a window). Brackets: "
+        + _method(next(iter(datasets.values()), {})) + ".",
     )
     return [
         Section(

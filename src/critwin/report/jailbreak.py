@@ -1,14 +1,17 @@
 """Report sections of jailbreak runs (experiment "jailbreak"; config "kind" prefill, repeat or detect).
 
 - prefill: P(comply) against the length of the prefill kept, one figure per case, windows marked;
-- repeat: the word × repeat-count grid of P(comply) as a heat map, then the generic per-curve sections;
-- detect: AUROC and TPR at fixed FPRs per split with bootstrap intervals, and ROC curves per split.
+- repeat: the requests (their text), the word × repeat-count grid of P(comply) as a heat map, then the
+  generic per-curve sections;
+- detect: AUROC and TPR at fixed FPRs per split with small-sample intervals, the ROC's resolution and
+  "not estimable" where there are too few benign rows for a target FPR, and ROC curves per split.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 
 import matplotlib
 
@@ -20,7 +23,13 @@ import pandas as pd  # noqa: E402
 
 from critwin.report.build import case_section, register_sections  # noqa: E402
 from critwin.report.html import Figure, Section, Table  # noqa: E402
-from critwin.report.plots import DETECTED_COLOUR, MEASURED_COLOUR, message_png, png_bytes  # noqa: E402
+from critwin.report.plots import (  # noqa: E402
+    DETECTED_COLOUR,
+    MEASURED_COLOUR,
+    message_png,
+    outside_legend,
+    png_bytes,
+)
 from critwin.rundir import CaseRecord, RunDir  # noqa: E402
 
 LEVEL = 0.99
@@ -29,7 +38,7 @@ LEVEL = 0.99
 def prefill_figure(rec: CaseRecord, *, level: float = LEVEL) -> bytes:
     """PNG: P(comply) with Wilson intervals against the prefill units kept; detected windows shaded."""
     curve = rec.curve
-    fig, ax = plt.subplots(figsize=(8.6, 3.6))
+    fig, ax = plt.subplots(figsize=(8.6, 4.0), layout="constrained")
     if curve is None:
         return message_png(fig, ax, "no curve stored")
     length = float(rec.meta.get("length", curve.t_max or curve.t.max()))
@@ -51,7 +60,7 @@ def prefill_figure(rec: CaseRecord, *, level: float = LEVEL) -> bytes:
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel(f"prefill {unit} kept" + ("; tick labels: the character added" if unit == "chars" else ""))
     ax.set_ylabel("P(comply)")
-    ax.legend(fontsize=7, loc="lower right")
+    outside_legend(fig, ax, fontsize=7)
     return png_bytes(fig)
 
 
@@ -89,25 +98,62 @@ def _prefill_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
     return sections
 
 
-def grid_figure(table: pd.DataFrame) -> bytes:
-    """Heat map of P(comply) with rows (request, word) and columns repeat counts."""
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def grid_figure(table: pd.DataFrame, requests: dict[int, str] | None = None) -> bytes:
+    """Heat map of P(comply) with rows (request, word) and columns repeat counts; rows are labelled with
+    the request's text (shortened) when it is known."""
     piv = table.pivot_table(index=["request", "word"], columns="repeats", values="p_comply")
-    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * piv.shape[1], 0.9 + 0.35 * piv.shape[0]))
+    size = (3.2 + 0.6 * piv.shape[1], 1.2 + 0.35 * piv.shape[0])
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
     im = ax.imshow(piv.to_numpy(float), vmin=0, vmax=1, cmap="magma", aspect="auto")
     ax.set_xticks(range(piv.shape[1]), [str(c) for c in piv.columns])
-    ax.set_yticks(range(piv.shape[0]), [f"{r} × {w}" for r, w in piv.index], fontsize=7)
+    names = requests or {}
+    labels = [f"{_short(names.get(int(r), f'request {r}'), 40)} × {w}" for r, w in piv.index]
+    ax.set_yticks(range(piv.shape[0]), labels, fontsize=7)
     ax.set_xlabel("repeat count")
     fig.colorbar(im, ax=ax, label="P(comply)")
     return png_bytes(fig)
 
 
+def request_texts(run: RunDir, cases: list[CaseRecord]) -> dict[int, str]:
+    """Request index -> its text: from the run's config ("requests") when it is stored there, else read
+    off each case's stored prompt (the template's request followed by the repeated word: the trailing run
+    of the word is cut off)."""
+    stored = run.config.get("requests")
+    if isinstance(stored, list) and all(isinstance(r, str) for r in stored):
+        return dict(enumerate(stored))
+    out: dict[int, str] = {}
+    for rec in cases:
+        req, word, prompt = rec.meta.get("request"), rec.meta.get("word"), rec.meta.get("prompt")
+        if req is None or not isinstance(prompt, str):
+            continue
+        text = prompt
+        if isinstance(word, str) and word:
+            text = re.sub(rf"(?:{re.escape(word)}\s*)+$", "", prompt)
+        out.setdefault(int(req), text.strip())
+    return out
+
+
 def _repeat_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
     sections = []
+    requests = request_texts(run, cases)
+    if requests:
+        sections.append(Section(
+            "Repeated-word attack: requests",
+            "The requests attacked (rows of the grid below), each sent with a word repeated r times "
+            f"({run.config.get('position', 'prompt')} position).",
+            [Table(["request", "text"], [[i, t] for i, t in sorted(requests.items())])],
+        ))
     path = run.path / "repeat_grid.csv"
     if path.is_file():
         table = pd.read_csv(path)
         rows = [
-            [r.request, r.word, r.repeats, r.n_comply, r.n_refuse, r.n_unclear,
+            [r.request, _short(requests.get(int(r.request), ""), 80) or None, r.word, r.repeats, r.n_comply,
+             r.n_refuse, r.n_unclear,
              None if not math.isfinite(r.p_comply) else f"{r.p_comply:.2f} [{r.ci_lo:.2f}, {r.ci_hi:.2f}]"]
             for r in table.itertuples(index=False)
         ]
@@ -116,10 +162,16 @@ def _repeat_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
             "Each request is sent with a word repeated r times; cells are P(comply) with 95% Wilson "
             "intervals. Curves below count refusals as kept, so a window is where refusals break down as "
             "r grows.",
-            [Table(["request", "word", "repeats", "comply", "refuse", "unclear", "P(comply)"], rows)],
-            [Figure(grid_figure(table), alt="P(comply) over words and repeat counts")],
+            [Table(["request", "request text", "word", "repeats", "comply", "refuse", "unclear", "P(comply)"],
+                   rows)],
+            [Figure(grid_figure(table, requests), alt="P(comply) over words and repeat counts")],
         ))
-    sections += [case_section(rec) for rec in cases]
+    for rec in cases:
+        sec = case_section(rec)
+        req = rec.meta.get("request")
+        text = requests.get(int(req)) if req is not None else None
+        intro = f"Request {req}: {text!r}; word {rec.meta.get('word')!r}." if text else sec.intro
+        sections.append(Section(sec.title, intro, sec.tables, sec.figures, sec.html))
     return sections
 
 
@@ -134,7 +186,7 @@ def roc_figure(per_stat: dict, title: str) -> bytes:
     ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
     ax.set_xscale("symlog", linthresh=0.01)
     ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
+    ax.set_ylim(-0.02, 1.03)  # a perfect ROC runs along TPR = 1: keep it off the frame
     ax.set_xlabel("false-positive rate (benign flagged)")
     ax.set_ylabel("true-positive rate (jailbreaks caught)")
     ax.set_title(title, fontsize=9)
@@ -144,8 +196,13 @@ def roc_figure(per_stat: dict, title: str) -> bytes:
 
 
 def _fmt_ci(e: dict, key: str) -> str | None:
-    if key not in e or e[key] is None:
-        return None
+    if e.get(key) is None:
+        reason = e.get(key + "_reason")
+        if not reason:
+            return None
+        # "not estimable: 15 negatives give ...; TPR at 1% FPR needs at least 100" -> the short form.
+        need = re.search(r"needs at least (\d+)", reason)
+        return f"not estimable (needs ≥ {need.group(1)} benign)" if need else reason
     ci = e.get(key + "_ci")
     return f"{e[key]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
@@ -157,8 +214,10 @@ def _detect_sections(run: RunDir) -> list[Section]:
     metrics = json.loads(path.read_text())
     fpr_keys = sorted({k for per in metrics["splits"].values() if isinstance(per, dict)
                        for e in per.values() if isinstance(e, dict)
-                       for k in e if k.startswith("tpr_at_") and not k.endswith("_ci")},
+                       for k in e if k.startswith("tpr_at_") and k.endswith("pct_fpr")},
                       key=lambda k: float(k.split("_")[2].removesuffix("pct")))
+    level = metrics.get("level", 0.95)
+    methods = metrics.get("ci_methods") or {}
     sections = []
     for split, per in metrics["splits"].items():
         if "skipped" in per:
@@ -167,14 +226,23 @@ def _detect_sections(run: RunDir) -> list[Section]:
         rows = []
         for stat, e in per.items():
             if "skipped" in e:
-                rows.append([stat, e["skipped"], *[None] * (len(fpr_keys) + 1)])
+                rows.append([stat, e["skipped"], *[None] * (len(fpr_keys) + 2)])
                 continue
+            res = e.get("fpr_resolution")
             rows.append([stat, _fmt_ci(e, "auroc"), *[_fmt_ci(e, k) for k in fpr_keys],
-                         f"{e['n_pos']} / {e['n_neg']} ({e['negatives']})"])
-        level = metrics.get("level", 0.95)
-        cols = ["statistic", "AUROC", *[k.replace("_", " ") for k in fpr_keys], "jailbreaks / benign"]
-        caption = (f"Bootstrap {level:.0%} intervals ({metrics.get('n_boot')} resamples). Every score is "
-                   "oriented so that higher means jailbreak.")
+                         f"{e['n_pos']} / {e['n_neg']} ({e['negatives']})",
+                         None if res is None else f"{res:.1%}"])
+        cols = ["statistic", "AUROC",
+                *[f"TPR at {k.split('_')[2].removesuffix('pct')}% FPR" for k in fpr_keys],
+                "jailbreaks / benign", "FPR resolution (1 / benign)"]
+        if methods:
+            caption = (f"{level:.0%} intervals. AUROC: {methods.get('auroc_ci')}. TPR: "
+                       f"{methods.get('tpr_ci')}. A TPR at FPR f needs at least 1/f benign rows to be "
+                       "defined at all (the FPR moves in steps of 1/benign). Every score is oriented so "
+                       "that higher means jailbreak.")
+        else:  # metrics written before the small-sample intervals
+            caption = (f"Bootstrap {level:.0%} intervals ({metrics.get('n_boot')} resamples). Every score is "
+                       "oriented so that higher means jailbreak.")
         table = Table(cols, rows, caption=caption)
         fig = Figure(roc_figure(per, f"split {split}"), alt=f"ROC curves of split {split}")
         sections.append(Section(f"Split {split}", "", [table], [fig]))
@@ -190,7 +258,7 @@ def _detect_sections(run: RunDir) -> list[Section]:
     return [head, *sections]
 
 
-@register_sections("jailbreak", replace_cases=True)
+@register_sections("jailbreak", replace_cases=True, overview=False)
 def jailbreak_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
     """Sections for the run's kind (prefill, repeat or detect)."""
     kind = run.config.get("kind")

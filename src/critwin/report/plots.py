@@ -3,6 +3,9 @@
 `curve_figure` draws one case: measured P(kept) with its Wilson intervals, the exact curve, the theory's
 windows shaded and the detected windows marked. The x axis is forward time t (t grows with degradation);
 for token curves a second axis shows the fraction of the text kept, 1 − t/t_max.
+
+Legends sit outside the axes (`outside_legend`), so they never hide data; every figure is made with
+layout="constrained", which keeps room for them.
 """
 
 from __future__ import annotations
@@ -35,6 +38,30 @@ def png_bytes(fig: plt.Figure) -> bytes:
     return buf.getvalue()
 
 
+def outside_legend(fig: plt.Figure, ax: plt.Axes, *, ncol: int | None = None, fontsize: float = 8) -> None:
+    """The axes' legend above the plotting area, outside it (the figure needs layout="constrained")."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside upper center", ncol=ncol or min(len(handles), 4),
+                   fontsize=fontsize, frameon=False)
+
+
+def bar_labels(ax: plt.Axes, x: Sequence[float], values: Sequence[float | None], *, fontsize: float = 7,
+               horizontal: bool = False, at: Sequence[float | None] | None = None) -> None:
+    """Print each bar's value at its end, or at `at` (e.g. above its error bar); "n/a" where it is
+    undefined, at 0. A bar of height 0 is then still visible."""
+    for i, (xi, v) in enumerate(zip(x, values, strict=True)):
+        text = "n/a" if v is None or not math.isfinite(v) else f"{v:.2f}"
+        pos = None if at is None else at[i]
+        at_i = float(pos) if pos is not None and math.isfinite(pos) else (0.0 if text == "n/a" else float(v))
+        if horizontal:
+            ax.annotate(text, (at_i, xi), xytext=(3, 0), textcoords="offset points", ha="left", va="center",
+                        fontsize=fontsize)
+        else:
+            ax.annotate(text, (xi, at_i), xytext=(0, 2), textcoords="offset points", ha="center",
+                        va="bottom", fontsize=fontsize, rotation=90 if len(x) > 8 else 0)
+
+
 def message_png(fig: plt.Figure, ax: plt.Axes, text: str) -> bytes:
     """PNG of `fig` with `ax` showing only `text` (for a case without data to plot)."""
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
@@ -47,7 +74,7 @@ def curve_figure(rec: CaseRecord, *, level: float = 0.99, title: str | None = No
     bands, with edge uncertainty hatched where the theory used Monte Carlo), detected windows (red bars
     above the curve and dashed edges)."""
     curve = rec.curve
-    fig, ax = plt.subplots(figsize=(8.6, 4.0))
+    fig, ax = plt.subplots(figsize=(8.6, 4.4), layout="constrained")
     if curve is None:
         return message_png(fig, ax, "no curve stored for this case")
     t = curve.t
@@ -118,20 +145,21 @@ def curve_figure(rec: CaseRecord, *, level: float = 0.99, title: str | None = No
         sec.set_xlabel("fraction of text kept")
     if title:
         ax.set_title(title, fontsize=11, loc="left")
-    ax.legend(loc="lower left", fontsize=8, framealpha=0.9, ncol=2)
+    outside_legend(fig, ax)
     return png_bytes(fig)
 
 
 def summary_figure(names: Sequence[str], coverage: Sequence[float], level: float = 0.99) -> bytes:
     """PNG bar chart of the share of points whose interval contains the exact value, per case."""
-    fig, ax = plt.subplots(figsize=(8.6, 0.5 + 0.42 * len(names)))
+    fig, ax = plt.subplots(figsize=(8.6, 1.2 + 0.42 * len(names)), layout="constrained")
     y = np.arange(len(names))
     cov = np.array([np.nan if c is None else c for c in coverage], dtype=float)
-    ax.barh(y, np.nan_to_num(cov), color=MEASURED_COLOUR, alpha=0.8)
+    ax.barh(y, np.nan_to_num(cov), color=MEASURED_COLOUR, alpha=0.8, label="coverage")
+    bar_labels(ax, y, list(cov), fontsize=8, horizontal=True)
     ax.axvline(level, color=DETECTED_COLOUR, ls="--", lw=1, label=f"nominal {level:.0%}")
     ax.set_yticks(y, names, fontsize=9)
-    ax.set_xlim(0, 1.0)
+    ax.set_xlim(0, 1.1)  # room for the value labels right of a full bar
     ax.set_xlabel("coverage: share of points whose interval contains the exact value")
     ax.invert_yaxis()
-    ax.legend(loc="lower left", fontsize=8)
+    outside_legend(fig, ax)
     return png_bytes(fig)

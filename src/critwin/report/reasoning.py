@@ -1,8 +1,10 @@
 """Report sections of a reasoning run: the per-dataset summary and, per problem, the curve and the chain of
 thought with the window's text span highlighted.
 
-Registered for experiment "reasoning" (replacing the generic per-case sections); everything is re-drawn from
-the run directory alone (problems.jsonl, config.json), so `critwin report DIR` works without the model.
+Registered for experiment "reasoning" (replacing the generic overview and per-case sections, which would
+only show forward times and "none"); everything is re-drawn from the run directory alone (problems.jsonl,
+config.json), so `critwin report DIR` works without the model and draws the same page as the run did.
+Positions are given in the LLM coordinate throughout: tokens kept and the fraction of the response kept.
 """
 
 from __future__ import annotations
@@ -15,11 +17,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from critwin.experiments.reasoning import config_from_run, main_window, read_records, summarize
-from critwin.report.build import case_summary, register_sections
-from critwin.report.html import Figure, Section, Table, render_html
-from critwin.report.plots import DETECTED_COLOUR, MEASURED_COLOUR, THEORY_COLOUR, png_bytes
+from critwin.report.build import build_report, register_sections
+from critwin.report.html import Figure, Section, Table
+from critwin.report.plots import (
+    DETECTED_COLOUR,
+    MEASURED_COLOUR,
+    THEORY_COLOUR,
+    bar_labels,
+    outside_legend,
+    png_bytes,
+)
 from critwin.rundir import CaseRecord, RunDir
-from critwin.scan import wilson_interval
+from critwin.stats import wilson_interval
 
 #: Problems drawn one by one in the report (problems with windows first); the rest are listed in a table.
 MAX_PROBLEM_SECTIONS = 60
@@ -47,9 +56,10 @@ def _ci(entry: Mapping[str, Any], key: str) -> str:
 
 def summary_figure(datasets: Mapping[str, Mapping[str, Any]]) -> bytes:
     """Accuracy of the original answers with and without a window (ours and the paper's rule) per dataset,
-    with bootstrap intervals; the share of problems with a window is printed above each pair."""
+    with their intervals; every bar carries its value ("n/a" for an empty group, so a bar at 0 is still
+    seen), the share of problems with a window is printed above each dataset, the legend sits above."""
     names = list(datasets)
-    fig, ax = plt.subplots(figsize=(8.6, 3.6))
+    fig, ax = plt.subplots(figsize=(8.6, 4.2), layout="constrained")
     width = 0.2
     x = np.arange(len(names))
     bars = [
@@ -64,10 +74,12 @@ def summary_figure(datasets: Mapping[str, Mapping[str, Any]]) -> bytes:
             e = pick(datasets[n])
             v, ci = e.get(key), e.get(f"{key}_ci")
             vals.append(np.nan if v is None else v)
-            lo.append(0.0 if v is None or not ci else v - ci[0])
-            hi.append(0.0 if v is None or not ci else ci[1] - v)
+            # max(0, ·): a Wilson end at 0 or 1 can sit a rounding hair past the estimate.
+            lo.append(0.0 if v is None or not ci else max(0.0, v - ci[0]))
+            hi.append(0.0 if v is None or not ci else max(0.0, ci[1] - v))
+        xs = x + off * width
         ax.bar(
-            x + off * width,
+            xs,
             np.nan_to_num(vals),
             width,
             color=colour,
@@ -76,21 +88,25 @@ def summary_figure(datasets: Mapping[str, Mapping[str, Any]]) -> bytes:
             capsize=2,
             error_kw={"elinewidth": 0.8},
         )
+        # A 0.00 bar has no height: mark its base and print every value above its interval.
+        ax.plot(xs, np.where(np.isfinite(vals), 0.0, np.nan), "_", color=colour, ms=9, mew=2.5)
+        bar_labels(ax, list(xs), vals, fontsize=6.5, at=[v + h for v, h in zip(vals, hi, strict=True)])
     for i, n in enumerate(names):
         d = datasets[n]
         share = d.get("share_with_window")
         ax.text(
             i,
-            1.04,
+            1.17,
             f"windows: {_fmt(share)} (ours), {_fmt(d['paper_rule'].get('share_with_window'))} "
             f"(paper); n = {d['n_problems']}",
             ha="center",
             fontsize=8,
         )
     ax.set_xticks(x, names, fontsize=9)
-    ax.set_ylim(0, 1.12)
+    ax.set_ylim(0, 1.25)
+    ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("accuracy of the original answer")
-    ax.legend(fontsize=7.5, ncol=2, loc="lower right", framealpha=0.9)
+    outside_legend(fig, ax, ncol=2, fontsize=7.5)
     ax.grid(axis="y", alpha=0.25)
     return png_bytes(fig)
 
@@ -126,7 +142,7 @@ def summary_section(datasets: Mapping[str, Mapping[str, Any]], config: Mapping[s
                 "failed",
             ],
             rows,
-            caption=f"Intervals: {method} ({config.get('ci_level', 0.95):.0%}). Failed problems (no answer "
+            caption=f"Intervals ({config.get('ci_level', 0.95):.0%}): {method}. Failed problems (no answer "
             "in the original, engine errors) are counted apart and never as right or wrong.",
         )
     ]
@@ -183,8 +199,8 @@ def summary_section(datasets: Mapping[str, Mapping[str, Any]], config: Mapping[s
     fig = Figure(
         summary_figure(datasets),
         alt="accuracy with and without a window per dataset",
-        caption="Bars: accuracy of the original answers of problems with / without a window, with "
-        "bootstrap intervals.",
+        caption="Bars: accuracy of the original answers of problems with / without a window, with the "
+        "intervals of the table (value printed on each bar; n/a: no problem in that group).",
     )
     return Section("Reasoning: windows and accuracy", intro, tables, [fig] if datasets else [])
 
@@ -200,7 +216,7 @@ def problem_figure(rec: Mapping[str, Any], level: float = 0.99) -> bytes:
         p = np.where(n > 0, k / np.maximum(n, 1), np.nan)
     lo, hi = wilson_interval(k, n, level)
     order = np.argsort(x)
-    fig, ax = plt.subplots(figsize=(8.6, 3.2))
+    fig, ax = plt.subplots(figsize=(8.6, 3.6), layout="constrained")
     for i, w in enumerate(rec.get("windows", [])):
         ax.axvspan(
             w["fraction_lo"],
@@ -244,7 +260,7 @@ def problem_figure(rec: Mapping[str, Any], level: float = 0.99) -> bytes:
     ax.set_xlabel("fraction of the response kept")
     ax.set_ylabel("P(same answer)")
     ax.grid(alpha=0.25)
-    ax.legend(fontsize=7.5, loc="lower right", framealpha=0.9)
+    outside_legend(fig, ax, fontsize=7.5)
     return png_bytes(fig)
 
 
@@ -274,17 +290,31 @@ def highlighted_chain(
     return '<div class="cot">' + "".join(out) + "</div>"
 
 
+def edge_points(rec: Mapping[str, Any], kept: int) -> tuple[float, int] | None:
+    """(P(same answer), draws) measured at the cut that keeps `kept` tokens: a plotted point; None when
+    that cut has no valid draw."""
+    c = rec.get("curve") or {}
+    for k_, kk, nn in zip(c.get("kept", []), c.get("n_kept", []), c.get("n_valid", []), strict=True):
+        if int(k_) == int(kept) and nn:
+            return kk / nn, int(nn)
+    return None
+
+
 def _window_rows(rec: Mapping[str, Any]) -> list[list[Any]]:
     rows = []
     text = rec.get("response", "")
     for rule, ws in (("ours", rec.get("windows", [])), ("paper rule", rec.get("paper_windows", []))):
         for w in ws:
+            lo, hi = edge_points(rec, w["kept_lo"]), edge_points(rec, w["kept_hi"])
+            edges = None if lo is None or hi is None else f"{lo[0]:.2f} → {hi[0]:.2f}"
             rows.append(
                 [
                     rule,
                     f"[{w['kept_lo']}, {w['kept_hi']})",
                     f"{w['fraction_lo']:.2f} → {w['fraction_hi']:.2f}",
-                    f"{w['p_after']:.2f} → {w['p_before']:.2f}",
+                    edges,
+                    # The paper rule's levels are the two cuts themselves (no plateaus pooled).
+                    f"{w['p_after']:.2f} → {w['p_before']:.2f}" if rule == "ours" else None,
                     f"{w['jump']:.2f} [{w['jump_ci'][0]:.2f}, {w['jump_ci'][1]:.2f}]",
                     repr(text[w["char_lo"] : w["char_hi"]])[:80],
                 ]
@@ -325,12 +355,17 @@ def problem_section(rec: Mapping[str, Any], level: float = 0.99) -> Section:
                     "rule",
                     "tokens kept [lo, hi)",
                     "fraction kept",
-                    "P(same): fewer → more tokens kept",
+                    "P(same) at the two cuts (plotted points)",
+                    "P(same) plateaus below → above",
                     f"jump ({level:.0%} CI)",
                     "text of the window",
                 ],
                 rows,
-                caption="The answer got decided in the tokens between the two cuts.",
+                caption="The answer got decided in the tokens between the two cuts. 'At the two cuts': the "
+                "measured points at the window's edges, as plotted. 'Plateaus': the pooled P(same) of all "
+                "cuts below the window (down to the previous window) and above it (up to the next); the "
+                "jump is their difference, with Newcombe's interval; the paper rule's jump is between the "
+                "two cuts.",
             )
         )
     legend = (
@@ -353,7 +388,7 @@ def _order(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return sorted(records, key=lambda r: (not r.get("has_window"), r.get("correct") is not False))
 
 
-@register_sections("reasoning", replace_cases=True)
+@register_sections("reasoning", replace_cases=True, overview=False)
 def reasoning_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
     """Summary, per-problem sections (at most MAX_PROBLEM_SECTIONS) and the failed problems."""
     config = run.config
@@ -409,17 +444,9 @@ def reasoning_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
 
 
 def build_reasoning_report(run: RunDir) -> tuple[str, dict[str, Any]]:
-    """The report of a reasoning run: (HTML of the reasoning sections alone, {"cases": per-case summary}).
+    """The report of a reasoning run: (HTML, {"cases": per-case summary}).
 
-    The generic overview table (theory windows, coverage) says nothing about reasoning runs and has a row per
-    problem, so it is left out here; `critwin report DIR` (the generic builder) still shows it.
+    The same builder as `critwin report DIR` (`critwin.report.build.build_report`), so the page a run
+    writes and the page re-drawn later are identical.
     """
-    cases = run.cases()
-    html = render_html(
-        run.config.get("title", "critwin — reasoning"),
-        reasoning_sections(run, cases),
-        subtitle=run.config.get("subtitle", ""),
-        footer=f"critwin run directory format {run.config.get('critwin_run')}; "
-        "re-draw with `critwin report DIR`.",
-    )
-    return html, {"cases": [case_summary(rec) for rec in cases]}
+    return build_report(run)
