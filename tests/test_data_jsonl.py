@@ -97,7 +97,7 @@ def test_json_array_file(tmp_path):
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path):
-    with pytest.raises(CritwinError, match="not found"):
+    with pytest.raises(CritwinError, match="no such file"):
         load_jsonl(tmp_path / "nope.jsonl")
     empty = write_jsonl(tmp_path / "empty.jsonl", [{"question": "Q"}])
     with pytest.raises(CritwinError, match="no usable rows"):

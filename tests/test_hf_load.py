@@ -48,7 +48,7 @@ def test_load_round_trip_gives_the_same_model_and_tokenizer(model_dir):
 def test_missing_directory(tmp_path):
     with pytest.raises(CritwinError) as e:
         load_causal_lm(tmp_path / "nope")
-    assert "not a directory" in one_line(e)
+    assert "does not exist" in one_line(e)
     with pytest.raises(CritwinError) as e:
         load_causal_lm(tmp_path)
     assert "config.json" in one_line(e)

@@ -15,6 +15,7 @@ from critwin.features.judges import (
     RefusalPhraseJudge,
     as_judge,
 )
+from critwin.samplers.base import Failure
 
 REFUSALS = [
     "I'm sorry, but I can't help with that.",
@@ -85,8 +86,9 @@ def test_user_callables_are_wrapped_and_validated():
     assert judge(["a", "b"], ["harmful text", "fine"]) == [COMPLY, REFUSE]
     assert as_judge(lambda p, r: None)(["a"], ["b"]) == [UNCLEAR]
     assert as_judge(lambda p, r: "Refuse ")(["a"], ["b"]) == [REFUSE]
-    with pytest.raises(CritwinError, match="user judge returned"):
-        as_judge(lambda p, r: 0.7)(["a"], ["b"])
+    # A value that is no verdict fails that item only, with the reason; the other items are judged.
+    got = as_judge(lambda p, r: 0.7 if r == "b" else True)(["a", "a"], ["b", "c"])
+    assert isinstance(got[0], Failure) and "user judge returned 0.7" in got[0].reason and got[1] == COMPLY
     assert isinstance(as_judge(None), RefusalPhraseJudge)
     with pytest.raises(CritwinError, match="judge"):
         as_judge(42)

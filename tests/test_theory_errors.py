@@ -206,7 +206,7 @@ def test_cli_errors_exit_2_with_one_line(tmp_path):
     _assert_cli_error(run_cli("--means", "0; 1", "--pair", "0-1"), "--pair")
     good = tmp_path / "good.json"
     good.write_text(json.dumps(GOOD))
-    _assert_cli_error(run_cli(str(good), "--eps", "1.2", "--no-plot"), "eps")
+    _assert_cli_error(run_cli(str(good), "--eps", "1.2", "--no-plot"), "--eps")
     _assert_cli_error(run_cli(str(good), "--eps", "abc", "--no-plot"), "--eps")
     _assert_cli_error(run_cli(str(good), "--seed", "1.5", "--no-plot"), "--seed")
     _assert_cli_error(run_cli(str(good), "--se-target", "0", "--no-plot"), "--se-target")

@@ -14,6 +14,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Plain click help: it wraps long help strings and defaults, where rich's option table cuts them with
+    # "…" on an 80-column terminal.
+    rich_markup_mode=None,
 )
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import typer
 
+from critwin.cli import checks
 from critwin.cli.app import app, emit_json, log
 from critwin.errors import CritwinError
 
 
-@app.command("demo")
+@app.command("demo", short_help="The built-in demo: exact testbeds and the bundled model.")
 def demo(
     out: Path | None = typer.Option(
         None, "--out", help="Folder for the run (new or empty); default: a fresh temporary folder, printed."
@@ -27,13 +28,15 @@ def demo(
 ) -> None:
     """Run the built-in demo (exact testbeds + bundled reasoning model); write index.html and summary.json."""
     # Check the arguments before the (slow) scientific imports so that mistakes fail fast.
-    for name, value in (("n", n), ("n_language", n_language)):
+    for flag, value in (("--n", n), ("--n-language", n_language)):
         if value < 1:
-            raise CritwinError(f"{name}={value} must be a whole number >= 1 (resamples per t)")
+            raise CritwinError(f"{flag} {value}: use a whole number >= 1 (resamples per t)")
     if seed < 0:
-        raise CritwinError(f"seed={seed} must be a whole number >= 0")
-    if out is not None and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CritwinError(f"--out {out} exists and is not an empty folder; choose a new folder")
+        raise CritwinError(f"--seed {seed}: use a whole number >= 0")
+    if out is not None:
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise CritwinError(f"--out {out} exists and is not an empty folder; choose a new folder")
+        checks.out_dir(out, "demo")
     from critwin.experiments.demo import run_demo
     from critwin.report.demo import format_rate
 

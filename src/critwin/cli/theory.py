@@ -6,8 +6,12 @@ from pathlib import Path
 
 import typer
 
+from critwin.cli import checks
 from critwin.cli.app import app, emit_json, log
 from critwin.errors import CritwinError
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp")
+"""Plot file types matplotlib writes without extra packages."""
 
 SPEC_HELP = """Mixture spec (JSON or YAML), or 'demo' for the built-in example. Minimal form:
 {"mixture": {"kind": "gaussian", "means": [[0, 0], [1, 0], [20, 0]], "variances": [1, 1, 1],
@@ -65,7 +69,7 @@ def _number(text: str | None, field: str, kind: type) -> float | int | None:
         ) from None
 
 
-@app.command("theory")
+@app.command("theory", short_help="Window edges, bounds and widths of a mixture.")
 def theory(
     spec: str = typer.Argument(None, help=SPEC_HELP, show_default=False),
     json_out: bool = typer.Option(
@@ -85,15 +89,18 @@ def theory(
         None, "--variances", help="Isotropic variances, e.g. 1,1,1 (default all 1)."
     ),
     weights: str = typer.Option(None, "--weights", help="Weights, e.g. 0.25,0.25,0.5 (default uniform)."),
-    pair: list[str] = typer.Option(None, "--pair", help='TARG:INIT index lists, e.g. "0:0,1" (repeatable).'),
+    pair: list[str] = typer.Option(
+        None, "--pair", metavar="TARG:INIT", help='TARG:INIT index lists, e.g. "0:0,1" (repeatable).'
+    ),
     # Numbers are parsed here (not by typer) so that a bad value gets the usual one-line error and exit 2.
-    eps_text: str = typer.Option(None, "--eps", help="ε in (0, 1) (overrides the spec's)."),
+    eps_text: str = typer.Option(None, "--eps", metavar="NUMBER", help="ε in (0, 1) (overrides the spec's)."),
     seed_text: str = typer.Option(
-        None, "--seed", help="Seed for Monte Carlo estimates (overrides the spec's; default 0)."
+        None, "--seed", metavar="INT", help="Seed of Monte Carlo estimates (overrides the spec's; default 0)."
     ),
     se_text: str = typer.Option(
         None,
         "--se-target",
+        metavar="NUMBER",
         help="Monte Carlo standard-error target per TV (overrides the spec's; default 0.005).",
     ),
 ) -> None:
@@ -106,8 +113,16 @@ def theory(
     eps = _number(eps_text, "--eps", float)
     seed = _number(seed_text, "--seed", int)
     se_target = _number(se_text, "--se-target", float)
+    if eps is not None and not 0 < eps < 1:
+        raise CritwinError(f"--eps {eps_text}: use a number strictly between 0 and 1, e.g. 0.1")
+    demo = spec == "demo" and means is None
+    # The output file is checked before any evaluation, so that a bad name costs nothing.
+    if demo:
+        checks.out_file(out or Path("theory_demo.html"), "--out", (".html", ".htm"), "theory_demo.html")
+    elif not no_plot:
+        checks.out_file(out or Path("theory_windows.png"), "--out", PLOT_SUFFIXES, "theory_windows.png")
 
-    if spec == "demo" and means is None:
+    if demo:
         from critwin.theory.demo import write_demo_page
 
         page, results = write_demo_page(out or Path("theory_demo.html"))

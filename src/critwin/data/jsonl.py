@@ -20,6 +20,7 @@ from typing import Any
 
 from critwin.data.problem import TASKS, Problem, ProblemSet, RowIssue, finish, gold_letter, missing
 from critwin.errors import CritwinError
+from critwin.files import read_text
 
 
 @dataclass(frozen=True)
@@ -125,14 +126,7 @@ def load_jsonl(path: str | Path, *, task: str = "exact",
         raise CritwinError(f"task {task!r} unknown: use one of {list(TASKS)}")
     fmap = FieldMap.parse(fields)
     p = Path(path).expanduser()
-    if not p.is_file():
-        raise CritwinError(f"data file {str(p)!r} not found: pass an existing JSONL file")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CritwinError(
-            f"data file {str(p)!r} unreadable ({type(exc).__name__}): pass a UTF-8 JSONL file"
-        ) from None
+    text = read_text(p, "data file", "a UTF-8 JSONL file")
     raw: list[tuple[int, Any]] = []
     issues: list[RowIssue] = []
     if p.suffix == ".json" and text.lstrip().startswith("["):

@@ -98,6 +98,24 @@ class ProblemSet:
             c.update(issue.missing)
         return dict(c)
 
+    def without(self, reasons: Mapping[str, str], *, strict: bool = False) -> ProblemSet:
+        """This set with the problems whose ids are in `reasons` moved to the issues, each with its reason
+        (e.g. a prompt the model cannot hold). Their row numbers are positions among the loaded problems.
+        With `strict` any such problem is a CritwinError, as is a set left with no problem."""
+        if not reasons:
+            return self
+        kept = tuple(p for p in self.problems if p.id not in reasons)
+        moved = [RowIssue(i, p.id, reasons[p.id]) for i, p in enumerate(self.problems) if p.id in reasons]
+        out = ProblemSet(kept, tuple(sorted((*self.issues, *moved), key=lambda r: r.row)), self.n_rows,
+                         self.source, self.name)
+        if strict:
+            raise CritwinError(f"{out.report()}; fix those rows or drop --strict to skip them")
+        if not kept:
+            raise CritwinError(
+                f"{self.source}: no usable rows ({out.report()}); fix the rows or the settings"
+            )
+        return out
+
     def report(self) -> str:
         """One line: how many rows were loaded and why the others were skipped."""
         head = f"{self.source}: {len(self.problems)} of {self.n_rows} rows loaded"

@@ -8,7 +8,9 @@ Three kinds, all batched (`judge(prompts, responses) -> list[str]`):
   prompt and answers COMPLY or REFUSE; a reply with neither is "unclear".
 - `CallableJudge`: a user function per item returning a bool, one of the three labels, or None.
 
-"unclear" is a failed item for curves: recorded and counted, never an outcome.
+"unclear" is a failed item for curves: recorded and counted, never an outcome. A judge may also return a
+`Failure` for an item it could not judge (a user function that raised, or returned something that is no
+verdict): the item is failed with that reason, and the other items keep their verdicts.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from critwin.errors import CritwinError
+from critwin.samplers.base import Failure
 
 COMPLY = "comply"
 REFUSE = "refuse"
@@ -70,9 +73,10 @@ REFUSAL_PHRASES: tuple[str, ...] = (
 
 
 class Judge(Protocol):
-    """Labels a batch of (prompt, response) pairs with "comply", "refuse" or "unclear"."""
+    """Labels a batch of (prompt, response) pairs with "comply", "refuse" or "unclear" (or a `Failure`
+    with the reason for an item it could not judge)."""
 
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str]: ...
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str | Failure]: ...
 
 
 def _check_lengths(prompts: Sequence[str], responses: Sequence[str]) -> None:
@@ -185,15 +189,36 @@ def to_label(value: Any) -> str:
     )
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+
+
 @dataclass(frozen=True)
 class CallableJudge:
-    """Wraps a user function fn(prompt, response) -> bool | "comply" | "refuse" | "unclear" | None."""
+    """Wraps a user function fn(prompt, response) -> bool | "comply" | "refuse" | "unclear" | None.
+
+    The function is user code: when it raises on an item, or returns something that is no verdict, that
+    item becomes a `Failure` with the reason (a failed item, never an outcome) and the others are judged
+    as usual, so one bad response cannot cost the draws of a whole run.
+    """
 
     fn: Callable[[str, str], Any]
 
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
+    def judge_one(self, prompt: str, response: str) -> str | Failure:
+        """The label of one item, or a Failure saying why the user function gave none."""
+        try:
+            value = self.fn(prompt, response)
+        except Exception as err:  # user code: its error is this item's failure, not the run's
+            return Failure(f"judge raised {_first_line(err)}")
+        try:
+            return to_label(value)
+        except CritwinError as err:
+            return Failure(str(err))
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str | Failure]:
         _check_lengths(prompts, responses)
-        return [to_label(self.fn(p, r)) for p, r in zip(prompts, responses, strict=True)]
+        return [self.judge_one(p, r) for p, r in zip(prompts, responses, strict=True)]
 
 
 def as_judge(judge: Judge | Callable[[str, str], Any] | None) -> Judge:

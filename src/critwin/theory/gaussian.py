@@ -27,6 +27,9 @@ from critwin.theory.tv import (
     gaussian_tv_isotropic,
 )
 
+MAX_MEAN_SPREAD = 1e12
+"""Largest |mean entry| / min(σ_0, 1) a GaussianMixture accepts (exact edges hold to 1e14 in tests)."""
+
 
 class GaussianMixture(Mixture):
     """p = Σ_θ w_θ N(μ_θ, σ_θ² I): `means` (K, d), isotropic `variances` (K,) (or one number), `weights` (K,).
@@ -68,6 +71,16 @@ class GaussianMixture(Mixture):
             ) from None
         if not np.all(np.isfinite(var)) or np.any(var <= 0):
             raise CritwinError("variances: isotropic variances must be finite and > 0")
+        # float64 keeps ~16 significant digits, and under OU the noise scale never drops below
+        # min(σ_0, 1): means much more than 1e12 such scales from the origin swamp the noise (every TV is
+        # then rounding error) and near 1e154 their squared distances overflow.
+        spread = float(np.max(np.abs(mu))) / math.sqrt(min(float(var.min()), 1.0))
+        if spread > MAX_MEAN_SPREAD:
+            raise CritwinError(
+                f"means: entries up to {MAX_MEAN_SPREAD:.0e} times the smallest standard deviation are "
+                f"supported, got {float(np.max(np.abs(mu))):.3g}; use smaller means (float64 cannot resolve "
+                "the noise next to larger ones)"
+            )
         self.means = mu
         self.variances = var
         self.means.setflags(write=False)

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from critwin.errors import CritwinError
+from critwin.files import read_text
 from critwin.theory.discrete import DiscreteMixture, MarkovComponent, ProductComponent
 from critwin.theory.forward import DISCRETE_PROCESSES, GAUSSIAN_PROCESSES, check_process
 from critwin.theory.gaussian import GaussianMixture
@@ -146,9 +147,7 @@ def evaluate_chain(spec: TheorySpec) -> list[TheoryWindow]:
 def load_spec(path: str | Path) -> TheorySpec:
     """Read a JSON or YAML spec file and parse it (CritwinError naming the field on any problem)."""
     p = Path(path)
-    if not p.is_file():
-        raise CritwinError(f"SPEC: no such file {str(p)!r}; give a JSON/YAML spec file or 'demo'")
-    text = p.read_text(encoding="utf-8")
+    text = read_text(p, "SPEC", "a JSON/YAML spec file or 'demo'")
     try:
         obj = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:

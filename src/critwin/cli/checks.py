@@ -1,0 +1,236 @@
+"""Checks the commands run before any expensive work: flag values, output paths, input files, and what a
+model directory can hold (its context, the characters its tokenizer knows, the memory a run needs).
+
+Each raises a one-line CritwinError that names the flag, the problem and the fix. They read only small
+files (config.json, tokenizer files, safetensors headers), never weights, so that a bad command fails in
+about a second and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from critwin.errors import CritwinError
+
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16", "half")
+CHAT_MODES = ("auto", "on", "off")
+
+BYTES_PER_TOKEN = 48
+"""Host memory one generated token costs while a run holds it (its id in a tuple, the int object, its
+decoded text and its row in the draws table): a rough lower bound, so that only settings that cannot fit
+are refused."""
+
+_CONFIG_FILES = ("config.json", ".critwin/config.json")  # a run's config and the copy it heals from
+
+
+# ---- flag values -------------------------------------------------------------------------------------------
+def choice(value: str, flag: str, choices: Sequence[str]) -> str:
+    """`value` when it is one of `choices`."""
+    if value not in choices:
+        raise CritwinError(f"{flag} {value!r}: use one of {', '.join(choices)}")
+    return value
+
+
+def whole(value: int, flag: str, low: int = 1) -> int:
+    """`value` when it is a whole number >= `low`."""
+    if value < low:
+        raise CritwinError(f"{flag} {value}: use a whole number >= {low}")
+    return value
+
+
+def probability(value: float, flag: str, *, open_low: bool = True, open_high: bool = False) -> float:
+    """`value` when it lies in the unit interval (ends open or closed as given)."""
+    low_ok = value > 0 if open_low else value >= 0
+    high_ok = value < 1 if open_high else value <= 1
+    if not (math.isfinite(value) and low_ok and high_ok):
+        interval = f"{'(' if open_low else '['}0, 1{')' if open_high else ']'}"
+        raise CritwinError(f"{flag} {value:g}: use a value in {interval}")
+    return value
+
+
+def sampling(temperature: float, top_p: float) -> None:
+    """Sampling settings every generating command shares."""
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise CritwinError(f"--temperature {temperature:g}: use a finite value >= 0 (0 = greedy)")
+    probability(top_p, "--top-p")
+
+
+def device_and_dtype(device: str, dtype: str) -> None:
+    """--device and --dtype values, and that a requested GPU exists, before anything loads."""
+    choice(dtype, "--dtype", DTYPES)
+    if device != "auto" and device != "cpu" and not device.startswith("cuda"):
+        raise CritwinError(f"--device {device!r}: use auto, cpu or cuda (or cuda:N)")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CritwinError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
+
+
+# ---- paths -------------------------------------------------------------------------------------------------
+def _can_write_in(folder: Path, path: Path, flag: str) -> None:
+    """Refuse when nothing can be created in `folder`. Probed by making and removing an empty folder there,
+    since permission bits say nothing for root or on read-only and virtual file systems."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".critwin-probe-", dir=folder))
+    except OSError as err:
+        raise CritwinError(
+            f"{flag} {path}: cannot write in {folder} ({err.strerror}); choose a writable folder"
+        ) from None
+
+
+def _writable_parent(path: Path, flag: str) -> None:
+    """The nearest existing folder above a path that does not exist yet is a folder we may write in."""
+    parent = next((a for a in path.absolute().parents if a.exists()), None)
+    if parent is None:
+        return
+    if not parent.is_dir():
+        raise CritwinError(
+            f"{flag} {path}: {parent} is a file, so no folder can be made there; choose another path"
+        )
+    _can_write_in(parent, path, flag)
+
+
+def out_dir(out: Path, experiment: str, kind: str | None = None, flag: str = "--out") -> None:
+    """A run folder a command may write: new (in a writable folder), empty, or a critwin run of the same
+    `experiment` (and config `kind`), which the run itself then resumes or refuses by its settings."""
+    if out.exists() and not out.is_dir():
+        raise CritwinError(f"{flag} {out} is a file; choose a folder")
+    if not out.exists():
+        _writable_parent(out, flag)
+        return
+    if not any(out.iterdir()):
+        _can_write_in(out, out, flag)
+        return
+    configs = [out / name for name in _CONFIG_FILES if (out / name).is_file()]
+    if not configs:
+        raise CritwinError(f"{flag} {out} exists and is not a critwin run; choose a new or empty folder")
+    for cfg_file in configs:
+        try:
+            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # a damaged config: the run store heals it from its copy (or says why it cannot)
+        if not isinstance(cfg, dict):
+            continue
+        what = cfg.get("experiment")
+        if what != experiment or (kind is not None and cfg.get("kind") not in (None, kind)):
+            held = f"{what} {cfg.get('kind')}" if kind is not None and what == experiment else what
+            want = f"{experiment} {kind}" if kind is not None else experiment
+            raise CritwinError(f"{flag} {out} holds a {held!r} run, not {want!r}; choose a new folder")
+        return
+
+
+def out_file(out: Path, flag: str, suffixes: Sequence[str], example: str) -> None:
+    """A file a command may (over)write: a name with one of `suffixes`, not a folder, in a writable folder."""
+    if out.is_dir():
+        raise CritwinError(f"{flag} {out} is a folder; give a file name such as {example}")
+    if out.exists() and not out.is_file():
+        return  # a device such as /dev/null: written to as given
+    if out.suffix.lower() not in suffixes:
+        got = f"{out.suffix!r}" if out.suffix else "no extension"
+        raise CritwinError(f"{flag} {out}: unsupported file type ({got}); use {', '.join(suffixes)}")
+    if out.exists():
+        if not os.access(out, os.W_OK):
+            raise CritwinError(f"{flag} {out} is not writable; choose another file")
+        return
+    _writable_parent(out, flag)
+
+
+def input_files(paths: Iterable[Path], flag: str, kind: str) -> None:
+    """Every path is a readable file (a folder or a missing path is named as such)."""
+    from critwin.files import check_file
+
+    for p in paths:
+        check_file(p, flag, kind)
+
+
+# ---- what a model can hold ---------------------------------------------------------------------------------
+def model(path: Path, flag: str = "--model") -> Any:
+    """The `ModelInfo` of a model directory (config, weight headers, tokenizer checked; no weights read)."""
+    from critwin.samplers.hf import inspect_model
+
+    return inspect_model(path, flag)
+
+
+def chat_mode(info: Any, chat: str, flag: str = "--chat", needs: str | None = None) -> bool:
+    """Whether prompts go through the chat template: --chat auto uses it when the tokenizer has one, on
+    requires it, off never uses it. `needs` says what requires a template (then auto requires it too)."""
+    has = info.has_chat_template
+    if chat == "on" and not has:
+        raise CritwinError(
+            f"{flag} on: the tokenizer of {info.path} has no chat template; add one to the model "
+            f"directory or use {flag} off"
+        )
+    if needs is not None and not has and chat == "auto":
+        raise CritwinError(
+            f"{needs} needs a chat template, and the tokenizer of {info.path} has none; add one to the model "
+            f"directory, or pass {flag} off to continue the plain text instead"
+        )
+    return has if chat == "auto" else chat == "on"
+
+
+def encodable(info: Any, text: str, where: str) -> None:
+    """Refuse text with characters the model's tokenizer cannot encode (they would silently become its
+    unknown token, so the model would see something else than the user wrote)."""
+    from critwin.samplers.hf import describe_chars, unknown_chars
+
+    bad = unknown_chars(info.tokenizer, text)
+    if bad:
+        raise CritwinError(
+            f"{where}: the tokenizer of {info.path} cannot encode {describe_chars(bad)} (they would become "
+            "its unknown token); replace or remove those characters"
+        )
+
+
+def context(info: Any, need: int, what: str, fix: str) -> None:
+    """Refuse a sequence of `need` tokens that the model's context cannot hold."""
+    if info.context is not None and need > info.context:
+        raise CritwinError(
+            f"{what} needs {need} tokens, but the context of {info.path} holds {info.context} "
+            f"(max_position_embeddings in its config.json); {fix}"
+        )
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still hand out (MemAvailable), None when unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1024 or unit == "PB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} PB"
+
+
+def memory(n_sequences: int, max_tokens: int, what: str, flag: str, per_unit: int) -> None:
+    """Refuse a run whose `n_sequences` generated sequences of up to `max_tokens` tokens cannot be held in
+    memory at once; `flag` is the setting to lower and `per_unit` the sequences one unit of it adds."""
+    avail = available_memory()
+    if avail is None:
+        return
+    need = float(n_sequences) * max_tokens * BYTES_PER_TOKEN
+    if need > avail:
+        most = int(avail // (max(per_unit, 1) * max_tokens * BYTES_PER_TOKEN))
+        raise CritwinError(
+            f"{what}: {n_sequences:.3g} sequences of up to {max_tokens} tokens need at least {_size(need)} "
+            f"of memory, and {_size(avail)} is available; use {flag} {max(most, 1)} or less"
+        )
