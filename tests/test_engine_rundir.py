@@ -51,11 +51,11 @@ def test_round_trip(tmp_path):
     assert np.allclose(rec.exact, orig.exact) and rec.theory[0].label == "w" and rec.meta["n"] == 20
     samples = back.read_samples()
     assert len(samples) == 2 * 3 * 20
-    assert set(samples.columns) == {"case", "t", "draw", "label", "failed", "failure", "sample"}
-    assert json.loads(samples["label"].iloc[0]) in ("happy", "calm", "grim")
+    assert set(samples.columns) == {"case", "call", "t", "draw", "label", "failed", "failure", "sample"}
+    assert json.loads(samples.loc[samples["case"] == "mood", "label"].iloc[0]) in ("happy", "calm", "grim")
     assert isinstance(json.loads(samples["sample"].iloc[0]), list)
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert cfg["critwin_run"] == 1 and cfg["experiment"] == "unit" and cfg["seed"] == 0
+    assert cfg["critwin_run"] == 2 and cfg["experiment"] == "unit" and cfg["seed"] == 0
 
 
 def test_partial_results_stay_readable_after_a_failure(tmp_path):
@@ -76,7 +76,10 @@ def test_partial_results_stay_readable_after_a_failure(tmp_path):
     [
         (lambda p: None, "does not exist"),
         (lambda p: p.mkdir(), "no config.json"),
-        (lambda p: (p.mkdir(), (p / "config.json").write_text("{not json")), "corrupt"),
+        (
+            lambda p: (p.mkdir(), (p / "config.json").write_text("{not json")),
+            "damaged and has no readable copy",
+        ),
         (
             lambda p: (p.mkdir(), (p / "config.json").write_text('{"name": "other tool"}')),
             "lacks 'critwin_run'",
@@ -92,21 +95,25 @@ def test_foreign_or_missing_folders_are_one_line_errors(tmp_path, damage, match)
     assert "\n" not in str(err.value)
 
 
-def test_corrupt_files_are_one_line_errors(tmp_path):
+def test_damaged_derived_files_are_rebuilt_from_the_case_records(tmp_path):
     small_run(tmp_path / "r")
-    (tmp_path / "r" / "curves.parquet").write_bytes(b"PAR1 garbage")
-    with pytest.raises(CritwinError, match="curves.parquet is corrupt"):
-        RunDir.open(tmp_path / "r")
-    small_run(tmp_path / "s")
-    (tmp_path / "s" / "windows.json").write_text("[1, 2")
-    with pytest.raises(CritwinError, match="windows.json is corrupt"):
-        RunDir.open(tmp_path / "s")
-    small_run(tmp_path / "u")
-    pd.DataFrame({"x": [1]}).to_parquet(tmp_path / "u" / "curves.parquet")
-    with pytest.raises(CritwinError, match="'case' column"):
-        RunDir.open(tmp_path / "u")
+    want_curves = pd.read_parquet(tmp_path / "r" / "curves.parquet")
+    want_windows = (tmp_path / "r" / "windows.json").read_text()
+    for damage in (
+        lambda p: (p / "curves.parquet").write_bytes(b"PAR1 garbage"),
+        lambda p: (p / "curves.parquet").unlink(),
+        lambda p: pd.DataFrame({"x": [1]}).to_parquet(p / "curves.parquet"),
+        lambda p: (p / "windows.json").write_text("[1, 2"),
+        lambda p: (p / "windows.json").write_text('{"critwin_run": 2, "cases": {}}'),
+    ):
+        damage(tmp_path / "r")
+        run = RunDir.open(tmp_path / "r")
+        assert run.healed and run.case_names() == ["mood", "ending"]
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "r" / "curves.parquet"), want_curves)
+        assert (tmp_path / "r" / "windows.json").read_text() == want_windows
+    assert RunDir.open(tmp_path / "r").healed == []  # nothing left to repair
     with pytest.raises(CritwinError, match="not an empty folder"):
-        RunDir.create(tmp_path / "u", "unit")
+        RunDir.create(tmp_path / "r", "unit")
 
 
 def test_encode_sample():

@@ -179,3 +179,40 @@ def test_cut_positions_paper_fractions_and_dense():
     assert fraction_kept(200, 190) == pytest.approx(0.05)
     with pytest.raises(CritwinError, match="fraction"):
         cut_positions(10, [1.2])
+
+
+# -- thread count ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_threads():
+    """torch with two intra-op threads for one test (the suite's default is one)."""
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(1)
+
+
+def test_auto_threads_take_one_thread_for_tiny_models(model, x, two_threads):
+    s = HFSampler(model, TOK)  # cpu_threads="auto" is the default
+    assert s.cpu_threads == 1
+    seen = []
+    s.fault_hook = lambda rows: seen.append(torch.get_num_threads())
+    s.resample(x, [3.0], 2, np.random.default_rng(0))
+    assert seen and set(seen) == {1} and torch.get_num_threads() == 2  # set while computing, then restored
+    assert HFSampler(model, TOK, cpu_threads=None).cpu_threads is None
+    assert HFSampler(model, TOK, cpu_threads=2).cpu_threads == 2
+
+
+def test_auto_threads_measure_larger_models_and_leave_torch_as_it_was(two_threads):
+    from critwin.samplers.hf import TINY_MODEL_PARAMS, choose_cpu_threads
+
+    big = tiny_causal_lm(len(TOK), hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024)
+    assert sum(p.numel() for p in big.parameters()) >= TINY_MODEL_PARAMS
+    assert choose_cpu_threads(big) in (1, 2)  # whichever measured faster; results never depend on it
+    assert torch.get_num_threads() == 2 and torch.is_grad_enabled()
+
+
+def test_bad_thread_counts_are_one_line_errors(model):
+    for bad in (0, -1, 1.5, "two", True):
+        with pytest.raises(CritwinError, match="cpu_threads"):
+            HFSampler(model, TOK, cpu_threads=bad)

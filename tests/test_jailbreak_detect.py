@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from critwin.errors import CritwinError
 from critwin.experiments import jailbreak_detect as D
+from critwin.stats import auc_interval, tpr_at_fpr_interval
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -122,28 +123,59 @@ def test_evaluate_matches_sklearn_and_inverted_labels_give_one_minus_auroc():
         sub = tab[tab["split"] == split]
         e = m["splits"][split]["score"]
         assert e["auroc"] == pytest.approx(roc_auc_score(sub["label"], sub["score"]))
-        assert e["auroc_ci"][0] <= e["auroc"] <= e["auroc_ci"][1]
-        assert e["tpr_at_1pct_fpr"] <= e["tpr_at_5pct_fpr"] <= e["tpr_at_10pct_fpr"]
+        assert e["auroc_ci"] == pytest.approx(list(auc_interval(e["auroc"], e["n_pos"], e["n_neg"], 0.95)))
+        assert e["auroc_bootstrap_ci"][0] <= e["auroc"] <= e["auroc_bootstrap_ci"][1]
+        assert e["fpr_resolution"] == pytest.approx(1 / e["n_neg"])
+        # 80 and 70 negatives: FPR steps of 1.2-1.4% are too coarse for 1% ...
+        assert e["tpr_at_1pct_fpr"] is None and e["tpr_at_1pct_fpr_ci"] is None
+        assert "needs at least 100" in e["tpr_at_1pct_fpr_reason"]
+        # ... but not for 5% and 10%, which are the sklearn ROC's values with distribution-free intervals.
+        fpr_c, tpr_c, _ = roc_curve(sub["label"], sub["score"], drop_intermediate=False)
+        for f in (0.05, 0.10):
+            key = D.fpr_key(f)
+            assert e[key] == pytest.approx(np.max(tpr_c[fpr_c <= f + 1e-12]))
+            neg, pos = sub[sub["label"] == 0]["score"], sub[sub["label"] == 1]["score"]
+            assert e[key + "_ci"] == pytest.approx(list(tpr_at_fpr_interval(neg, pos, f, 0.95)))
+        assert e["tpr_at_5pct_fpr"] <= e["tpr_at_10pct_fpr"]
+    assert m["splits"]["all"]["score"]["tpr_at_1pct_fpr"] is not None  # 150 negatives pooled
     flipped = tab.assign(label=1 - tab["label"])
     mf = D.evaluate(flipped, ["score"], n_boot=0)
     for split in ("a", "b", "all"):
         auc = m["splits"][split]["score"]["auroc"]
         assert mf["splits"][split]["score"]["auroc"] == pytest.approx(1 - auc)
-    # Perfect separation: AUROC 1 and TPR 1 at every FPR, with degenerate intervals.
-    perfect = D.evaluate(_table(np.arange(10.0) + 100, np.arange(30.0)), ["score"], n_boot=200)
+        assert "auroc_bootstrap_ci" not in mf["splits"][split]["score"]
+
+
+def test_perfect_separation_on_few_rows_gives_honest_intervals_and_not_estimable():
+    """10 jailbreaks above 15 benign rows: the percentile bootstrap says AUROC [1, 1]; the score interval
+    does not, and TPR at 1% (or 5%) FPR cannot be read off 15 negatives at all."""
+    perfect = D.evaluate(_table(np.arange(10.0) + 100, np.arange(15.0)), ["score"], n_boot=200)
     e = perfect["splits"]["s"]["score"]
-    assert e["auroc"] == 1.0 and e["auroc_ci"] == [1.0, 1.0] and e["tpr_at_1pct_fpr"] == 1.0
+    assert e["auroc"] == 1.0 and e["auroc_bootstrap_ci"] == [1.0, 1.0]
+    lo, hi = e["auroc_ci"]
+    assert hi == 1.0 and lo < 0.9
+    assert e["fpr_resolution"] == pytest.approx(1 / 15)
+    for f in (0.01, 0.05):
+        key = D.fpr_key(f)
+        assert e[key] is None and e[key + "_ci"] is None
+        assert e[key + "_reason"].startswith("not estimable: 15 negatives")
+    assert e["tpr_at_10pct_fpr"] == 1.0 and e["tpr_at_10pct_fpr_ci"][1] == 1.0
+    assert e["tpr_at_10pct_fpr_ci"][0] < 1.0
+    # The report says it in words, and the JSON stays strict (no NaN).
+    assert json.loads(json.dumps(D.strip_roc(perfect), allow_nan=False)) == D.strip_roc(perfect)
+    row = D.metrics_frame(perfect).iloc[0]
+    assert row["tpr_at_1pct_fpr"] is None and "not estimable" in row["tpr_at_1pct_fpr_reason"]
 
 
-def test_bootstrap_interval_shrinks_with_sample_size_and_covers_the_truth():
+def test_auroc_interval_shrinks_with_sample_size_and_covers_the_truth():
     rng = np.random.default_rng(2)
     widths = []
     for n in (40, 400):
-        m = D.evaluate(_table(rng.normal(1, 1, n), rng.normal(0, 1, n)), ["score"], n_boot=500, seed=1)
+        m = D.evaluate(_table(rng.normal(1, 1, n), rng.normal(0, 1, n)), ["score"], n_boot=0, seed=1)
         lo, hi = m["splits"]["s"]["score"]["auroc_ci"]
         widths.append(hi - lo)
         true_auc = 0.760249  # Phi(1/sqrt(2)) for N(1,1) vs N(0,1)
-        assert lo - 0.02 <= true_auc <= hi + 0.02
+        assert lo <= true_auc <= hi
     assert widths[1] < widths[0] / 2
 
 
@@ -202,7 +234,7 @@ def test_load_examples_labels_and_errors(tmp_path):
     f.write_text("{oops\n")
     with pytest.raises(CritwinError, match="not valid JSON"):
         D.load_examples(f)
-    with pytest.raises(CritwinError, match="does not exist"):
+    with pytest.raises(CritwinError, match="no such file"):
         D.load_examples(tmp_path / "none.jsonl")
 
 

@@ -70,6 +70,39 @@ def test_unclear_verdicts_and_backend_failures_are_counted_as_failed():
     assert set(d[(d["continuation"] == "") & (d["kept"] == 0)]["label"]) <= {UNCLEAR}
 
 
+def test_a_judge_that_raises_fails_only_its_items_with_the_reason():
+    """User judge code that raises (or returns no verdict) on some responses: those draws are failed items
+    carrying the error, every other draw keeps its verdict, and the run finishes."""
+
+    def fn(prompt, prefill, rng):
+        return " step one" if rng.random() < 0.5 else " boom"
+
+    def judge(prompt, response):
+        if "boom" in response:
+            raise RuntimeError("cannot read this\nsecond line")
+        return "step" in response
+
+    res = J.run_prefill_windows([J.AttackCase("c", "q", "abc")], J.FunctionContinuer(fn), k=40, seed=0,
+                                judge=judge)
+    d = res.draws
+    boom = d["continuation"].str.contains("boom")
+    assert boom.any() and (~boom).any()
+    assert set(d.loc[boom, "label"]) == {UNCLEAR}
+    assert set(d.loc[boom, "failure"]) == {"judge: judge raised RuntimeError: cannot read this"}
+    assert set(d.loc[~boom, "label"]) == {COMPLY} and d.loc[~boom, "failure"].isna().all()
+    c = res.cases[0].curve
+    assert int(c.n_failed.sum()) == int(boom.sum()) and int(c.n_valid.sum()) == int((~boom).sum())
+    assert res.summary["n_judge_failures"] == int(boom.sum()) and res.summary["n_backend_failures"] == 0
+
+    cases = J.repeated_word_cases(["q"], ["w"], [0, 2])
+    grid = J.run_repeat_grid(cases, J.FunctionContinuer(fn), k=30, seed=0, judge=judge)
+    g = grid.draws
+    boom = g["response"].str.contains("boom")
+    assert set(g.loc[boom, "label"]) == {UNCLEAR} and g.loc[boom, "failure"].str.startswith("judge: ").all()
+    assert int(grid.table["n_unclear"].sum()) == int(boom.sum())
+    assert int(grid.table["n_comply"].sum()) == int((~boom).sum())
+
+
 def _word_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -117,13 +150,16 @@ def test_token_steps_use_token_boundaries():
 
 def test_load_cases(tmp_path):
     good = tmp_path / "c.jsonl"
-    good.write_text('{"prompt": "a", "prefill": "Sure", "id": "x", "family": "f"}\n\n{"prompt": "b"}\n')
+    good.write_text('{"prompt": "a", "prefill": "Sure", "id": "x", "family": "f"}\n\n'
+                    '{"prompt": "b", "prefill": ""}\n')
     cases = J.load_cases(good)
     assert [c.id for c in cases] == ["x", "case3"]
     assert cases[0].meta == {"family": "f"} and cases[1].prefill == ""
     for text, needle in [("{bad", "not valid JSON"), ('{"prefill": "x"}', "prompt"),
                          ('{"prompt": "a", "prefill": 3}', "prefill"),
-                         ('{"prompt": "a", "id": 1}\n{"prompt": "b", "id": 1}', "duplicate ids"),
+                         ('{"prompt": "a"}', "no 'prefill' field"),
+                         ('{"prompt": "a", "prefill": "", "id": 1}\n{"prompt": "b", "prefill": "", "id": 1}',
+                          "duplicate ids"),
                          ("", "no rows")]:
         bad = tmp_path / "bad.jsonl"
         bad.write_text(text)

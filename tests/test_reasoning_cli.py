@@ -196,12 +196,12 @@ def test_bad_input_gives_one_line_errors(tmp_path, capsys):
     rows.write_text('{"question": "Add up a=1, b=2.", "answer": "3"}\n{"question": "Add up a=1, b=2."}\n')
     out = str(tmp_path / "out")
     cases = [
-        (["--model", str(tmp_path / "missing")], "is not a directory"),
+        (["--model", str(tmp_path / "missing")], "does not exist"),
         (["--model", str(empty)], "config.json"),
         (["--model", str(no_template), "--chat", "on"], "chat template"),
         (["--chat", "off", "--answer-from", "elicit"], "chat template"),
         (["--data", str(rows), "--task", "arith", "--strict"], "missing 'gold'"),
-        (["--data", str(tmp_path / "nope.jsonl")], "not found"),
+        (["--data", str(tmp_path / "nope.jsonl")], "no such file"),
         (["--fractions", "0.2,1.5"], "out of range"),
         (["--fractions", "0.5", "--dense"], "not both"),
         (["--dense", "--dense-step", "0"], "--dense-step"),
@@ -235,3 +235,22 @@ def test_demo_reports_window_at_first_error(tmp_path):
     assert res["error_tolerance_tokens"] == 3
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert DATASET_KEYS <= set(next(iter(summary["datasets"].values())))
+
+
+def test_bundled_heldout_problems_default_to_the_arith_task(tmp_path, capsys):
+    """The held-out running-sum file shipped with critwin gets task arith (and so the first-wrong-step
+    analysis) when passed as --data, like the default problems; other files default to exact."""
+    from critwin.cli.scan import _bundled
+
+    heldout = R.ASSETS / "reasoning_problems_heldout.jsonl"
+    assert _bundled(heldout) and _bundled(R.BUNDLED_PROBLEMS)
+    copy = tmp_path / "reasoning_problems_heldout.jsonl"
+    shutil.copy(heldout, copy)
+    assert not _bundled(copy)  # a user's file of the same name is not assumed to be running sums
+    out = tmp_path / "run"
+    code, _, err = _cli(capsys, "scan", "--data", str(heldout), "--out", str(out), "--limit", "1", "-k", "2",
+                        "--fractions", "0.5", "--no-progress", "--json")
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["task"] == "arith"
+    (rec,) = _records(out)
+    assert "wrong_steps" in rec  # the first-wrong-step analysis ran (only task arith records the steps)

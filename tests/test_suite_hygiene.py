@@ -7,9 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
-import pytest
-
 import _tiny_models
+import pytest
 
 CONFTEST = (Path(__file__).parent / "conftest.py").read_text()
 
@@ -71,4 +70,5 @@ def test_make_test_uses_a_fresh_cache_per_run():
     recipe = makefile.split("\ntest:")[1].split("\n\n")[0]
     assert "CRITWIN_TEST_CACHE" in recipe and "rm -rf" in recipe, recipe
     if os.environ.get("CRITWIN_TEST_CACHE"):
-        assert Path(tempfile.gettempdir()).resolve() not in Path(os.environ["CRITWIN_TEST_CACHE"]).resolve().parents
+        cache = Path(os.environ["CRITWIN_TEST_CACHE"]).resolve()
+        assert Path(tempfile.gettempdir()).resolve() not in cache.parents

@@ -3,3 +3,20 @@
 
 class CritwinError(ValueError):
     """Bad input or an unusable resource. The CLI prints its message on one line and exits with 2."""
+
+
+class RunInterrupted(BaseException):
+    """Ctrl-C during a run: what was finished is saved, and rerunning the same command resumes it.
+
+    Not a KeyboardInterrupt (typer turns those into a silent exit code 130) and not an Exception (nothing
+    that guards one case against its errors may swallow it); the CLI prints its one line."""
+
+    def __init__(self, finished: int, total: int, out: object) -> None:
+        super().__init__(finished, total, out)
+        self.finished, self.total, self.out = finished, total, out
+
+    def __str__(self) -> str:
+        return (
+            f"interrupted; {self.finished} of {self.total} cases finished and saved in {self.out}; "
+            "rerun the same command to resume"
+        )

@@ -6,7 +6,7 @@ import typer
 from typer._click import exceptions as click_exceptions  # typer 0.29 vendors its own click
 
 from critwin.cli.app import app
-from critwin.errors import CritwinError
+from critwin.errors import CritwinError, RunInterrupted
 
 # Command modules, imported for their side effect of registering commands on `app`.
 from critwin.cli import commands  # noqa: F401  isort: skip
@@ -27,11 +27,15 @@ def main(argv: list[str] | None = None) -> None:
             hint = f"; see '{ctx.command_path} --help'"
         print(f"critwin: error: {err.format_message()}{hint}", file=sys.stderr)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
-        print("critwin: aborted", file=sys.stderr)
+    except RunInterrupted as err:
+        print(f"critwin: {err}", file=sys.stderr)
         sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):
+        code = 130
     except typer.Exit as err:
         sys.exit(err.exit_code)
     except BrokenPipeError:
         sys.exit(1)
+    if code == 130:  # typer's exit code for a Ctrl-C that no run turned into RunInterrupted
+        print("critwin: interrupted; rerun the same command to start again", file=sys.stderr)
     sys.exit(code if isinstance(code, int) else 0)

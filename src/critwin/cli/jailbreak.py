@@ -3,17 +3,36 @@ likelihood-ratio jailbreak detector."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import importlib
+import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
+from critwin.cli import checks
 from critwin.cli.app import app, emit_json, log
 from critwin.errors import CritwinError
 
-jailbreak_app = typer.Typer(help="Jailbreak windows and detection.", no_args_is_help=True)
-app.add_typer(jailbreak_app, name="jailbreak")
+# Settings that must agree for a rerun to resume a jailbreak run (the keys a run kind lacks agree as None).
+RESUME_KEYS = (
+    "kind", "model", "unit", "step", "k", "judge", "temperature", "top_p", "max_new_tokens", "seed",
+    "max_prefill", "cases", "requests", "words", "repeats", "position", "aligned", "unaligned",
+    "boundary", "system", "n_boot", "level", "negatives", "chat",
+)
+
+jailbreak_app = typer.Typer(
+    help="Jailbreak windows and detection.", no_args_is_help=True, rich_markup_mode=None  # see cli/app.py
+)
+
+JUDGE_HELP = "refusal (refusal phrases), llm (needs --judge-model) or module:function / ./file.py:function."
+CHAT_HELP = ("auto: the chat template (required for a prefill); on: require it; off: plain text prompt + "
+             "prefill.")
+app.add_typer(jailbreak_app, name="jailbreak", short_help="Jailbreak windows and detection.")
 
 
 def _judge(spec: str, judge_model: Path | None, rubric_file: Path | None, dtype: str, device: str) -> Any:
@@ -29,9 +48,9 @@ def _judge(spec: str, judge_model: Path | None, rubric_file: Path | None, dtype:
 
         rubric = DEFAULT_RUBRIC
         if rubric_file is not None:
-            if not rubric_file.is_file():
-                raise CritwinError(f"--rubric-file {rubric_file} does not exist")
-            rubric = rubric_file.read_text()
+            from critwin.files import read_text
+
+            rubric = read_text(rubric_file, "--rubric-file")
         js = HFSampler.from_pretrained(judge_model, dtype=dtype, device=device, temperature=0.0,
                                        max_new_tokens=8)
 
@@ -40,44 +59,167 @@ def _judge(spec: str, judge_model: Path | None, rubric_file: Path | None, dtype:
 
         return LLMJudge(generate, rubric)
     if ":" in spec:
-        mod, _, fn = spec.partition(":")
-        try:
-            func = getattr(importlib.import_module(mod), fn)
-        except (ImportError, AttributeError) as err:
-            raise CritwinError(f"--judge {spec}: cannot import {fn} from {mod} ({err})") from err
-        return CallableJudge(func)
+        return CallableJudge(_user_function(spec))
     raise CritwinError(f"--judge {spec!r}: use refusal, llm or module:function")
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+
+
+@functools.cache
+def _user_function(spec: str) -> Any:
+    """The function of --judge MODULE:FUNCTION or --judge PATH.py:FUNCTION (imported once per process).
+
+    A console script does not put the current folder on the import path, so a module that is only a file
+    here gets a hint to pass it as ./file.py:function (or to set PYTHONPATH) instead of a bare
+    "No module named".
+    """
+    target, _, name = spec.rpartition(":")
+    if not target or not name.isidentifier():
+        raise CritwinError(f"--judge {spec!r}: write module:function or ./file.py:function")
+    if target.endswith(".py") or "/" in target:
+        path = Path(target)
+        if not path.is_file():
+            raise CritwinError(f"--judge {spec}: {path} is not a file; pass an existing Python file")
+        module_name = f"critwin_user_judge_{path.stem}"
+        loader_spec = importlib.util.spec_from_file_location(module_name, path)
+        if loader_spec is None or loader_spec.loader is None:
+            raise CritwinError(f"--judge {spec}: {path} cannot be imported; pass a .py file")
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[module_name] = module
+        # No __pycache__ next to the user's file: critwin leaves the folders it reads as it found them.
+        bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+        try:
+            loader_spec.loader.exec_module(module)
+        except Exception as err:  # user code: its import error is one line, naming the file
+            del sys.modules[module_name]
+            raise CritwinError(
+                f"--judge {spec}: importing {path} raised {_first_line(err)}; fix it"
+            ) from None
+        finally:
+            sys.dont_write_bytecode = bytecode
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ModuleNotFoundError as err:
+            local = Path(*target.split(".")).with_suffix(".py")
+            if err.name == target.split(".")[0] and local.is_file():
+                raise CritwinError(
+                    f"--judge {spec}: no module {target!r} on the import path, but ./{local} is here; pass "
+                    f"--judge ./{local}:{name} or add this folder to PYTHONPATH"
+                ) from None
+            raise CritwinError(
+                f"--judge {spec}: no module named {err.name!r}; pass a file as ./judge.py:{name}, or add "
+                "the module's folder to PYTHONPATH"
+            ) from None
+        except Exception as err:  # user code: its import error is one line, naming the module
+            raise CritwinError(
+                f"--judge {spec}: importing {target} raised {_first_line(err)}; fix it"
+            ) from None
+    func = getattr(module, name, None)
+    if not callable(func):
+        raise CritwinError(f"--judge {spec}: {target} has no function {name!r}; name a function fn(prompt, "
+                           "response) defined there")
+    return func
+
+
+def _check_judge(spec: str, judge_model: Path | None, rubric_file: Path | None) -> None:
+    """Everything about --judge that can be checked cheaply: the spec, the user function's import, the
+    judge model directory and the rubric (the judge model's weights load later)."""
+    if judge_model is not None and spec != "llm":
+        raise CritwinError(f"--judge-model is used by --judge llm only, not {spec!r}; drop it or use llm")
+    if spec in ("refusal", "llm"):
+        if spec == "llm":
+            if judge_model is None:
+                raise CritwinError("--judge llm needs --judge-model PATH (a local causal LM directory)")
+            checks.model(judge_model, "--judge-model")
+        if rubric_file is not None:
+            from critwin.features.judges import LLMJudge
+            from critwin.files import read_text
+
+            if spec != "llm":
+                raise CritwinError("--rubric-file is read by the LLM judge only; add --judge llm or drop it")
+            LLMJudge(lambda ps: ps, read_text(rubric_file, "--rubric-file"))  # checks the placeholders
+        return
+    if rubric_file is not None:
+        raise CritwinError("--rubric-file is read by the LLM judge only; add --judge llm or drop it")
+    if ":" not in spec:
+        raise CritwinError(f"--judge {spec!r}: use refusal, llm or module:function")
+    _user_function(spec)
+
+
 def _sampler(model: Path, dtype: str, device: str, temperature: float, top_p: float, max_new_tokens: int,
-             batch_size: int):
+             batch_size: int, chat: bool | None = None):
     from critwin.samplers.hf import HFSampler
 
     return HFSampler.from_pretrained(model, dtype=dtype, device=device, temperature=temperature, top_p=top_p,
-                                     max_new_tokens=max_new_tokens, batch_size=batch_size)
+                                     max_new_tokens=max_new_tokens, batch_size=batch_size, chat=chat)
 
 
-@jailbreak_app.command("windows")
+def _common(k: int, temperature: float, top_p: float, max_new_tokens: int, batch_size: int, seed: int,
+            dtype: str, device: str, chat: str) -> None:
+    """The flags windows and repeat share, checked before anything loads."""
+    checks.whole(k, "--k")
+    checks.sampling(temperature, top_p)
+    checks.whole(max_new_tokens, "--max-new-tokens")
+    checks.whole(batch_size, "--batch-size")
+    checks.whole(seed, "--seed", 0)
+    checks.choice(chat, "--chat", checks.CHAT_MODES)
+    checks.device_and_dtype(device, dtype)
+
+
+def _case_tokens(info: Any, case_list: list, use_chat: bool, where: str) -> tuple[int, str]:
+    """(tokens, id) of the longest case as the model sees it (prompt through the chat template, then the
+    prefill), after checking that the tokenizer can encode every prompt and prefill. Needs only the
+    tokenizer, so it runs before the weights load."""
+    from critwin.samplers.hf import encode_prompt
+
+    longest, name = 0, ""
+    for c in case_list:
+        checks.encodable(info, c.prompt, f"{where} {c.id}: the prompt")
+        checks.encodable(info, c.prefill, f"{where} {c.id}: the prefill")
+        n = len(encode_prompt(info.tokenizer, c.prompt, chat=use_chat)[0])
+        n += len(info.tokenizer(c.prefill, add_special_tokens=False)["input_ids"]) if c.prefill else 0
+        if n > longest:
+            longest, name = n, c.id
+    return longest, name
+
+
+def _log_judge_failures(draws: Any) -> None:
+    """Say when the judge failed on some responses (recorded as failed items, with their reasons)."""
+    from critwin.experiments.jailbreak import JUDGE_FAILURE
+
+    failed = draws["failure"].fillna("").astype(str)
+    failed = failed[failed.str.startswith(JUDGE_FAILURE)]
+    if len(failed):
+        log(f"the judge failed on {len(failed)} of {len(draws)} responses; they are failed items, never "
+            f"outcomes (first: {failed.iloc[0][len(JUDGE_FAILURE):]})")
+
+
+@jailbreak_app.command("windows", short_help="P(comply) against the length of a prefill attack.")
 def windows(
     model: Path = typer.Option(..., "--model", help="Local Hugging Face causal LM directory (the target)."),
-    out: Path = typer.Option(..., "--out", help="New run directory."),
+    out: Path = typer.Option(..., "--out", help="Run directory (new, or this run's folder to resume it)."),
     cases: Path = typer.Option(None, "--cases", help="JSONL: prompt, prefill (optional id) per line."),
     prompt: str = typer.Option(None, "--prompt", help="A single attack prompt (instead of --cases)."),
     prefill: str = typer.Option(None, "--prefill", help="Its prefill, e.g. 'Sure, here is how to'."),
     unit: str = typer.Option("chars", "--unit", help="Cut the prefill in chars or tokens."),
     step: int = typer.Option(1, "--step", help="Cut every STEP units."),
     k: int = typer.Option(16, "--k", help="Continuations per cut."),
-    judge: str = typer.Option("refusal", "--judge", help="refusal, llm or module:function."),
+    judge: str = typer.Option("refusal", "--judge", help=JUDGE_HELP),
     judge_model: Path = typer.Option(None, "--judge-model", help="Model directory of the LLM judge."),
     rubric_file: Path = typer.Option(None, "--rubric-file", help="Rubric with {prompt} and {response}."),
     max_prefill: int = typer.Option(512, "--max-prefill", help="Longest prefill allowed, in units."),
-    temperature: float = typer.Option(1.0, "--temperature"),
-    top_p: float = typer.Option(1.0, "--top-p"),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (0 = greedy)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling threshold (1 = off)."),
     max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Continuation length in tokens."),
-    batch_size: int = typer.Option(256, "--batch-size"),
-    seed: int = typer.Option(0, "--seed"),
-    dtype: str = typer.Option("auto", "--dtype"),
-    device: str = typer.Option("auto", "--device"),
+    batch_size: int = typer.Option(256, "--batch-size", help="Rows per decoding batch."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampling (same seed, same draws)."),
+    chat: str = typer.Option("auto", "--chat", help=CHAT_HELP),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (the summary) on stdout."),
 ) -> None:
     """P(comply) against prefill length: cut each prefill, draw K continuations per cut, judge them."""
@@ -85,37 +227,62 @@ def windows(
     from critwin.report.build import write_report
     from critwin.rundir import RunDir
 
+    # Everything that can be checked without the weights is checked first: flags, paths, cases, the judge,
+    # and what the model's tokenizer and context can hold.
     if (cases is None) == (prompt is None):
         raise CritwinError("give --cases FILE or --prompt (with --prefill), not both")
+    if prompt is not None and (not prompt.strip() or prefill is None):
+        raise CritwinError("--prompt needs a non-empty prompt and --prefill")
+    if prompt is None and prefill is not None:
+        raise CritwinError("--prefill goes with --prompt; with --cases every row carries its own prefill")
+    checks.choice(unit, "--unit", ("chars", "tokens"))
+    checks.whole(step, "--step")
+    checks.whole(max_prefill, "--max-prefill")
+    _common(k, temperature, top_p, max_new_tokens, batch_size, seed, dtype, device, chat)
+    checks.out_dir(out, "jailbreak", "prefill")
     if prompt is not None:
-        if not prompt.strip() or prefill is None:
-            raise CritwinError("--prompt needs a non-empty prompt and --prefill")
         case_list = [J.AttackCase("case1", prompt, prefill)]
     else:
-        case_list = J.load_cases(cases)
-    if unit not in ("chars", "tokens"):
-        raise CritwinError(f"--unit {unit!r}: use chars or tokens")
-    # Validate every prefill before any loading or decoding (a long prefill fails fast); token cuts need
-    # the model's tokenizer, so they are checked again once it is loaded.
+        case_list = J.load_cases(cases, "--cases")
     if unit == "chars":
         for c in case_list:
             J.cut_points(c.prefill, unit, step, max_prefill=max_prefill)
+    _check_judge(judge, judge_model, rubric_file)
+    info = checks.model(model)
+    use_chat = checks.chat_mode(info, chat, needs="a prefill attack (the prefill starts the assistant turn)")
+    n_draws = sum(
+        len(J.cut_points(c.prefill, unit, step, tokenizer=info.tokenizer, max_prefill=max_prefill)[0])
+        for c in case_list
+    )
+    longest, name = _case_tokens(info, case_list, use_chat, "case")
+    checks.context(info, longest + max_new_tokens,
+                   f"case {name} (prompt and prefill: {longest} tokens) + --max-new-tokens {max_new_tokens}",
+                   "shorten the prompt or prefill, or lower --max-new-tokens")
+    checks.memory(n_draws * k, max_new_tokens, f"--k {k} with {n_draws} cuts in all", "--k", n_draws)
+    config = {"kind": "prefill", "model": str(model.resolve()), "unit": unit, "step": step, "k": k,
+              "judge": judge, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
+              "seed": seed, "max_prefill": max_prefill, "chat": chat,
+              "cases": [dataclasses.asdict(c) for c in case_list]}
+    # A rerun into the same folder with the same settings resumes it: checked before the model loads.
+    RunDir.check_resumable(out, "jailbreak", config, RESUME_KEYS, kind_key="kind")
     judge_fn = _judge(judge, judge_model, rubric_file, dtype, device)
-    sampler = _sampler(model, dtype, device, temperature, top_p, max_new_tokens, batch_size)
+    sampler = _sampler(model, dtype, device, temperature, top_p, max_new_tokens, batch_size, use_chat)
     cont = J.HFContinuer(sampler)
     for c in case_list:
         J.cut_points(c.prefill, unit, step, tokenizer=sampler.tokenizer, max_prefill=max_prefill)
+    run, resumed = RunDir.open_or_create(out, "jailbreak", config, RESUME_KEYS, kind_key="kind")
+    if resumed:
+        log(f"resuming {run.path}: {sum(run.is_finished(c.id) for c in case_list)} case(s) already finished")
     log(f"{len(case_list)} case(s): {k} continuations per cut ...")
     result = J.run_prefill_windows(case_list, cont, k=k, unit=unit, step=step, judge=judge_fn,
-                                   tokenizer=sampler.tokenizer, max_prefill=max_prefill, seed=seed)
-    run = RunDir.create(out, "jailbreak", {"kind": "prefill", "model": str(model), "unit": unit, "step": step,
-                                           "k": k, "judge": judge, "temperature": temperature, "top_p": top_p,
-                                           "max_new_tokens": max_new_tokens, "seed": seed})
+                                   tokenizer=sampler.tokenizer, max_prefill=max_prefill, seed=seed, run=run,
+                                   progress=True)
     J.write_prefill_run(result, run)
     write_report(run)
     if as_json:
         emit_json({"run_dir": str(run.path), "index": str(run.path / "index.html"), **result.summary})
         return
+    _log_judge_failures(result.draws)
     log(f"{result.summary['cases_with_window']} of {len(case_list)} case(s) have a window")
     print(run.path / "index.html")
 
@@ -130,25 +297,28 @@ def _csv(text: str, field: str, cast=str) -> list:
     return vals
 
 
-@jailbreak_app.command("repeat")
+@jailbreak_app.command("repeat", short_help="The repeated-word attack grid.")
 def repeat(
     model: Path = typer.Option(..., "--model", help="Local Hugging Face causal LM directory (the target)."),
-    out: Path = typer.Option(..., "--out", help="New run directory."),
-    request: list[str] = typer.Option(..., "--request", help="A request to attack (repeatable)."),
+    out: Path = typer.Option(..., "--out", help="Run directory (new, or this run's folder to resume it)."),
+    request: list[str] = typer.Option(
+        ..., "--request", metavar="TEXT", help="A request to attack (repeatable)."
+    ),
     words: str = typer.Option(..., "--words", help="Comma-separated words to repeat."),
     repeats: str = typer.Option("0,1,2,4,8,16,32", "--repeats", help="Comma-separated repeat counts."),
-    position: str = typer.Option("prompt", "--position", help="prompt or prefill."),
+    position: str = typer.Option("prompt", "--position", help="Repeat the word in the prompt or prefill."),
     k: int = typer.Option(16, "--k", help="Responses per cell."),
-    judge: str = typer.Option("refusal", "--judge", help="refusal, llm or module:function."),
-    judge_model: Path = typer.Option(None, "--judge-model"),
-    rubric_file: Path = typer.Option(None, "--rubric-file"),
-    temperature: float = typer.Option(1.0, "--temperature"),
-    top_p: float = typer.Option(1.0, "--top-p"),
-    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
-    batch_size: int = typer.Option(256, "--batch-size"),
-    seed: int = typer.Option(0, "--seed"),
-    dtype: str = typer.Option("auto", "--dtype"),
-    device: str = typer.Option("auto", "--device"),
+    judge: str = typer.Option("refusal", "--judge", help=JUDGE_HELP),
+    judge_model: Path = typer.Option(None, "--judge-model", help="Model directory of the LLM judge."),
+    rubric_file: Path = typer.Option(None, "--rubric-file", help="Rubric with {prompt} and {response}."),
+    temperature: float = typer.Option(1.0, "--temperature", help="Sampling temperature (0 = greedy)."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling threshold (1 = off)."),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens", help="Response length in tokens."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Rows per decoding batch."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampling (same seed, same draws)."),
+    chat: str = typer.Option("auto", "--chat", help=CHAT_HELP),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """The repeated-word attack: requests × words × repeat counts, K judged responses per cell."""
@@ -156,28 +326,94 @@ def repeat(
     from critwin.report.build import write_report
     from critwin.rundir import RunDir
 
-    case_list = J.repeated_word_cases(request, _csv(words, "--words"), _csv(repeats, "--repeats", int),
-                                      position=position)
+    # Flags, paths, the judge and what the model can hold are checked before the weights load.
+    checks.choice(position, "--position", ("prompt", "prefill"))
+    _common(k, temperature, top_p, max_new_tokens, batch_size, seed, dtype, device, chat)
+    if any(not r.strip() for r in request):
+        raise CritwinError("--request: empty request; give the text of each request")
+    counts = _csv(repeats, "--repeats", int)
+    if any(r < 0 for r in counts) or len(set(counts)) != len(counts):
+        raise CritwinError(f"--repeats {repeats!r}: give distinct whole numbers >= 0, e.g. 0,1,2,4,8")
+    checks.out_dir(out, "jailbreak", "repeat")
+    _check_judge(judge, judge_model, rubric_file)
+    info = checks.model(model)
+    needs = "--position prefill (the prefill starts the assistant turn)" if position == "prefill" else None
+    use_chat = checks.chat_mode(info, chat, needs=needs)
+    # The largest count is tokenized before the grid is built, so a huge one is refused at once.
+    top = max(counts)
+    n_top, _ = _case_tokens(info, J.repeated_word_cases(request, _csv(words, "--words"), [top],
+                                                        position=position), use_chat, "--request")
+    if info.context is not None and n_top + max_new_tokens > info.context:
+        n_none, _ = _case_tokens(info, J.repeated_word_cases(request, _csv(words, "--words"), [0],
+                                                             position=position), use_chat, "--request")
+        per = max((n_top - n_none) / top, 1e-9) if top else 1.0
+        most = max(int((info.context - max_new_tokens - n_none) // per), 0)
+        raise CritwinError(
+            f"--repeats {top}: the longest prompt then has {n_top} tokens, and with --max-new-tokens "
+            f"{max_new_tokens} it needs {n_top + max_new_tokens}, but the context of {info.path} holds "
+            f"{info.context} (max_position_embeddings in its config.json); use repeat counts up to {most}"
+        )
+    case_list = J.repeated_word_cases(request, _csv(words, "--words"), counts, position=position)
+    checks.memory(len(case_list) * k, max_new_tokens, f"--k {k} with {len(case_list)} cells", "--k",
+                  len(case_list))
+    config = {"kind": "repeat", "model": str(model.resolve()), "requests": list(request), "words": words,
+              "repeats": repeats, "position": position, "k": k, "judge": judge, "seed": seed,
+              "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "chat": chat}
+    RunDir.check_resumable(out, "jailbreak", config, RESUME_KEYS, kind_key="kind")
     judge_fn = _judge(judge, judge_model, rubric_file, dtype, device)
-    cont = J.HFContinuer(_sampler(model, dtype, device, temperature, top_p, max_new_tokens, batch_size))
-    result = J.run_repeat_grid(case_list, cont, k=k, judge=judge_fn, seed=seed)
-    run = RunDir.create(out, "jailbreak", {"kind": "repeat", "model": str(model), "words": words,
-                                           "repeats": repeats, "position": position, "k": k, "judge": judge,
-                                           "seed": seed})
+    cont = J.HFContinuer(_sampler(model, dtype, device, temperature, top_p, max_new_tokens, batch_size,
+                                  use_chat))
+    run, resumed = RunDir.open_or_create(out, "jailbreak", config, RESUME_KEYS, kind_key="kind")
+    result = J.run_repeat_grid(case_list, cont, k=k, judge=judge_fn, seed=seed, run=run, progress=True)
     J.write_repeat_run(result, run)
     write_report(run)
+    _log_judge_failures(result.draws)
     if as_json:
         emit_json({"run_dir": str(run.path), "grid": result.table.to_dict(orient="records")})
         return
     print(run.path / "index.html")
 
 
-@jailbreak_app.command("detect")
+def _check_detect_models(info_a: Any, info_u: Any, examples: list, system: str | None) -> None:
+    """Both tokenizers render chats, know every character of the rows, and split text identically:
+    per-token means under the two models are compared, so both must count the same tokens."""
+    for info, flag in ((info_a, "--aligned"), (info_u, "--unaligned")):
+        if not info.has_chat_template:
+            raise CritwinError(
+                f"{flag} {info.path}: the tokenizer has no chat template, which detect needs to find the "
+                "prompt and the completion in the rendered chat; add one to the model directory"
+            )
+    va, vu = info_a.tokenizer.get_vocab(), info_u.tokenizer.get_vocab()
+    if va != vu:
+        differ = len(set(va.items()) ^ set(vu.items()))
+        raise CritwinError(
+            f"--aligned and --unaligned have different tokenizers ({len(va)} vs {len(vu)} tokens, {differ} "
+            "entries differ), so their per-token log-probabilities are not comparable; pass two models that "
+            "share one tokenizer (e.g. a model and its abliterated copy)"
+        )
+    where = [(f"--data row {i}", t) for i, e in enumerate(examples, 1) for t in (e.prompt, e.completion)]
+    where += [("--system", system)] if system else []
+    ids_a = info_a.tokenizer([t for _, t in where], add_special_tokens=False)["input_ids"]
+    ids_u = info_u.tokenizer([t for _, t in where], add_special_tokens=False)["input_ids"]
+    for (name, _), a, u in zip(where, ids_a, ids_u, strict=True):
+        if a != u:
+            raise CritwinError(
+                f"{name}: the tokenizers of --aligned and --unaligned split it differently, so per-token "
+                "log-probabilities are not comparable; pass two models that share one tokenizer"
+            )
+    for i, e in enumerate(examples, 1):
+        for field, text in (("prompt", e.prompt), ("completion", e.completion)):
+            checks.encodable(info_a, text, f"--data row {i}: the {field}")
+    if system:
+        checks.encodable(info_a, system, "--system")
+
+
+@jailbreak_app.command("detect", short_help="The likelihood-ratio jailbreak detector.")
 def detect(
     aligned: Path = typer.Option(..., "--aligned", help="Aligned model directory."),
     unaligned: Path = typer.Option(..., "--unaligned", help="Unaligned (e.g. abliterated) model directory."),
     data: Path = typer.Option(..., "--data", help="JSONL rows: prompt, completion, label (0/1), split."),
-    out: Path = typer.Option(..., "--out", help="New run directory (scores, metrics, ROC report)."),
+    out: Path = typer.Option(..., "--out", help="Run directory (scores, metrics, ROC report)."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the intervals (0 = none)."),
     level: float = typer.Option(0.95, "--level", help="Confidence level of the intervals."),
     negatives: str = typer.Option("auto", "--negatives", help="auto, split or pooled benign rows per split."),
@@ -185,8 +421,8 @@ def detect(
     system: str = typer.Option(None, "--system", help="System prompt rendered before the user turn."),
     batch_size: int = typer.Option(16, "--batch-size", help="Sequences per forward pass."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
-    dtype: str = typer.Option("auto", "--dtype"),
-    device: str = typer.Option("auto", "--device"),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
     as_json: bool = typer.Option(False, "--json", help='Print {"splits": {split: {statistic: {...}}}}.'),
 ) -> None:
     """Score (prompt, completion) pairs under an aligned and an unaligned model and evaluate the
@@ -196,18 +432,33 @@ def detect(
     from critwin.rundir import RunDir
     from critwin.samplers.hf import load_causal_lm
 
-    if boundary not in ("strict", "expand"):
-        raise CritwinError(f"--boundary {boundary!r}: use strict or expand")
-    examples = D.load_examples(data)
+    # Flags, paths, the rows and both tokenizers are checked before any weight loads.
+    checks.choice(boundary, "--boundary", ("strict", "expand"))
+    checks.choice(negatives, "--negatives", ("auto", "split", "pooled"))
+    checks.whole(n_boot, "--n-boot", 0)
+    checks.probability(level, "--level", open_high=True)
+    checks.whole(batch_size, "--batch-size")
+    checks.whole(seed, "--seed", 0)
+    checks.device_and_dtype(device, dtype)
+    checks.out_dir(out, "jailbreak", "detect")
+    examples = D.load_examples(data, what="--data")
+    _check_detect_models(checks.model(aligned, "--aligned"), checks.model(unaligned, "--unaligned"), examples,
+                         system)
+    checks.memory(max(n_boot, 1) * len(examples), 1, f"--n-boot {n_boot} over {len(examples)} rows",
+                  "--n-boot", len(examples))
+    config = {"kind": "detect", "aligned": str(aligned.resolve()), "unaligned": str(unaligned.resolve()),
+              "data": str(data.resolve()), "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
+              "n_boot": n_boot, "level": level, "seed": seed, "boundary": boundary, "negatives": negatives,
+              "system": system}
+    RunDir.check_resumable(out, "jailbreak", config, (*RESUME_KEYS, "data_sha256"), kind_key="kind")
     pair_a = load_causal_lm(aligned, dtype=dtype, device=device)
     pair_u = load_causal_lm(unaligned, dtype=dtype, device=device)
+    run, resumed = RunDir.open_or_create(out, "jailbreak", config, (*RESUME_KEYS, "data_sha256"),
+                                         kind_key="kind")
     log(f"scoring {len(examples)} rows under both models ...")
-    scored = D.score_examples(examples, pair_a, pair_u, system=system, boundary=boundary,
-                              batch_size=batch_size)
+    scored = D.score_examples_in_parts(examples, pair_a, pair_u, run, system=system, boundary=boundary,
+                                       batch_size=batch_size, progress=True)
     metrics = D.evaluate(scored.table, n_boot=n_boot, level=level, seed=seed, negatives=negatives)
-    config = {"kind": "detect", "aligned": str(aligned), "unaligned": str(unaligned), "data": str(data),
-              "n_boot": n_boot, "level": level, "seed": seed, "boundary": boundary, "negatives": negatives}
-    run = RunDir.create(out, "jailbreak", config)
     D.write_detect_run(scored, metrics, run)
     write_report(run)
     compact = D.strip_roc(metrics)
@@ -217,5 +468,8 @@ def detect(
     for split, per in compact["splits"].items():
         for stat, e in per.items():
             if isinstance(e, dict) and "auroc" in e:
-                log(f"{split:>12} {stat:<26} AUROC {e['auroc']:.3f}  TPR@1%FPR {e['tpr_at_1pct_fpr']:.3f}")
+                tpr = e.get("tpr_at_1pct_fpr")
+                tpr_text = (f"{tpr:.3f}" if tpr is not None
+                            else e.get("tpr_at_1pct_fpr_reason", "not estimable"))
+                log(f"{split:>12} {stat:<26} AUROC {e['auroc']:.3f}  TPR@1%FPR {tpr_text}")
     print(run.path / "index.html")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 import typer
 
+from critwin.cli import checks
 from critwin.cli.app import app, emit_json, log
 from critwin.errors import CritwinError
+
+BUNDLED_PROBLEM_FILES = ("reasoning_problems.jsonl", "reasoning_problems_heldout.jsonl")
+"""The running-sum problem files shipped in critwin/assets: --task defaults to arith for them."""
 
 
 def _parse_fractions(text: str) -> tuple[float, ...]:
@@ -23,7 +28,67 @@ def _parse_fractions(text: str) -> tuple[float, ...]:
         ) from None
 
 
-@app.command("scan")
+def _bundled(path: Path) -> bool:
+    """Whether `path` is one of the running-sum problem files shipped with critwin."""
+    assets = Path(__file__).resolve().parents[1] / "assets"
+    return any(path.resolve() == (assets / name).resolve() for name in BUNDLED_PROBLEM_FILES)
+
+
+def _fit_to_model(sets, info, use_chat: bool, max_new: int | None, base: int, strict: bool):
+    """Problems and the response length the model can hold, checked from its tokenizer and config.
+
+    A problem whose prompt has characters the tokenizer cannot encode, or whose prompt plus the response
+    budget exceeds the context, is skipped and counted (an error with --strict). An explicit
+    --max-new-tokens that no prompt can fit next to is an error with the limit; the default shrinks to
+    what the longest prompt leaves (and says so).
+    Returns (sets, max_new_tokens).
+    """
+    from critwin.samplers.hf import describe_chars, encode_prompt, unknown_chars
+
+    lengths: list[dict[str, int]] = []
+    unknown: list[dict[str, str]] = []
+    for ps in sets:
+        lens, bad = {}, {}
+        for prob in ps:
+            text = prob.prompt()
+            chars = unknown_chars(info.tokenizer, text)
+            if chars:
+                bad[prob.id] = f"the model's tokenizer cannot encode {describe_chars(chars, 2)}"
+            else:
+                lens[prob.id] = len(encode_prompt(info.tokenizer, text, chat=use_chat)[0])
+        lengths.append(lens)
+        unknown.append(bad)
+    ctx = info.context
+    all_lens = [n for lens in lengths for n in lens.values()]
+    if ctx is not None and all_lens:
+        shortest, longest = min(all_lens), max(all_lens)
+        if max_new is not None and shortest + max_new > ctx:
+            raise CritwinError(
+                f"--max-new-tokens {max_new}: the context of {info.path} holds {ctx} tokens "
+                f"(max_position_embeddings in its config.json), prompt included, and the shortest prompt has "
+                f"{shortest}; use --max-new-tokens {max(ctx - longest, 1)} or less"
+            )
+        if max_new is None:
+            room = ctx - longest if ctx - longest >= 1 else ctx // 2
+            if room < base:
+                log(f"--max-new-tokens defaults to {room}: the context of {info.path} holds {ctx} tokens "
+                    f"and the longest prompt has {longest}")
+            max_new = min(base, room)
+    max_new = base if max_new is None else max_new
+    out = []
+    for ps, lens, bad in zip(sets, lengths, unknown, strict=True):
+        reasons = dict(bad)
+        if ctx is not None:
+            reasons.update({
+                pid: f"prompt of {n} tokens + --max-new-tokens {max_new} exceeds the model's context {ctx}"
+                for pid, n in lens.items() if n + max_new > ctx
+            })
+        ps = ps.without(reasons, strict=strict)
+        out.append(ps)
+    return out, max_new
+
+
+@app.command("scan", short_help="Critical windows in chain-of-thought reasoning.")
 def scan_cmd(
     model: Path = typer.Option(
         None,
@@ -33,13 +98,14 @@ def scan_cmd(
     data: list[Path] = typer.Option(
         None,
         "--data",
+        metavar="FILE",
         help="JSONL file of problems (repeat for several "
         "datasets; default: the bundled running-sum problems).",
     ),
     task: str = typer.Option(
         None,
         "--task",
-        help="math, mc, exact or arith (default: arith for the bundled problems, exact otherwise).",
+        help="math, mc, exact or arith (default: arith for the bundled problem files, exact otherwise).",
     ),
     out: Path = typer.Option(
         ..., "--out", help="Run directory (new, or an earlier run with the same settings to resume it)."
@@ -82,7 +148,8 @@ def scan_cmd(
     max_new_tokens: int = typer.Option(
         None,
         "--max-new-tokens",
-        help="Longest response in tokens (default: 2048; 300 for the bundled model).",
+        help="Longest response in tokens (default: 2048, at most what the context leaves; 300 for the "
+        "bundled model).",
     ),
     chat: str = typer.Option(
         "auto",
@@ -100,8 +167,7 @@ def scan_cmd(
     threads: int = typer.Option(
         None,
         "--threads",
-        help="CPU threads for torch (default: torch's choice; 1 is "
-        "fastest for tiny models on busy machines).",
+        help="CPU threads for torch (default: measured per model; tiny models use 1).",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
     as_json: bool = typer.Option(
@@ -124,28 +190,29 @@ def scan_cmd(
         raise CritwinError(f"--threads {threads}: use a whole number >= 1")
     if batch_size < 1:
         raise CritwinError(f"--batch-size {batch_size}: use a whole number >= 1")
-    if model is not None and not model.is_dir():
-        raise CritwinError(f"--model {model} is not a directory; pass a local Hugging Face model directory")
-    for path in data or []:
-        if not path.exists():
-            raise CritwinError(f"--data {path} not found; pass an existing JSONL file")
-    if out.exists() and not out.is_dir():
-        raise CritwinError(f"--out {out} is a file; choose a folder")
+    if max_new_tokens is not None:
+        checks.whole(max_new_tokens, "--max-new-tokens")
+    checks.device_and_dtype(device, dtype)
+    checks.probability(level, "--level", open_high=True)
+    checks.probability(paper_threshold, "--paper-threshold")
+    if elicit_prompt is not None and not elicit_prompt.strip():
+        raise CritwinError("--elicit-prompt is empty; give the follow-up question or drop the flag")
+    if dataset is None:
+        checks.input_files(data or [], "--data", "a JSONL file of problems")
+    else:
+        for path in data or []:  # a Hub-schema copy may be a folder (save_to_disk) or one data file
+            if not path.exists():
+                raise CritwinError(f"--data {path} does not exist; pass the local copy of the dataset")
+    checks.out_dir(out, "reasoning")
     from transformers.utils import logging as hf_logging
 
     from critwin.experiments import reasoning as R
 
     hf_logging.disable_progress_bar()  # the weight-loading bar would break the one-line error contract
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-
     bundled_data = not data
     if task is None:
-        task = "arith" if bundled_data else "exact"
-    if max_new_tokens is None:
-        max_new_tokens = 300 if model is None else 2048
+        task = "arith" if all(_bundled(p) for p in data or []) and dataset is None else "exact"
+    base_max_new = 300 if model is None else 2048
     cfg = R.ReasoningConfig(
         task=task,
         k=k,
@@ -155,7 +222,7 @@ def scan_cmd(
         seed=seed,
         temperature=temperature,
         top_p=top_p,
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=base_max_new if max_new_tokens is None else max_new_tokens,
         chat={"auto": None, "on": True, "off": False}[chat],
         elicit_prompt=elicit_prompt,
         level=level,
@@ -168,6 +235,20 @@ def scan_cmd(
         R.load_reasoning_problems(p, task, dataset=dataset, fields=fields, strict=strict, limit=limit)
         for p in paths
     ]
+    # What the model can hold, from its tokenizer and config.json, before any weight loads.
+    info = checks.model(model or R.BUNDLED_MODEL)
+    use_chat = checks.chat_mode(info, chat)
+    if answer_from == "elicit" and not use_chat:
+        raise CritwinError(
+            "--answer-from elicit asks for the answer in a second user turn, which needs the chat template; "
+            + ("drop --chat off" if info.has_chat_template else
+               f"the tokenizer of {info.path} has none, so add one to the model directory")
+            + " or use --answer-from continuation"
+        )
+    sets, max_new = _fit_to_model(sets, info, use_chat, max_new_tokens, base_max_new, strict)
+    cfg = dataclasses.replace(cfg, max_new_tokens=max_new)
+    n_cuts = (max_new // cfg.dense_step + 1) if cfg.dense_step else len(cfg.fractions)
+    checks.memory(cfg.k * n_cuts, max_new, f"-k {cfg.k} with {n_cuts} cuts per problem", "-k", n_cuts)
     for ps in sets:
         if ps.n_skipped:
             log(ps.report())
@@ -179,6 +260,7 @@ def scan_cmd(
         out,
         device=device,
         dtype=dtype,
+        threads="auto" if threads is None else threads,
         config_extra={"fields": fields, "dataset": dataset, "limit": limit},
         progress=progress,
         log=log,

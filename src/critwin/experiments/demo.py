@@ -256,6 +256,8 @@ def run_demo(
 
 def _write_json_key(path: Path, key: str, value: Any) -> None:
     """Set one top-level key of a JSON file (created if missing); write_report keeps such keys."""
+    from critwin.rundir import write_json
+
     data = json.loads(path.read_text()) if path.exists() else {}
     data[key] = value
-    path.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
+    write_json(path, jsonable(data))

@@ -24,11 +24,14 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from critwin.errors import CritwinError
+from critwin.errors import CritwinError, RunInterrupted
 from critwin.features.judges import COMPLY, REFUSE, UNCLEAR, Judge, as_judge
-from critwin.rundir import RunDir
+from critwin.files import read_text
+from critwin.rundir import RunDir, atomic_write, case_key, write_json
 from critwin.samplers.base import Failure
 from critwin.scan import Curve, Draws, wilson_interval
+from critwin.seeds import case_rng
+from critwin.serialize import jsonable
 from critwin.windows import Window, detect_windows
 
 CutUnit = Literal["chars", "tokens"]
@@ -47,13 +50,16 @@ class AttackCase:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def load_cases(path: str | Path) -> list[AttackCase]:
-    """Read attack cases from JSONL: {"prompt": ..., "prefill": ..., "id": optional, other fields -> meta}."""
+def load_cases(path: str | Path, what: str = "cases") -> list[AttackCase]:
+    """Read attack cases from JSONL: {"prompt": ..., "prefill": ..., "id": optional, other fields -> meta}.
+
+    Every row must name its prefill (a row without one would silently attack with no prefill at all);
+    write "prefill": "" to measure the bare prompt. `what` names the flag in error messages.
+    """
+    text = read_text(path, what, "a UTF-8 JSONL file with prompt and prefill fields")
     path = Path(path)
-    if not path.is_file():
-        raise CritwinError(f"cases: {path} does not exist; pass a JSONL file with prompt and prefill fields")
     cases = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -63,18 +69,23 @@ def load_cases(path: str | Path) -> list[AttackCase]:
                                "line") from err
         if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
             raise CritwinError(f"{path.name} line {lineno}: needs a non-empty string field 'prompt'")
-        prefill = row.get("prefill", "")
+        if "prefill" not in row:
+            raise CritwinError(
+                f"{path.name} line {lineno}: no 'prefill' field; add the assistant prefill to attack with "
+                '(or "prefill": "" for none)'
+            )
+        prefill = row["prefill"]
         if not isinstance(prefill, str):
             raise CritwinError(f"{path.name} line {lineno}: 'prefill' must be a string")
         cid = str(row.get("id", f"case{lineno}"))
         meta = {k: v for k, v in row.items() if k not in ("prompt", "prefill", "id")}
         cases.append(AttackCase(cid, row["prompt"], prefill, meta))
     if not cases:
-        raise CritwinError(f"cases: {path} holds no rows; add one JSON object per line")
+        raise CritwinError(f"{what} {path} holds no rows; add one JSON object per line")
     ids = [c.id for c in cases]
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
-        raise CritwinError(f"cases: duplicate ids {dup}; give every row a distinct 'id'")
+        raise CritwinError(f"{what} {path}: duplicate ids {dup}; give every row a distinct 'id'")
     return cases
 
 
@@ -167,7 +178,8 @@ def cut_points(
     length = len(bounds) - 1
     if length > max_prefill:
         raise CritwinError(
-            f"prefill has {length} {unit}, over max_prefill={max_prefill}; shorten it or raise max_prefill"
+            f"prefill has {length} {unit}, over the limit max_prefill={max_prefill} (--max-prefill); shorten "
+            "it or raise the limit"
         )
     kept = list(range(0, length + 1, step))
     if kept[-1] != length:
@@ -230,71 +242,156 @@ def run_prefill_windows(
     seed: int | np.random.Generator = 0,
     level: float = 0.99,
     min_jump: float = 0.2,
+    run: RunDir | None = None,
+    progress: bool = False,
 ) -> PrefillResult:
     """P(comply) vs prefill length for every case: cut each prefill every `step` units, draw k continuations
-    per cut (all cuts of all cases in one backend call), judge prompt + (prefill cut + continuation).
+    per cut (all cuts of one case in one backend call, seeded by (seed, case id)), judge prompt + (prefill
+    cut + continuation).
 
     Curves use t = prefill units removed (t = 0: full prefill); windows are drops of P(comply) as t grows,
     i.e. rises with prefill length. Failed draws and "unclear" verdicts are failed items, never outcomes.
+    With `run`, every case is stored as soon as it is judged and cases already stored there are read back
+    instead of drawn again (resume); Ctrl-C raises `RunInterrupted` with what was saved.
     """
     if k < 1:
         raise CritwinError(f"k={k}: draw at least one continuation per cut")
     if not cases:
         raise CritwinError("cases: empty; give at least one attack case")
     judge_fn = as_judge(judge)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    base = int(seed.integers(2**63)) if isinstance(seed, np.random.Generator) else int(seed)
     if unit == "tokens" and tokenizer is None:
         tokenizer = getattr(continuer, "tokenizer", None)
-    plans = []
-    items: list[tuple[str, str]] = []
-    for c in cases:
-        offsets, kept = cut_points(c.prefill, unit, step, tokenizer=tokenizer, max_prefill=max_prefill)
-        plans.append((c, offsets, kept))
-        items += [(c.prompt, c.prefill[:o]) for o in offsets]
-    conts = continuer.continue_prefills(items, k, rng)
-    if len(conts) != len(items) or any(len(row) != k for row in conts):
-        raise CritwinError(f"{type(continuer).__name__} returned the wrong number of continuations; need {k} "
-                           "each")
+    plans = [
+        (c, *cut_points(c.prefill, unit, step, tokenizer=tokenizer, max_prefill=max_prefill)) for c in cases
+    ]
+    results: list[CaseCurve] = []
 
-    rows: list[dict[str, Any]] = []
-    to_judge: list[int] = []
-    pos = 0
-    for c, offsets, kept in plans:
-        length = kept[-1]
-        for o, j in zip(offsets, kept, strict=True):
-            for d, cont in enumerate(conts[pos]):
-                failed = isinstance(cont, Failure)
-                response = c.prefill[:o] + ("" if failed else cont)
-                rows.append(
-                    {
-                        "case": c.id, "prompt": c.prompt, "kept": j, "t": float(length - j), "draw": d,
-                        "prefill_cut": c.prefill[:o], "continuation": None if failed else cont,
-                        "response": response, "failure": cont.reason if failed else None, "label": UNCLEAR,
-                    }
-                )
-                if not failed:
-                    to_judge.append(len(rows) - 1)
-            pos += 1
+    def draw(i: int) -> pd.DataFrame:
+        c, offsets, kept = plans[i]
+        return _draw_prefill_case(c, offsets, kept, continuer, k, judge_fn, case_rng(base, c.id))
+
+    def finish(i: int, sub: pd.DataFrame, fresh: bool) -> None:
+        c, _offsets, kept = plans[i]
+        by_t = {float(t): list(g["label"]) for t, g in sub.groupby("t")}
+        curve = _curve(by_t, COMPLY, unit, kept[-1])
+        wins = tuple(detect_windows(curve, level=level, min_jump=min_jump)) if len(curve) > 1 else ()
+        res = CaseCurve(c, unit, kept[-1], curve, wins)
+        if fresh and run is not None:
+            _write_prefill_case(res, sub, run, order=i)
+        results.append(res)
+
+    frames = _each_unit([c.id for c, _, _ in plans], run, draw, finish, progress, "cases")
+    draws = pd.concat(frames, ignore_index=True)
+    return PrefillResult(tuple(results), draws, _summary(results, draws))
+
+
+DRAWS_TABLE = "draws"  # raw: one part per case (or per request × word) with every judged draw
+
+
+def _each_unit(
+    names: Sequence[str],
+    run: RunDir | None,
+    draw: Callable[[int], pd.DataFrame],
+    finish: Callable[[int, pd.DataFrame, bool], None],
+    progress: bool,
+    unit: str,
+) -> list[pd.DataFrame]:
+    """The judged draws of every unit of work (a case, or a request × word pair), in order: read back from
+    `run` when an earlier attempt finished it, else `draw(i)`, stored at once; then `finish(i, draws,
+    fresh)`. Ctrl-C raises `RunInterrupted` with how many units are saved."""
+    frames: list[pd.DataFrame] = []
+    bar = None
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(names), desc="critwin jailbreak", unit=unit, file=sys.stderr)
+    try:
+        for i, name in enumerate(names):
+            sub = _stored_draws(run, name)
+            fresh = sub is None
+            if fresh:
+                if run is not None:
+                    run.start_case(name)
+                sub = draw(i)
+                if run is not None:
+                    run.write_part(DRAWS_TABLE, case_key(name), sub)
+            finish(i, sub, fresh)
+            frames.append(sub)
+            if bar is not None:
+                bar.update(1)
+    except KeyboardInterrupt:
+        if run is None:
+            raise
+        # Counted from what is on disk: the interrupt may land between a unit's write and its bookkeeping.
+        raise RunInterrupted(sum(map(run.is_finished, names)), len(names), run.path) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    return frames
+
+
+def _stored_draws(run: RunDir | None, case: str) -> pd.DataFrame | None:
+    """The judged draws of a case finished in an earlier attempt of `run` (None: compute it)."""
+    if run is None or not run.is_finished(case):
+        return None
+    return run.read_part(DRAWS_TABLE, case_key(case))
+
+
+JUDGE_FAILURE = "judge: "
+"""Prefix of the failure reason of a draw the judge could not label (its error follows)."""
+
+
+def _judge_rows(rows: list[dict[str, Any]], judge_fn: Judge) -> None:
+    """Label every row whose draw did not fail (verdicts in place; failed draws stay "unclear")."""
+    to_judge = [i for i, r in enumerate(rows) if r["failure"] is None]
     labels = judge_fn([rows[i]["prompt"] for i in to_judge], [rows[i]["response"] for i in to_judge])
     if len(labels) != len(to_judge):
         raise CritwinError(f"judge returned {len(labels)} labels for {len(to_judge)} responses; return one "
                            "each")
     for i, lab in zip(to_judge, labels, strict=True):
-        rows[i]["label"] = lab
-    draws = pd.DataFrame(rows)
+        if isinstance(lab, Failure):  # the judge (user code) failed on this item: a failed item, with why
+            rows[i]["label"], rows[i]["failure"] = UNCLEAR, f"{JUDGE_FAILURE}{lab.reason}"
+        else:
+            rows[i]["label"] = lab
 
-    results = []
-    for c, _offsets, kept in plans:
-        sub = draws[draws["case"] == c.id]
-        by_t = {float(t): list(g["label"]) for t, g in sub.groupby("t")}
-        curve = _curve(by_t, COMPLY, unit, kept[-1])
-        wins = tuple(detect_windows(curve, level=level, min_jump=min_jump)) if len(curve) > 1 else ()
-        results.append(CaseCurve(c, unit, kept[-1], curve, wins))
-    summary = _summary(results, draws)
-    return PrefillResult(tuple(results), draws, summary)
+
+def _draw_prefill_case(
+    c: AttackCase,
+    offsets: Sequence[int],
+    kept: Sequence[int],
+    continuer: PrefillContinuer,
+    k: int,
+    judge_fn: Judge,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """Every judged draw of one prefill case: k continuations per cut."""
+    items = [(c.prompt, c.prefill[:o]) for o in offsets]
+    conts = continuer.continue_prefills(items, k, rng)
+    if len(conts) != len(items) or any(len(row) != k for row in conts):
+        raise CritwinError(f"{type(continuer).__name__} returned the wrong number of continuations; need {k} "
+                           "each")
+    length = kept[-1]
+    rows: list[dict[str, Any]] = []
+    for o, j, per_cut in zip(offsets, kept, conts, strict=True):
+        for d, cont in enumerate(per_cut):
+            failed = isinstance(cont, Failure)
+            rows.append(
+                {
+                    "case": c.id, "prompt": c.prompt, "kept": j, "t": float(length - j), "draw": d,
+                    "prefill_cut": c.prefill[:o], "continuation": None if failed else cont,
+                    "response": c.prefill[:o] + ("" if failed else cont),
+                    "failure": cont.reason if failed else None, "label": UNCLEAR,
+                }
+            )
+    _judge_rows(rows, judge_fn)
+    return pd.DataFrame(rows)
 
 
 def _summary(results: Sequence[CaseCurve], draws: pd.DataFrame) -> dict[str, Any]:
+    judged_failed = draws["failure"].fillna("").astype(str).str.startswith(JUDGE_FAILURE)
     per_case = []
     for r in results:
         p = r.curve.p_hat
@@ -315,7 +412,8 @@ def _summary(results: Sequence[CaseCurve], draws: pd.DataFrame) -> dict[str, Any
         "n_cases": len(results),
         "n_draws": int(len(draws)),
         "label_counts": {k: int(v) for k, v in Counter(draws["label"]).items()},
-        "n_backend_failures": int(draws["failure"].notna().sum()),
+        "n_backend_failures": int((draws["failure"].notna() & ~judged_failed).sum()),
+        "n_judge_failures": int(judged_failed.sum()),
         "cases_with_window": sum(1 for r in results if r.windows),
         "per_case": per_case,
     }
@@ -335,31 +433,41 @@ def _draws_of(rows: pd.DataFrame, t_col: str, reference: str) -> Draws:
     return Draws(tuple(ts), samples, labels, failures, reference)
 
 
+def _write_prefill_case(r: CaseCurve, sub: pd.DataFrame, run: RunDir, order: int) -> None:
+    """Store one prefill case's draws, curve and windows (its case record is written last: the mark that
+    the case is finished)."""
+    run.write_draws(r.case.id, _draws_of(sub, "t", COMPLY))
+    run.write_curve(r.case.id, r.curve, order=order)
+    cuts = sub.drop_duplicates("kept").sort_values("kept")
+    run.write_case(
+        r.case.id,
+        detected=r.windows,
+        meta={
+            "title": f"{r.case.id}: {r.case.prompt[:60]}",
+            "kind": "prefill",
+            "prompt": r.case.prompt,
+            "prefill": r.case.prefill,
+            "unit": r.unit,
+            "length": r.length,
+            "kept": [int(v) for v in cuts["kept"]],
+            "cut_texts": list(cuts["prefill_cut"]),
+            "feature": "judge verdict (comply counts as kept)",
+            "n": int(sub["draw"].max() + 1) if len(sub) else 0,
+        },
+        order=order,
+    )
+
+
 def write_prefill_run(result: PrefillResult, run: RunDir) -> RunDir:
     """Store prefill-attack curves, windows and every judged draw in a run directory (experiment
-    "jailbreak", config kind "prefill"); the summary goes to jailbreak.json."""
-    for r in result.cases:
-        sub = result.draws[result.draws["case"] == r.case.id]
-        run.write_draws(r.case.id, _draws_of(sub, "t", COMPLY))
-        run.write_curve(r.case.id, r.curve)
-        cuts = sub.drop_duplicates("kept").sort_values("kept")
-        run.write_case(
-            r.case.id,
-            detected=r.windows,
-            meta={
-                "title": f"{r.case.id}: {r.case.prompt[:60]}",
-                "kind": "prefill",
-                "prompt": r.case.prompt,
-                "prefill": r.case.prefill,
-                "unit": r.unit,
-                "length": r.length,
-                "kept": [int(v) for v in cuts["kept"]],
-                "cut_texts": list(cuts["prefill_cut"]),
-                "feature": "judge verdict (comply counts as kept)",
-                "n": int(sub["draw"].max() + 1) if len(sub) else 0,
-            },
-        )
-    (run.path / "jailbreak.json").write_text(json.dumps(result.summary, indent=1, default=str))
+    "jailbreak", config kind "prefill"); the summary goes to jailbreak.json. Cases already stored by
+    `run_prefill_windows(run=...)` are not written again."""
+    for i, r in enumerate(result.cases):
+        if not run.is_finished(r.case.id):
+            sub = result.draws[result.draws["case"] == r.case.id]
+            run.write_part(DRAWS_TABLE, case_key(r.case.id), sub.reset_index(drop=True))
+            _write_prefill_case(r, sub, run, order=i)
+    write_json(run.path / "jailbreak.json", jsonable(result.summary), indent=1)
     return run
 
 
@@ -425,11 +533,15 @@ def run_repeat_grid(
     level: float = 0.99,
     min_jump: float = 0.2,
     ci_level: float = 0.95,
+    run: RunDir | None = None,
+    progress: bool = False,
 ) -> RepeatGridResult:
-    """Draw k responses per repeated-word case (one backend call), judge them, and tabulate the grid.
+    """Draw k responses per repeated-word case, judge them, and tabulate the grid.
 
-    Curves: per (request, word), t = repeat count (the attack grows with t) and "kept" = refuse, so a
-    window is where refusals drop as the word is repeated more often.
+    The unit of work is one (request, word) pair with all its repeat counts (one backend call, seeded by
+    (seed, request, word)). Curves: per (request, word), t = repeat count (the attack grows with t) and
+    "kept" = refuse, so a window is where refusals drop as the word is repeated more often. With `run`,
+    each pair is stored as soon as it is judged and pairs already stored are read back (resume).
     """
     if k < 1:
         raise CritwinError(f"k={k}: draw at least one response per cell")
@@ -437,10 +549,53 @@ def run_repeat_grid(
         if not {"request", "word", "repeats"} <= set(c.meta):
             raise CritwinError(f"case {c.id}: not from repeated_word_cases (needs request/word/repeats meta)")
     judge_fn = as_judge(judge)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    conts = continuer.continue_prefills([(c.prompt, c.prefill) for c in cases], k, rng)
-    rows, to_judge = [], []
-    for c, per in zip(cases, conts, strict=True):
+    base = int(seed.integers(2**63)) if isinstance(seed, np.random.Generator) else int(seed)
+    groups: dict[tuple[int, str], list[AttackCase]] = {}
+    for c in cases:
+        groups.setdefault((int(c.meta["request"]), str(c.meta["word"])), []).append(c)
+    keys = list(groups)
+    curves: dict[tuple[int, str], Curve] = {}
+    windows: dict[tuple[int, str], tuple[Window, ...]] = {}
+
+    def draw(i: int) -> pd.DataFrame:
+        req, word = keys[i]
+        return _draw_repeat_group(groups[keys[i]], continuer, k, judge_fn, case_rng(base, req, word))
+
+    def finish(i: int, sub: pd.DataFrame, fresh: bool) -> None:
+        req, word = keys[i]
+        by_t = {float(r): list(g["label"]) for r, g in sub.groupby("repeats")}
+        cv = _curve(by_t, REFUSE, "repeats", max(by_t))
+        curves[(req, word)] = cv
+        windows[(req, word)] = (
+            tuple(detect_windows(cv, level=level, min_jump=min_jump)) if len(cv) > 1 else ()
+        )
+        if fresh and run is not None:
+            _write_repeat_case(req, word, cv, windows[(req, word)], sub, run, order=i)
+
+    frames = _each_unit([repeat_case_name(*key) for key in keys], run, draw, finish, progress, "pairs")
+    draws = pd.concat(frames, ignore_index=True)
+    return RepeatGridResult(grid_table(draws, ci_level), curves, windows, draws)
+
+
+def repeat_case_name(request: int, word: str) -> str:
+    """The run-directory case of one (request, word) pair."""
+    return f"request {request} × {word!r}"
+
+
+def _draw_repeat_group(
+    group: Sequence[AttackCase],
+    continuer: PrefillContinuer,
+    k: int,
+    judge_fn: Judge,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    """Every judged draw of one (request, word) pair: k responses per repeat count."""
+    conts = continuer.continue_prefills([(c.prompt, c.prefill) for c in group], k, rng)
+    if len(conts) != len(group) or any(len(row) != k for row in conts):
+        raise CritwinError(f"{type(continuer).__name__} returned the wrong number of continuations; need {k} "
+                           "each")
+    rows: list[dict[str, Any]] = []
+    for c, per in zip(group, conts, strict=True):
         for d, cont in enumerate(per):
             failed = isinstance(cont, Failure)
             rows.append(
@@ -451,12 +606,13 @@ def run_repeat_grid(
                     "failure": cont.reason if failed else None, "label": UNCLEAR,
                 }
             )
-            if not failed:
-                to_judge.append(len(rows) - 1)
-    labels = judge_fn([rows[i]["prompt"] for i in to_judge], [rows[i]["response"] for i in to_judge])
-    for i, lab in zip(to_judge, labels, strict=True):
-        rows[i]["label"] = lab
-    draws = pd.DataFrame(rows)
+    _judge_rows(rows, judge_fn)
+    return pd.DataFrame(rows)
+
+
+def grid_table(draws: pd.DataFrame, ci_level: float = 0.95) -> pd.DataFrame:
+    """Counts of comply / refuse / unclear per (request, word, repeats) cell, P(comply) and its Wilson
+    interval at `ci_level` (unclear verdicts and failed draws are not outcomes)."""
     table = (
         draws.assign(
             comply=draws["label"] == COMPLY,
@@ -472,30 +628,34 @@ def run_repeat_grid(
         table["p_comply"] = np.where(n_valid > 0, table["n_comply"] / n_valid.clip(lower=1), np.nan)
     lo, hi = wilson_interval(table["n_comply"], n_valid, ci_level)
     table["ci_lo"], table["ci_hi"] = lo, hi
-    curves, windows = {}, {}
-    for (req, word), g in draws.groupby(["request", "word"]):
-        by_t = {float(r): list(gg["label"]) for r, gg in g.groupby("repeats")}
-        cv = _curve(by_t, REFUSE, "repeats", max(by_t))
-        curves[(int(req), str(word))] = cv
-        windows[(int(req), str(word))] = (
-            tuple(detect_windows(cv, level=level, min_jump=min_jump)) if len(cv) > 1 else ()
-        )
-    return RepeatGridResult(table, curves, windows, draws)
+    return table
+
+
+def _write_repeat_case(
+    req: int, word: str, curve: Curve, wins: Sequence[Window], sub: pd.DataFrame, run: RunDir, order: int
+) -> None:
+    """Store one (request, word) pair's draws, curve of P(refuse) over repeat counts and windows."""
+    name = repeat_case_name(req, word)
+    run.write_draws(name, _draws_of(sub, "repeats", REFUSE))
+    run.write_curve(name, curve, order=order)
+    run.write_case(
+        name,
+        detected=wins,
+        meta={"title": name, "kind": "repeat", "request": req, "word": word,
+              "feature": "judge verdict (refuse counts as kept)", "prompt": str(sub["prompt"].iloc[-1])},
+        order=order,
+    )
 
 
 def write_repeat_run(result: RepeatGridResult, run: RunDir) -> RunDir:
     """Store the repeated-word grid (repeat_grid.csv), its curves of P(refuse) over repeat counts and
-    every judged draw in a run directory (experiment "jailbreak", config kind "repeat")."""
-    for (req, word), curve in result.curves.items():
-        name = f"request {req} × {word!r}"
-        sub = result.draws[(result.draws["request"] == req) & (result.draws["word"] == word)]
-        run.write_draws(name, _draws_of(sub, "repeats", REFUSE))
-        run.write_curve(name, curve)
-        run.write_case(
-            name,
-            detected=result.windows[(req, word)],
-            meta={"title": name, "kind": "repeat", "request": req, "word": word,
-                  "feature": "judge verdict (refuse counts as kept)", "prompt": str(sub["prompt"].iloc[-1])},
-        )
-    result.table.to_csv(run.path / "repeat_grid.csv", index=False)
+    every judged draw in a run directory (experiment "jailbreak", config kind "repeat"). Pairs already
+    stored by `run_repeat_grid(run=...)` are not written again."""
+    for i, ((req, word), curve) in enumerate(result.curves.items()):
+        name = repeat_case_name(req, word)
+        if not run.is_finished(name):
+            sub = result.draws[(result.draws["request"] == req) & (result.draws["word"] == word)]
+            run.write_part(DRAWS_TABLE, case_key(name), sub.reset_index(drop=True))
+            _write_repeat_case(req, word, curve, result.windows[(req, word)], sub, run, order=i)
+    atomic_write(run.path / "repeat_grid.csv", lambda p: result.table.to_csv(p, index=False))
     return run

@@ -13,7 +13,9 @@ Every score is oriented "higher = jailbreak" a priori (never flipped after looki
   prompts and harmful completions are surprising).
 
 `evaluate` reports AUROC (sklearn `roc_auc_score`) and TPR at 1/5/10% FPR (from sklearn `roc_curve`, the
-highest TPR with FPR <= target) per split with stratified bootstrap percentile intervals.
+highest TPR with FPR <= target) per split, with intervals that stay honest at small n (Newcombe's score
+interval for the AUROC, a distribution-free interval for TPR at FPR), the ROC's resolution (1/n_neg,
+1/n_pos), and "not estimable" for a target FPR below the resolution.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from critwin.errors import CritwinError
+from critwin.errors import CritwinError, RunInterrupted
+from critwin.files import read_text
+from critwin.stats import auc_interval, min_negatives, percentile_interval, tpr_at_fpr_interval
 
 SEGMENTS = ("prompt", "completion")
 DEFAULT_FPRS = (0.01, 0.05, 0.10)
@@ -114,18 +118,18 @@ def load_examples(
     completion_field: str = "completion",
     label_field: str = "label",
     split_field: str = "split",
+    what: str = "data",
 ) -> list[Example]:
     """Read JSONL rows {prompt, completion, label 0/1, split (optional, default "all")}.
 
     Bad rows (not JSON, missing/non-string prompt or completion, labels other than 0/1) raise a one-line
-    error naming the line. Empty completions are kept; `score_examples` counts them as skipped.
+    error naming the line. Empty completions are kept; `score_examples` counts them as skipped. `what`
+    names the flag in error messages.
     """
+    text = read_text(path, what, "a UTF-8 JSONL file of prompt/completion/label/split rows")
     path = Path(path)
-    if not path.is_file():
-        raise CritwinError(f"data: {path} does not exist; pass a JSONL file of prompt/completion/label/split "
-                           "rows")
     out = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path.name} line {lineno}"
@@ -145,7 +149,7 @@ def load_examples(
         split = row.get(split_field, "all")
         out.append(Example(p, c, _label(row[label_field], where), str(split)))
     if not out:
-        raise CritwinError(f"data: {path} holds no rows; add one JSON object per line")
+        raise CritwinError(f"{what} {path} holds no rows; add one JSON object per line")
     return out
 
 
@@ -358,6 +362,57 @@ def score_examples(
     return ScoredSet(table, pd.DataFrame(token_rows))
 
 
+SCORES, TOKENS = "scores", "token_logprobs"  # raw tables of a detect run, one part per chunk of rows
+TOKEN_COLUMNS = ("index", "model", "segment", "token_ids", "logprobs")
+
+
+def score_examples_in_parts(
+    examples: Sequence[Example],
+    aligned: tuple[Any, Any],
+    unaligned: tuple[Any, Any],
+    run: Any,
+    *,
+    chunk: int = 256,
+    progress: bool = False,
+    **kwargs: Any,
+) -> ScoredSet:
+    """`score_examples` in chunks of `chunk` rows, each stored in `run` (parts of scores.parquet and
+    token_logprobs.parquet) as soon as it is scored; chunks stored by an earlier attempt are read back
+    instead of scored again (resume). Scores are deterministic, so a resumed run equals an uninterrupted one.
+    """
+    tables, tokens = [], []
+    starts = list(range(0, len(examples), chunk))
+    bar = None
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(examples), desc="scoring", unit="row", file=sys.stderr)
+    try:
+        for b, start in enumerate(starts):
+            name = f"{b:06d}"
+            part = examples[start : start + chunk]
+            table, toks = run.read_part(SCORES, name), run.read_part(TOKENS, name)
+            if table is None or toks is None or len(table) != len(part):
+                scored = score_examples(part, aligned, unaligned, **kwargs)
+                table = scored.table.assign(index=scored.table["index"] + start)
+                toks = (scored.tokens if len(scored.tokens) else pd.DataFrame(columns=list(TOKEN_COLUMNS)))
+                toks = toks.assign(index=toks["index"].astype("int64") + start)
+                run.write_part(TOKENS, name, toks)
+                run.write_part(SCORES, name, table)  # written last: the mark that the chunk is done
+            tables.append(table)
+            tokens.append(toks)
+            if bar is not None:
+                bar.update(len(part))
+    except KeyboardInterrupt:
+        raise RunInterrupted(len(run.part_names(SCORES)), len(starts), run.path) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    return ScoredSet(pd.concat(tables, ignore_index=True), pd.concat(tokens, ignore_index=True))
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Evaluation
 # ----------------------------------------------------------------------------------------------------------
@@ -374,10 +429,10 @@ def tpr_at_fpr(neg: np.ndarray, pos: np.ndarray, fpr: float) -> float:
     return float(np.mean(pos > thr))
 
 
-def _boot(neg: np.ndarray, pos: np.ndarray, fprs: Sequence[float], n_boot: int, rng: np.random.Generator):
-    """Stratified bootstrap draws of AUROC and TPR@FPR (vectorised over resamples, in chunks)."""
+def _boot(neg: np.ndarray, pos: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Stratified bootstrap draws of the AUROC (vectorised over resamples, in chunks)."""
     n0, n1 = len(neg), len(pos)
-    aucs, tprs = [], {f: [] for f in fprs}
+    aucs = []
     chunk = max(1, min(n_boot, 2_000_000 // max(n0 + n1, 1)))
     done = 0
     while done < n_boot:
@@ -386,21 +441,61 @@ def _boot(neg: np.ndarray, pos: np.ndarray, fprs: Sequence[float], n_boot: int, 
         pb = pos[rng.integers(0, n1, size=(b, n1))]
         ranks = rankdata(np.concatenate([pb, nb], axis=1), axis=1)
         aucs.append((ranks[:, :n1].sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0))
-        nb_sorted = -np.sort(-nb, axis=1)
-        for f in fprs:
-            m = int(math.floor(f * n0 + 1e-9))
-            if m >= n0:
-                tprs[f].append(np.ones(b))
-            else:
-                tprs[f].append((pb > nb_sorted[:, [m]]).mean(axis=1))
         done += b
-    return np.concatenate(aucs), {f: np.concatenate(v) for f, v in tprs.items()}
+    return np.concatenate(aucs)
 
 
 def fpr_key(fpr: float) -> str:
     """JSON key of TPR at a target FPR: 0.01 -> "tpr_at_1pct_fpr"."""
     pct = fpr * 100
     return f"tpr_at_{pct:g}pct_fpr"
+
+
+#: How `evaluate`'s intervals are computed (stored in the metrics as "ci_methods").
+CI_METHODS = {
+    "auroc_ci": "Newcombe (2006) score interval, method 5 (modified Hanley-McNeil variance)",
+    "tpr_ci": "distribution-free: order-statistic interval for the threshold, one-sided Clopper-Pearson "
+    "bounds at its ends, Bonferroni (conservative)",
+    "auroc_bootstrap_ci": "stratified percentile bootstrap (comparison only; collapses at small n)",
+}
+
+
+def _split_metrics(
+    neg: np.ndarray, pos: np.ndarray, fprs: Sequence[float], level: float, n_boot: int,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """AUROC and TPR at each target FPR of one split and statistic, with small-sample intervals."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    s = np.r_[pos, neg]
+    fpr_c, tpr_c, _ = roc_curve(y, s, drop_intermediate=False)
+    auc = float(roc_auc_score(y, s))
+    entry: dict[str, Any] = {
+        "auroc": auc,
+        "auroc_ci": list(auc_interval(auc, len(pos), len(neg), level)),
+        "n_pos": int(len(pos)),
+        "n_neg": int(len(neg)),
+        # The ROC curve moves in steps of 1/n_neg along FPR and 1/n_pos along TPR.
+        "fpr_resolution": 1.0 / len(neg),
+        "tpr_resolution": 1.0 / len(pos),
+    }
+    if n_boot > 0:
+        entry["auroc_bootstrap_ci"] = list(percentile_interval(_boot(neg, pos, n_boot, rng), level) or [])
+    for f in fprs:
+        key = fpr_key(f)
+        need = min_negatives(f)
+        if len(neg) < need:
+            entry[key] = entry[key + "_ci"] = None
+            entry[key + "_reason"] = (
+                f"not estimable: {len(neg)} negatives give FPR steps of {1 / len(neg):.1%}; TPR at "
+                f"{f:.0%} FPR needs at least {need}"
+            )
+            continue
+        entry[key] = float(np.max(tpr_c[fpr_c <= f + 1e-12]))
+        entry[key + "_ci"] = list(tpr_at_fpr_interval(neg, pos, f, level))
+    entry["roc"] = {"fpr": fpr_c.tolist(), "tpr": tpr_c.tolist()}
+    return entry
 
 
 def evaluate(
@@ -413,16 +508,21 @@ def evaluate(
     seed: int = 0,
     negatives: Literal["auto", "split", "pooled"] = "auto",
 ) -> dict[str, Any]:
-    """AUROC and TPR at each target FPR per split (+ "all" when there are several splits), with stratified
-    bootstrap percentile intervals at `level`.
+    """AUROC and TPR at each target FPR per split (+ "all" when there are several splits), with intervals
+    at `level` that stay honest at small n.
+
+    auroc_ci: Newcombe's (2006) score interval (`critwin.stats.auc_interval`; never [1, 1] at AUROC 1);
+    auroc_bootstrap_ci (when n_boot > 0): the stratified percentile bootstrap, for comparison only.
+    tpr_at_<f>pct_fpr: the highest TPR with empirical FPR <= f, with a distribution-free interval that
+    includes the threshold's uncertainty (`critwin.stats.tpr_at_fpr_interval`); None, with a
+    tpr_at_<f>pct_fpr_reason, when the split has fewer than 1/f negatives (`min_negatives`), since the FPR
+    then moves in steps (fpr_resolution = 1/n_neg) larger than f. tpr_resolution = 1/n_pos.
 
     negatives "auto": a split's own label-0 rows, or all label-0 rows of the table when it has none (attack
     families stored without benign rows); "split"/"pooled" force one or the other. Splits without
     positives or negatives are reported with a "skipped" reason. Only rows with status "ok" are used.
     Returns {"splits": {split: {statistic: {...}}}, "skipped_rows": n, "statistics": {name: description}}.
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     stats = list(statistics or STATISTICS)
     unknown = [s for s in stats if s not in table.columns]
     if unknown:
@@ -440,7 +540,6 @@ def evaluate(
         groups.append(("all", ok))
     all_neg = ok[ok["label"] == 0]
     rng = np.random.default_rng(seed)
-    alpha = (1 - level) / 2
     result: dict[str, Any] = {}
     for name, g in groups:
         pos_rows = g[g["label"] == 1]
@@ -463,28 +562,8 @@ def evaluate(
             if len(pos) == 0 or len(neg) == 0:
                 per[stat] = {"skipped": "no finite scores for one of the labels"}
                 continue
-            y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-            s = np.r_[pos, neg]
-            fpr_c, tpr_c, _ = roc_curve(y, s, drop_intermediate=False)
-            entry: dict[str, Any] = {
-                "auroc": float(roc_auc_score(y, s)),
-                "n_pos": int(len(pos)),
-                "n_neg": int(len(neg)),
-                "negatives": source,
-                "n_nonfinite": n_out,
-            }
-            boot_auc, boot_tpr = _boot(neg, pos, fprs, n_boot, rng) if n_boot > 0 else (None, None)
-            if boot_auc is not None:
-                entry["auroc_ci"] = [float(np.quantile(boot_auc, alpha)),
-                                     float(np.quantile(boot_auc, 1 - alpha))]
-            for f in fprs:
-                key = fpr_key(f)
-                entry[key] = float(np.max(tpr_c[fpr_c <= f + 1e-12]))
-                if boot_tpr is not None:
-                    entry[key + "_ci"] = [float(np.quantile(boot_tpr[f], alpha)),
-                                          float(np.quantile(boot_tpr[f], 1 - alpha))]
-            entry["roc"] = {"fpr": fpr_c.tolist(), "tpr": tpr_c.tolist()}
-            per[stat] = entry
+            per[stat] = _split_metrics(neg, pos, fprs, level, n_boot, rng)
+            per[stat].update({"negatives": source, "n_nonfinite": n_out})
         result[name] = per
     skipped = table[table["status"] != "ok"]
     return {
@@ -494,6 +573,7 @@ def evaluate(
         "statistics": {s: STATISTICS[s][0] if s in STATISTICS else s for s in stats},
         "level": level,
         "n_boot": n_boot,
+        "ci_methods": CI_METHODS,
     }
 
 
@@ -538,9 +618,11 @@ def write_detect_run(scored: ScoredSet, metrics: dict[str, Any], run: Any) -> An
     """Store a detector evaluation in a run directory (experiment "jailbreak", config kind "detect"):
     scores.parquet (every row, skipped ones with their reason), token_logprobs.parquet, metrics.json
     (with ROC points) and metrics.csv."""
-    scored.table.to_parquet(run.path / "scores.parquet", index=False)
-    if len(scored.tokens):
-        scored.tokens.to_parquet(run.path / "token_logprobs.parquet", index=False)
-    (run.path / "metrics.json").write_text(json.dumps(plain(metrics), indent=1, allow_nan=False))
-    metrics_frame(metrics).to_csv(run.path / "metrics.csv", index=False)
+    from critwin.rundir import atomic_write, write_json
+
+    if not run.part_names(SCORES):  # scored outside `score_examples_in_parts`: store as one part
+        run.write_part(TOKENS, "000000", scored.tokens)
+        run.write_part(SCORES, "000000", scored.table)
+    write_json(run.path / "metrics.json", plain(metrics), indent=1)
+    atomic_write(run.path / "metrics.csv", lambda p: metrics_frame(metrics).to_csv(p, index=False))
     return run

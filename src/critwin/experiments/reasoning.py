@@ -9,7 +9,7 @@ original | cut) against the forward time t = tokens removed; windows are where i
 `detect_windows` (ours) and by the paper's rule side by side.
 
 Per dataset the run reports the share of problems with a window and the accuracy of the original answers
-with and without a window, each with a seeded percentile-bootstrap interval over problems. For the bundled
+with and without a window, each with a Wilson interval (Newcombe's for their gap). For the bundled
 running-sum task (`--task arith`) the first wrong step of every chain is known exactly, so the run also
 reports how often a detected window sits at the first wrong step (`window_at_first_error_rate`).
 
@@ -20,7 +20,6 @@ problem, appended as each one finishes). A rerun with the same settings skips fi
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -32,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from critwin.data import Problem, ProblemSet, RowIssue, load_problems
-from critwin.errors import CritwinError
+from critwin.errors import CritwinError, RunInterrupted
 from critwin.experiments import arith
 from critwin.features.answers import elicitation_prompt
 from critwin.features.grading import ExactMatchGrader, Grader, grader_for
@@ -40,6 +39,7 @@ from critwin.rundir import RunDir
 from critwin.samplers.base import Failure
 from critwin.scan import Draws, scan
 from critwin.serialize import jsonable
+from critwin.stats import newcombe_interval, wilson_interval
 from critwin.windows import Window, detect_windows, paper_rule_windows
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -54,6 +54,8 @@ DENSE_FRACTIONS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 
 
 ORIGINALS = "originals.jsonl"
 PROBLEMS = "problems.jsonl"
+PROBLEMS_STREAM = "problems"
+DATASETS = "datasets"  # record stream: rows read and skipped per dataset, for re-drawn reports
 SUMMARY = "summary.json"
 EXPERIMENT = "reasoning"
 # Settings that must agree for a rerun to resume an existing run directory.
@@ -89,9 +91,9 @@ class ReasoningConfig:
     `dense_step` is set. `k` endings are resampled per cut. `answer_from` "continuation" reads the answer of
     each ending from its text; "elicit" asks for it in a follow-up user turn (`elicit_prompt`, default: the
     task's elicitation prompt) decoded greedily. Windows: `detect_windows(level, min_jump)` and the paper's
-    rule (`paper_threshold`, `paper_max_drop`). Dataset intervals: `n_boot` bootstrap resamples at
-    `ci_level`. `error_tolerance`: tokens of slack when asking whether a window sits at the first wrong step
-    (arith only; see `window_at_error`).
+    rule (`paper_threshold`, `paper_max_drop`). Dataset intervals (Wilson, Newcombe) at `ci_level`.
+    `error_tolerance`: tokens of slack when asking whether a window sits at the first wrong step (arith
+    only; see `window_at_error`).
     """
 
     task: str = "arith"
@@ -110,7 +112,6 @@ class ReasoningConfig:
     min_jump: float = 0.2
     paper_threshold: float = 0.5
     paper_max_drop: float = 0.3
-    n_boot: int = 2000
     ci_level: float = 0.95
     error_tolerance: int = 3
     batch_size: int = 256
@@ -147,8 +148,6 @@ class ReasoningConfig:
                 raise CritwinError(f"{name}={getattr(self, name)}: use a value strictly between 0 and 1")
         if not 0.0 <= self.min_jump <= 1.0:
             raise CritwinError(f"--min-jump {self.min_jump}: use a difference of probabilities in [0, 1]")
-        if self.n_boot < 100:
-            raise CritwinError(f"n_boot={self.n_boot}: use at least 100 bootstrap resamples")
         if self.error_tolerance < 0:
             raise CritwinError(f"error_tolerance={self.error_tolerance}: use a number of tokens >= 0")
 
@@ -239,7 +238,7 @@ class ContinuationFeature:
 
     def answers(self, samples: Sequence[Any]) -> list[str | None]:
         """Raw answers read from each sample's text."""
-        return [self.grader.extract(_text_of(s)) for s in samples]
+        return self.grader.extract_many([_text_of(s) for s in samples])
 
     def __call__(self, sample: Any) -> str | None:
         return self.batch([sample])[0]
@@ -275,7 +274,8 @@ class ElicitFeature(ContinuationFeature):
         replies = self.sampler.generate_responses(
             convs, seed=0, temperature=0.0, max_new_tokens=self.max_tokens
         )
-        return [None if isinstance(r, Failure) else self.grader.extract(r.response_text) for r in replies]
+        return self.grader.extract_many([None if isinstance(r, Failure) else r.response_text
+                                         for r in replies])
 
 
 class _OneResponse:
@@ -371,12 +371,15 @@ def scan_problem(
     seed: np.random.Generator,
     can_elicit: bool,
     run: RunDir | None = None,
+    order: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Scan one original response: its answers (both ways), correctness, curve, windows (ours and the
     paper's) and, for arith, the first wrong step. Writes curve, windows and draws into `run` when given and
     returns the problem's record (status "ok", or "failed" with the reason when the original has no answer).
     """
     case = f"{dataset}/{problem.id}"
+    if run is not None:
+        run.start_case(case)
     grader = grader_for_problem(cfg.task, problem)
     question = problem.prompt()
     cont = ContinuationFeature(grader)
@@ -469,7 +472,7 @@ def scan_problem(
         rec.update(error_alignment(rec, cfg.error_tolerance))
     rec["status"] = "ok"
     if run is not None:
-        run.write_curve(case, curve)
+        run.write_curve(case, curve, order=order)
         run.write_case(
             case,
             detected=detected,
@@ -487,69 +490,59 @@ def scan_problem(
 # --------------------------------------------------------------------------------------------------------
 # Dataset summaries
 # --------------------------------------------------------------------------------------------------------
-def _interval(samples: np.ndarray, level: float) -> list[float] | None:
-    ok = samples[np.isfinite(samples)]
-    if len(ok) == 0:
+def _interval(k: int, n: int, level: float) -> list[float] | None:
+    """Wilson interval of k/n as a two-element list; None when n == 0 (no problem in the group)."""
+    if n == 0:
         return None
-    a = (1.0 - level) / 2.0
-    return [float(np.quantile(ok, a)), float(np.quantile(ok, 1.0 - a))]
+    lo, hi = wilson_interval(k, n, level)
+    return [float(lo), float(hi)]
 
 
-def bootstrap_window_stats(
+#: How the dataset intervals are computed (stored in each summary as "ci_method").
+CI_METHOD = (
+    "Wilson score intervals for the share and the accuracies; Newcombe's hybrid score interval "
+    "(1998, method 10) for the accuracy gap, given the two group sizes"
+)
+
+
+def window_stats(
     has_window: Sequence[bool],
     correct: Sequence[bool],
     *,
-    n_boot: int = 2000,
     level: float = 0.95,
-    seed: int = 0,
 ) -> dict[str, Any]:
-    """Share of problems with a window and accuracy with / without one, with percentile-bootstrap intervals.
+    """Share of problems with a window and accuracy with / without one, with intervals that stay honest
+    at small n (a percentile bootstrap gives [1, 1] when all 12 problems are right; Wilson gives
+    [0.76, 1]).
 
-    Problems are resampled with replacement (`n_boot` times, seeded); a resample without any problem in a
-    group gives no value for that group's accuracy (left out of its interval). Accuracies are None when the
-    group is empty. accuracy_gap = accuracy_without_window − accuracy_with_window.
+    share_with_window = n_with / n and accuracy = n_correct / n: Wilson intervals over the n problems;
+    accuracy_with_window / accuracy_without_window: Wilson intervals within each group (None when the
+    group is empty); accuracy_gap = accuracy_without_window − accuracy_with_window: Newcombe's hybrid score
+    interval, conditional on the group sizes (None unless both groups have problems). All at `level`.
     """
     w = np.asarray(has_window, dtype=bool)
     c = np.asarray(correct, dtype=bool)
-    n = len(w)
-    out: dict[str, Any] = {
-        "n_problems": n,
-        "n_with_window": int(w.sum()),
-        "n_without_window": int((~w).sum()),
-    }
-    if n == 0:
-        for key in (
-            "share_with_window",
-            "accuracy_with_window",
-            "accuracy_without_window",
-            "accuracy",
-            "accuracy_gap",
-        ):
-            out[key] = None
-            out[f"{key}_ci"] = None
-        return out
-
-    def stats(ws: np.ndarray, cs: np.ndarray) -> tuple[np.ndarray, ...]:
-        nw = ws.sum(-1)
-        nn = (~ws).sum(-1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            acc_w = np.where(nw > 0, (ws & cs).sum(-1) / nw, np.nan)
-            acc_n = np.where(nn > 0, (~ws & cs).sum(-1) / nn, np.nan)
-        return ws.mean(-1), acc_w, acc_n, cs.mean(-1), acc_n - acc_w
-
-    point = [float(v) for v in stats(w, c)]
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    boots = stats(w[idx], c[idx])
-    for key, value, sample in zip(
-        ("share_with_window", "accuracy_with_window", "accuracy_without_window", "accuracy", "accuracy_gap"),
-        point,
-        boots,
-        strict=True,
+    if w.shape != c.shape:
+        raise CritwinError(f"window_stats: {len(w)} window flags but {len(c)} verdicts; pass one per problem")
+    n, n_w = len(w), int(w.sum())
+    n_n = n - n_w
+    k_w, k_n = int((w & c).sum()), int((~w & c).sum())
+    out: dict[str, Any] = {"n_problems": n, "n_with_window": n_w, "n_without_window": n_n}
+    for key, k, m in (
+        ("share_with_window", n_w, n),
+        ("accuracy_with_window", k_w, n_w),
+        ("accuracy_without_window", k_n, n_n),
+        ("accuracy", k_w + k_n, n),
     ):
-        out[key] = value if math.isfinite(value) else None
-        out[f"{key}_ci"] = _interval(sample, level) if math.isfinite(value) else None
+        out[key] = k / m if m else None
+        out[f"{key}_ci"] = _interval(k, m, level)
+    if n_w and n_n:
+        out["accuracy_gap"] = k_n / n_n - k_w / n_w
+        out["accuracy_gap_ci"] = list(newcombe_interval(k_n, n_n, k_w, n_w, level))
+    else:
+        out["accuracy_gap"] = out["accuracy_gap_ci"] = None
     out["ci_level"] = level
-    out["ci_method"] = f"percentile bootstrap over problems, {n_boot} resamples"
+    out["ci_method"] = CI_METHOD
     return out
 
 
@@ -559,19 +552,17 @@ def summarize(
     skipped: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Per dataset: n_problems (finished problems whose original answer was graded), share with a window,
-    accuracy with / without a window (our rule; the paper's rule under "paper_rule"), their bootstrap
-    intervals, failed and skipped counts; for arith also the window-at-first-error statistics."""
+    accuracy with / without a window (our rule; the paper's rule under "paper_rule"), their intervals
+    (`window_stats`: Wilson, Newcombe), failed and skipped counts; for arith also the window-at-first-error
+    statistics."""
     out: dict[str, Any] = {}
     names = list(dict.fromkeys([r["dataset"] for r in records] + list(skipped or {})))
-    for d, name in enumerate(names):
+    for name in names:
         recs = [r for r in records if r["dataset"] == name]
         ok = [r for r in recs if r.get("status") == "ok" and r.get("correct") is not None]
-        seed = int(np.random.SeedSequence([cfg.seed, 7, d]).generate_state(1)[0])
         correct = [r["correct"] for r in ok]
         entry, paper = (
-            bootstrap_window_stats(
-                [r[key] for r in ok], correct, n_boot=cfg.n_boot, level=cfg.ci_level, seed=seed
-            )
+            window_stats([r[key] for r in ok], correct, level=cfg.ci_level)
             for key in ("has_window", "has_paper_window")
         )
         entry["paper_rule"] = {k: v for k, v in paper.items() if k not in ("ci_level", "ci_method")}
@@ -654,39 +645,12 @@ def first_error_stats(records: Sequence[Mapping[str, Any]], tolerance: int) -> d
 # --------------------------------------------------------------------------------------------------------
 # Run directory: originals, per-problem records, resume
 # --------------------------------------------------------------------------------------------------------
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a torn last line (a crash mid-write) is ignored."""
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
-
-
-def _append_jsonl(path: Path, row: Mapping[str, Any]) -> None:
-    """Append one JSON line; a torn last line left by a crash is closed first so the new row stays whole."""
-    torn = False
-    if path.is_file() and path.stat().st_size:
-        with open(path, "rb") as f:
-            f.seek(-1, 2)
-            torn = f.read(1) != b"\n"
-    with open(path, "a") as f:
-        if torn:
-            f.write("\n")
-        f.write(json.dumps(jsonable(dict(row)), allow_nan=False) + "\n")
-        f.flush()
-
-
 def read_records(run_path: str | Path) -> list[dict[str, Any]]:
     """The latest record per (dataset, id) from problems.jsonl, in order of first appearance."""
+    from critwin.rundir import read_jsonl
+
     latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in _read_jsonl(Path(run_path) / PROBLEMS):
+    for row in read_jsonl(Path(run_path) / PROBLEMS):
         latest[(row.get("dataset", ""), row.get("id", ""))] = row
     return list(latest.values())
 
@@ -694,33 +658,12 @@ def read_records(run_path: str | Path) -> list[dict[str, Any]]:
 def check_resumable(out: str | Path, config: Mapping[str, Any]) -> RunDir | None:
     """The existing reasoning run in `out` when its settings match `config` (None when `out` is new or
     empty); CritwinError when `out` holds something else."""
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise CritwinError(f"--out {p} is a file; choose a folder")
-    if not (p / "config.json").is_file():
-        if p.is_dir() and any(p.iterdir()):
-            raise CritwinError(f"--out {p} exists and is not a critwin run; choose a new or empty folder")
-        return None
-    run = RunDir.open(p)
-    if run.config.get("experiment") != EXPERIMENT:
-        raise CritwinError(f"--out {p} holds a {run.config.get('experiment')!r} run; choose a new folder")
-    diff = [k for k in _RESUME_KEYS if jsonable(run.config.get(k)) != jsonable(config.get(k))]
-    if diff:
-        k = diff[0]
-        raise CritwinError(
-            f"--out {p} holds a reasoning run with other settings ({k}: "
-            f"{run.config.get(k)!r} there, {config.get(k)!r} now); resume with the same "
-            "settings or choose a new folder"
-        )
-    return run
+    return RunDir.check_resumable(out, EXPERIMENT, config, _RESUME_KEYS)
 
 
 def open_or_create_run(out: str | Path, config: Mapping[str, Any]) -> tuple[RunDir, bool]:
     """A new run directory in `out`, or the existing reasoning run there when its settings match (resume)."""
-    run = check_resumable(out, config)
-    if run is not None:
-        return run, True
-    return RunDir.create(Path(out), EXPERIMENT, config), False
+    return RunDir.open_or_create(out, EXPERIMENT, config, _RESUME_KEYS)
 
 
 def _response_from_row(row: Mapping[str, Any]) -> Any:
@@ -746,8 +689,7 @@ def generate_originals(
     """The original response of every problem: read from originals.jsonl, or generated in chunks of
     `chunk` problems (seeded by the dataset and chunk position, so a resumed run draws the same ones) and
     appended there as each chunk finishes. A failed generation is stored as {"failure": reason}."""
-    path = run.path / ORIGINALS
-    have = {(r["dataset"], r["id"]): r for r in _read_jsonl(path)}
+    have = {(r["dataset"], r["id"]): r for r in run.records(Path(ORIGINALS).stem)}
     out: dict[tuple[str, str], Any] = {}
     for d, (name, ps) in enumerate(datasets):
         for start in range(0, len(ps), chunk):
@@ -772,7 +714,7 @@ def generate_originals(
                         "stop_reason": r.stop_reason,
                     }
                 )
-                _append_jsonl(path, row)
+                run.append_record(Path(ORIGINALS).stem, row)
                 have[(name, p.id)] = row
     for key, row in have.items():
         out[key] = Failure(row["failure"]) if "failure" in row else _response_from_row(row)
@@ -807,6 +749,7 @@ def run_reasoning(
     *,
     device: str = "auto",
     dtype: str = "auto",
+    threads: int | str | None = "auto",
     config_extra: Mapping[str, Any] | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
@@ -858,6 +801,7 @@ def run_reasoning(
             max_new_tokens=cfg.max_new_tokens,
             chat=cfg.chat,
             batch_size=cfg.batch_size,
+            cpu_threads=threads,
         )
     can_elicit = bool(sampler.chat)
     if cfg.answer_from == "elicit" and not can_elicit:
@@ -866,46 +810,63 @@ def run_reasoning(
             "second user turn); add a chat template or use --answer-from continuation"
         )
     run, resumed = open_or_create_run(out, config)
-    done = {(r["dataset"], r["id"]) for r in read_records(run.path) if r.get("status") == "ok"}
+    for line in run.healed:
+        log(f"repaired {run.path}: {line}")
+    done = {
+        (r["dataset"], r["id"])
+        for r in read_records(run.path)
+        if r.get("status") == "ok" and run.is_finished(f"{r['dataset']}/{r['id']}")
+    }
+    n_resumed = len(done)
     if resumed:
-        log(f"resuming {run.path}: {len(done)} problem(s) already finished")
-    originals = generate_originals(sampler, run, list(zip(names, datasets, strict=True)), cfg, log=log)
-    todo = [
-        (d, name, i, p)
-        for d, (name, ps) in enumerate(zip(names, datasets, strict=True))
-        for i, p in enumerate(ps)
-        if (name, p.id) not in done
-    ]
-    bar = tqdm(todo, desc="critwin scan", unit="problem", file=sys.stderr, disable=not progress)
-    for d, name, index, problem in bar:
-        seed = np.random.default_rng([cfg.seed, 2, d, index])
-        response = originals[(name, problem.id)]
-        if isinstance(response, Failure):
-            rec = {
-                "dataset": name,
-                "id": problem.id,
-                "status": "failed",
-                "error": f"original response failed: {response.reason}",
-            }
-        else:
-            try:
-                rec = scan_problem(
-                    sampler, problem, response, cfg, dataset=name, seed=seed, can_elicit=can_elicit, run=run
-                )
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as err:  # one broken problem must not cost the finished ones
-                rec = {"dataset": name, "id": problem.id, "status": "failed", "error": _first_line(err)}
-        _append_jsonl(run.path / PROBLEMS, rec)
-        if rec["status"] != "ok":
-            log(f"problem {name}/{problem.id} failed: {rec['error']}")
-    records = read_records(run.path)
+        log(f"resuming {run.path}: {n_resumed} problem(s) already finished")
     skipped = {
         name: {"n_rows": ps.n_rows, "n_skipped": ps.n_skipped, "missing": ps.missing_counts}
         for name, ps in zip(names, datasets, strict=True)
     }
-    summary = write_reasoning_report(run, cfg, skipped)
-    return ReasoningResult(run.path, summary, records, len(done), time.perf_counter() - start_time)
+    run.append_record(DATASETS, skipped)
+    n_total = sum(len(ps) for ps in datasets)
+    try:
+        originals = generate_originals(sampler, run, list(zip(names, datasets, strict=True)), cfg, log=log)
+        todo = [
+            (d, name, i, p)
+            for d, (name, ps) in enumerate(zip(names, datasets, strict=True))
+            for i, p in enumerate(ps)
+            if (name, p.id) not in done
+        ]
+        bar = tqdm(todo, desc="critwin scan", unit="problem", file=sys.stderr, disable=not progress)
+        for d, name, index, problem in bar:
+            seed = np.random.default_rng([cfg.seed, 2, d, index])
+            response = originals[(name, problem.id)]
+            if isinstance(response, Failure):
+                rec = {
+                    "dataset": name,
+                    "id": problem.id,
+                    "status": "failed",
+                    "error": f"original response failed: {response.reason}",
+                }
+            else:
+                try:
+                    rec = scan_problem(
+                        sampler, problem, response, cfg, dataset=name, seed=seed, can_elicit=can_elicit,
+                        run=run, order=(d, index),
+                    )
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as err:  # one broken problem must not cost the finished ones
+                    rec = {"dataset": name, "id": problem.id, "status": "failed", "error": _first_line(err)}
+            run.append_record(PROBLEMS_STREAM, rec)
+            if rec["status"] == "ok":
+                done.add((name, problem.id))
+            else:
+                log(f"problem {name}/{problem.id} failed: {rec['error']}")
+        records = read_records(run.path)
+        summary = write_reasoning_report(run, cfg, skipped)
+    except KeyboardInterrupt:
+        # Counted from what is on disk: the interrupt may land between a record's write and its bookkeeping.
+        saved = {(r["dataset"], r["id"]) for r in read_records(run.path) if r.get("status") == "ok"}
+        raise RunInterrupted(len(saved), n_total, run.path) from None
+    return ReasoningResult(run.path, summary, records, n_resumed, time.perf_counter() - start_time)
 
 
 def write_reasoning_report(
@@ -913,19 +874,21 @@ def write_reasoning_report(
 ) -> dict[str, Any]:
     """Write index.html and summary.json ({"datasets": per-dataset summary, "cases": per-case summary})."""
     from critwin.report.reasoning import build_reasoning_report
+    from critwin.rundir import atomic_write, write_json
 
     if cfg is None:
         cfg = config_from_run(run)
+    if skipped is None:
+        rows = run.records(DATASETS)
+        skipped = rows[-1] if rows else None
     records = read_records(run.path)
     datasets = summarize(records, cfg, skipped)
-    (run.path / "reasoning_summary.json").write_text(
-        json.dumps(jsonable(datasets), indent=2, allow_nan=False) + "\n"
-    )
-    html, cases = build_reasoning_report(RunDir.open(run.path))
-    summary = {"datasets": datasets, **cases}
-    (run.path / "index.html").write_text(html)
-    (run.path / SUMMARY).write_text(json.dumps(jsonable(summary), indent=2, allow_nan=False) + "\n")
-    return jsonable(summary)
+    write_json(run.path / "reasoning_summary.json", jsonable(datasets))
+    html, cases = build_reasoning_report(run)
+    summary = jsonable({"datasets": datasets, **cases})
+    atomic_write(run.path / "index.html", lambda p: p.write_text(html))
+    write_json(run.path / SUMMARY, summary)
+    return summary
 
 
 def config_from_run(run: RunDir) -> ReasoningConfig:
@@ -950,24 +913,17 @@ def run_reasoning_demo(
     0.95, k = 16, answers from the continuation) into `out_dir`; returns the numbers for the demo's
     summary.json: window_at_first_error_rate and the number of problems it is computed on, share with a
     window, accuracy with / without a window, and the run's seconds."""
-    import torch
+    # The sampler picks its thread count by measurement ("auto"): one thread for the tiny bundled model.
+    cfg = ReasoningConfig(task="arith", k=DEMO_K, fractions=DENSE_FRACTIONS, seed=seed, max_new_tokens=300)
+    ps = load_reasoning_problems(BUNDLED_PROBLEMS, "arith")
+    res = run_reasoning(BUNDLED_MODEL, [ps], cfg, out_dir, device="cpu", progress=progress, log=log)
+    return {"out": str(res.out), **demo_numbers(res.summary), "seconds": res.seconds}
 
-    # One thread: the bundled model's matrices are tiny, so a second thread buys little, and on shared
-    # cores a busy neighbour stalls every two-thread step (seen here: the same scan 0.5 s with one thread,
-    # 0.5-22 s with two). Results do not depend on the thread count.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        cfg = ReasoningConfig(
-            task="arith", k=DEMO_K, fractions=DENSE_FRACTIONS, seed=seed, max_new_tokens=300
-        )
-        ps = load_reasoning_problems(BUNDLED_PROBLEMS, "arith")
-        res = run_reasoning(BUNDLED_MODEL, [ps], cfg, out_dir, device="cpu", progress=progress, log=log)
-    finally:
-        torch.set_num_threads(threads)
-    d = next(iter(res.summary["datasets"].values()))
+
+def demo_numbers(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The demo's summary.json "reasoning" numbers, read off the reasoning run's summary."""
+    d = next(iter(summary["datasets"].values()))
     return {
-        "out": str(res.out),
         "window_at_first_error_rate": d["window_at_first_error_rate"],
         "n_problems_with_window": d["n_with_window"],
         "window_at_wrong_step_rate": d["window_at_wrong_step_rate"],
@@ -982,5 +938,4 @@ def run_reasoning_demo(
         "accuracy_with_window": d["accuracy_with_window"],
         "accuracy_without_window": d["accuracy_without_window"],
         "accuracy": d["accuracy"],
-        "seconds": res.seconds,
     }

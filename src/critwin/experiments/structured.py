@@ -11,8 +11,11 @@ Theory overlay (DESIGN §1, autoregressive truncation): if the text before the t
 has the same law whatever is chosen later, the curve is flat except for one-token windows at the deciding
 token of each chosen word — its first token, or the first token that tells it from the other options when
 options share a beginning — and the plateau after m choices are visible equals
-p(s | choices 1..m) = Π_{i>m} p(c_i | c_1..c_{i−1}). `analyze` reports the fit of the measured plateaus
-to that product of conditional choice frequencies (or to exact probabilities, for exact testbeds).
+p(s | choices 1..m) = Π_{i>m} p(c_i | c_1..c_{i−1}). `analyze` checks the measured plateaus against that
+product of conditional choice frequencies on samples the prediction did not use (a seeded half-split: the
+choice law from one half, the plateaus from the other; or a second sample; or exact probabilities for
+exact testbeds), so the check can fail: with the same samples on both sides the residuals would be 0 by
+construction whenever the prefix counts equal the choice counts.
 """
 
 from __future__ import annotations
@@ -25,16 +28,19 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from critwin.errors import CritwinError
 from critwin.features.choices import ChoiceTemplate, normalize, parse_choices
-from critwin.rundir import RunDir, TheoryInterval
+from critwin.rundir import RunDir, TheoryInterval, atomic_write, write_json
 from critwin.samplers.base import Failure
-from critwin.scan import Curve, wilson_interval
-from critwin.windows import Window, drop_p_value, holm_reject, newcombe_interval
+from critwin.scan import Curve
+from critwin.stats import holm_reject, newcombe_interval, wilson_interval
+from critwin.windows import Window, drop_p_value
 
 Unit = Literal["tokens", "chars"]
 Equality = Literal["choices", "exact"]
+Check = Literal["held_out", "other_sample", "exact"]
 Decode = Callable[[Sequence[int]], str]
 
 
@@ -131,33 +137,46 @@ def draw_outputs(
     decode: Decode | None = None,
     mode: Literal["full", "search"] = "full",
     progress: bool = False,
+    run: RunDir | None = None,
 ) -> list[StructuredOutput]:
     """Draw n outputs from `sampler.sample` once, in batches of `batch_size`, and parse each one.
 
-    Same seed, same outputs. Backend `Failure`s are kept as outputs with status "failed".
+    Batch b is drawn with its own seed (seed, b), so the same seed and batch size give the same outputs
+    however the work is split. With `run`, each batch is stored as a raw part of outputs.parquet as soon
+    as it is drawn and batches already stored are read back instead of drawn again (resume). Backend
+    `Failure`s are kept as outputs with status "failed".
     """
     if n < 1:
         raise CritwinError(f"n={n} must be >= 1 (number of samples to draw)")
     if batch_size < 1:
         raise CritwinError(f"batch_size={batch_size} must be >= 1")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    samples: list[Any] = []
+    base = int(seed.integers(2**63)) if isinstance(seed, np.random.Generator) else int(seed)
     bar = None
     if progress:
+        import sys
+
         from tqdm import tqdm
 
-        bar = tqdm(total=n, desc="sampling", unit="sample", file=__import__("sys").stderr)
-    while len(samples) < n:
-        m = min(batch_size, n - len(samples))
-        got = list(sampler.sample(m, rng))
-        if len(got) != m:
-            raise CritwinError(f"{type(sampler).__name__}.sample returned {len(got)} samples for {m}")
-        samples += got
+        bar = tqdm(total=n, desc="sampling", unit="sample", file=sys.stderr)
+    out: list[StructuredOutput] = []
+    for b, start in enumerate(range(0, n, batch_size)):
+        m = min(batch_size, n - start)
+        stored = None if run is None else run.read_part(OUTPUTS_TABLE, f"{b:06d}")
+        if stored is not None and len(stored) == m:
+            batch = outputs_from_frame(stored)
+        else:
+            got = list(sampler.sample(m, np.random.default_rng([base, b])))
+            if len(got) != m:
+                raise CritwinError(f"{type(sampler).__name__}.sample returned {len(got)} samples for {m}")
+            batch = [make_output(s, template, decode=decode, mode=mode) for s in got]
+            if run is not None:
+                run.write_part(OUTPUTS_TABLE, f"{b:06d}", outputs_frame(batch))
+        out += batch
         if bar is not None:
             bar.update(m)
     if bar is not None:
         bar.close()
-    return [make_output(s, template, decode=decode, mode=mode) for s in samples]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -286,7 +305,8 @@ class Staircase:
 
     curve: P(output = s | first j units of s) in forward time t = L − j; deciding[m]: index (0-based, in
     units) of the unit that decides blank m; first_unit[m]: index of the first unit of the chosen word;
-    predicted[t]: theory plateau p(s | choices decided within the kept prefix) (NaN where unavailable);
+    predicted[t]: theory plateau p(s | choices decided within the kept prefix), from the prediction source
+    of `analyze`'s check (held-out half, other sample or exact probabilities; NaN where unavailable);
     theory_windows: per blank (t_after, t_before) = (L − d − 1, L − d): the one-unit window;
     windows: windows detected on the curve.
     """
@@ -335,7 +355,8 @@ def plateau_predictions(
     """Predicted P(output = s | first j units) for t = L − j, t = 0..L: prefix_mass(c) / prefix_mass(c[:m]).
 
     prefix_mass(c[:m]) is the probability (or count) of outputs whose first m choices are c[:m]; with
-    m = number of blanks decided within the first j units. Result indexed by t ascending.
+    m = number of blanks decided within the first j units. Result indexed by t ascending; NaN where
+    prefix_mass(c[:m]) = 0.
     """
     full = prefix_mass(choices)
     pred = np.full(length + 1, np.nan)
@@ -356,12 +377,19 @@ def choice_frequencies(outputs: Sequence[StructuredOutput]) -> Callable[[tuple[s
     return lambda prefix: float(counts.get(tuple(prefix), 0))
 
 
+def split_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded split of sample indices 0..n−1 into (estimation, measurement) halves (sorted; the
+    measurement half gets the odd one out). Same (n, seed), same split."""
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The whole analysis
 # ----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StructuredResult:
-    """Everything `analyze` computes: the outputs, per-target staircases, the plateau fit and a summary."""
+    """Everything `analyze` computes: the outputs, per-target staircases, the plateau check and a summary."""
 
     template: ChoiceTemplate
     outputs: tuple[StructuredOutput, ...]
@@ -394,38 +422,95 @@ def _staircase(
     return Staircase(unit, curve, deciding, first_unit, pred, theory, wins)
 
 
-def _plateau_rows(target: Target, st: Staircase, ci_level: float) -> list[dict[str, Any]]:
+#: Columns of `StructuredResult.fit` (one row per plateau of each staircase).
+FIT_COLUMNS = (
+    "target", "unit", "choices_revealed", "j_lo", "j_hi", "j", "n", "n_kept", "measured", "ci_lo", "ci_hi",
+    "n_pred", "n_pred_kept", "predicted", "residual", "residual_lo", "residual_hi", "z", "p_value", "tested",
+    "covered", "rejected",
+)
+
+
+def _plateau_rows(
+    target: Target,
+    st: Staircase,
+    measure: Curve,
+    pred_counts: Callable[[tuple[str, ...]], float] | None,
+    ci_level: float,
+    trivial_last: bool,
+) -> list[dict[str, Any]]:
+    """One row per plateau m: the measured P(output = s | first j units) at the plateau's LAST prefix j
+    (just before the next deciding unit, where text that gives a later choice away would show) on the
+    `measure` curve, against the predicted plateau p(s | first m choices).
+
+    pred_counts: the choice counts of the prediction's own sample (held-out half or another sample); the
+    interval of measured − predicted is then Newcombe's for two independent proportions, p_value the
+    two-sided pooled two-proportion z-test. None: the prediction `st.predicted` is exact, the interval is
+    the measured value's Wilson interval minus it, p_value the two-sided exact binomial test.
+    covered: the interval contains 0. tested: both sides have samples, and the plateau is not the last
+    one when `trivial_last` (all choices known, so measured = predicted = 1 by definition). "rejected" is
+    filled in by `analyze` (Holm over the tested plateaus).
+    """
     rows = []
-    length = len(st.curve) - 1
-    lo_ci, hi_ci = wilson_interval(st.curve.n_kept, st.curve.n_valid, ci_level)
-    # Plateau m: the prefix lengths j that have decided exactly m blanks (a contiguous range of j).
+    length = len(measure) - 1
+    lo_ci, hi_ci = wilson_interval(measure.n_kept, measure.n_valid, ci_level)
     plateaus: dict[int, list[int]] = {}
     for j in range(length + 1):
         plateaus.setdefault(revealed(st.deciding, j), []).append(j)
+    n_blanks = len(st.deciding)
     for m, js in plateaus.items():
-        j0 = js[0]
-        t0 = length - j0  # first (largest-sample) point of the plateau
-        n = int(st.curve.n_valid[t0])
-        k = int(st.curve.n_kept[t0])
-        pred = float(st.predicted[t0])
+        j = js[-1]
+        t = length - j
+        n, k = int(measure.n_valid[t]), int(measure.n_kept[t])
         meas = k / n if n else float("nan")
-        se = np.sqrt(pred * (1 - pred) / n) if n and 0 < pred < 1 else float("nan")
+        if pred_counts is None:
+            n_p, k_p, pred = float("nan"), float("nan"), float(st.predicted[t])
+            ok = n > 0 and np.isfinite(pred)
+        else:
+            n_p, k_p = pred_counts(target.choices[:m]), pred_counts(target.choices)
+            pred = k_p / n_p if n_p > 0 else float("nan")
+            ok = n > 0 and n_p > 0
+        tested = bool(ok and not (trivial_last and m == n_blanks))
+        r_lo = r_hi = z = p_value = float("nan")
+        if ok and pred_counts is None:
+            r_lo, r_hi = float(lo_ci[t]) - pred, float(hi_ci[t]) - pred
+            se = np.sqrt(pred * (1 - pred) / n)
+            if 0.0 < pred < 1.0:
+                p_value = float(stats.binomtest(k, n, pred).pvalue)
+            else:
+                p_value = 1.0 if meas == pred else 0.0
+        elif ok:
+            r_lo, r_hi = newcombe_interval(k, n, int(k_p), int(n_p), ci_level)
+            se = np.sqrt(meas * (1 - meas) / n + pred * (1 - pred) / n_p)
+            pooled = (k + k_p) / (n + n_p)
+            se0 = np.sqrt(pooled * (1 - pooled) * (1 / n + 1 / n_p))
+            p_value = float(2 * stats.norm.sf(abs(meas - pred) / se0)) if se0 > 0 else 1.0
+        if ok:
+            z = (meas - pred) / se if se > 0 else (0.0 if meas == pred else float("nan"))
         rows.append(
             {
                 "target": target.key,
                 "unit": st.unit,
                 "choices_revealed": m,
-                "j_lo": j0,
+                "j_lo": js[0],
                 "j_hi": js[-1],
+                "j": j,
                 "n": n,
                 "n_kept": k,
                 "measured": meas,
-                "ci_lo": float(lo_ci[t0]),
-                "ci_hi": float(hi_ci[t0]),
+                "ci_lo": float(lo_ci[t]),
+                "ci_hi": float(hi_ci[t]),
+                "n_pred": n_p,
+                "n_pred_kept": k_p,
                 "predicted": pred,
                 "residual": meas - pred,
-                "z": (meas - pred) / se if se == se and se > 0 else float("nan"),
-                "covered": bool(lo_ci[t0] - 1e-12 <= pred <= hi_ci[t0] + 1e-12) if n else False,
+                "residual_lo": r_lo,
+                "residual_hi": r_hi,
+                "z": z,
+                "p_value": p_value,
+                "tested": tested,
+                # A rounding hair outside [lo, hi] must not count as a miss.
+                "covered": bool(ok and r_lo - 1e-12 <= 0.0 <= r_hi + 1e-12),
+                "rejected": False,
             }
         )
     return rows
@@ -440,6 +525,22 @@ def _windows_at_deciding(st: Staircase) -> tuple[int, int]:
     return hits, len(st.windows)
 
 
+def _check_description(check: Check, n_est: int, n_meas: int, ci_level: float, seed: int) -> str:
+    what = (
+        f"measured P(output = s | prefix) at the last prefix of each plateau, on {n_meas} samples, against "
+    )
+    if check == "exact":
+        return what + f"the exact p(s | choices decided so far); {ci_level:.0%} Wilson interval of the " \
+            "measurement"
+    if check == "other_sample":
+        source = f"the choice frequencies of another sample of {n_est} outputs"
+    else:
+        source = (f"the choice frequencies of the other {n_est} samples (seeded half-split, seed {seed}; the "
+                  "prediction never sees the samples it is checked on)")
+    return what + f"p(s | choices decided so far) from {source}; {ci_level:.0%} Newcombe interval of the " \
+        "difference"
+
+
 def analyze(
     outputs: Sequence[StructuredOutput],
     template: ChoiceTemplate,
@@ -449,16 +550,33 @@ def analyze(
     equality: Equality = "choices",
     units: Sequence[Unit] = ("tokens", "chars"),
     prefix_mass: Callable[[tuple[str, ...]], float] | None = None,
+    predict_from: Sequence[StructuredOutput] | None = None,
+    split_seed: int = 0,
     level: float = 0.99,
     min_jump: float = 0.05,
     ci_level: float = 0.95,
 ) -> StructuredResult:
-    """Staircases of the `top` most frequent distinct outputs (with at least `min_count` samples).
+    """Staircases of the `top` most frequent distinct outputs (with at least `min_count` samples), and a
+    check of their plateaus against the theory that can fail.
 
     equality "choices": output = s means the same tuple of choices (case/whitespace variants pooled);
     "exact": the same token sequence. Wrongly filled outputs are failed items at every prefix they share.
-    prefix_mass: exact p(first m choices = c[:m]) for an exact testbed; default the sample frequencies.
-    Windows are one-token steps found by `step_windows(level, min_jump)`; plateau intervals use `ci_level`.
+    Windows are one-token steps found by `step_windows(level, min_jump)` on the curves of all samples.
+
+    The plateau check (`fit`, one row per plateau, see `_plateau_rows`) compares measured plateaus with
+    p(s | choices decided so far) computed from data the measurement does not use:
+    - default ("held_out"): the outputs are split in two by a seeded permutation (`split_halves`,
+      `split_seed`); predictions come from the choice frequencies of one half, measurements from the other;
+    - predict_from ("other_sample"): predictions from the choice frequencies of those outputs (e.g. another
+      run of the same model), measurements from all `outputs`;
+    - prefix_mass ("exact"): exact p(first m choices = c[:m]) of an exact testbed, measurements from all.
+    Staircase.predicted holds the same predictions for every prefix. Summary: coverage = share of tested
+    plateaus whose `ci_level` interval of measured − predicted contains 0 (about `ci_level` on average
+    when the theory holds — one run's value scatters more than a binomial, since the plateaus of one
+    output share its samples — and far below it when text before a decision depends on later choices,
+    or the laws differ); n_rejected = plateaus rejected by Holm's procedure at family-wise error
+    1 − ci_level (any rejection is evidence against the theory at that level, whatever the dependence);
+    max_abs_residual and rmse of measured − predicted over the tested plateaus.
     """
     if equality not in ("choices", "exact"):
         raise CritwinError(f"equality={equality!r}: use 'choices' or 'exact'")
@@ -467,6 +585,8 @@ def analyze(
         raise CritwinError(f"units={list(units)!r}: use 'tokens' and/or 'chars'")
     if min_count < 1:
         raise CritwinError("min_count: must be >= 1")
+    if prefix_mass is not None and predict_from is not None:
+        raise CritwinError("prefix_mass and predict_from: give at most one source of predictions")
     outputs = tuple(outputs)
     if not outputs:
         raise CritwinError("outputs: no samples; draw at least one output")
@@ -476,8 +596,35 @@ def analyze(
     status = Counter(o.status for o in outputs)
     ok = [o for o in outputs if o.choices is not None]
     freq = Counter(o.choices for o in ok)
-    mass = prefix_mass or choice_frequencies(outputs)
-    ranked = [c for c, n in sorted(freq.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_count]
+
+    check: Check
+    if prefix_mass is not None:
+        check, measured_on, pred_counts = "exact", outputs, None
+        mass, n_est = prefix_mass, 0
+    elif predict_from is not None:
+        predict_from = tuple(predict_from)
+        if not predict_from:
+            raise CritwinError("predict_from: no samples; pass the outputs to predict from, or leave it out")
+        check, measured_on = "other_sample", outputs
+        pred_counts = mass = choice_frequencies(predict_from)
+        n_est = len(predict_from)
+    else:
+        if len(outputs) < 2:
+            raise CritwinError("outputs: the held-out check needs at least 2 samples; draw more")
+        est, meas = split_halves(len(outputs), split_seed)
+        check, measured_on = "held_out", tuple(outputs[i] for i in meas)
+        pred_counts = mass = choice_frequencies([outputs[i] for i in est])
+        n_est = len(est)
+    # Which outputs get a staircase must not favour one side of the check: ranking by the measured
+    # sample's own frequencies would pick outputs that came up more often than their law says (winner's
+    # curse; seen here as 4 of 24 exact plateaus "rejected" on a law that holds). So rank by the exact
+    # probability, or by the pooled counts of both samples, under which the two sides stay exchangeable.
+    if check == "exact":
+        rank_key = {c: -prefix_mass(c) for c in freq}
+    else:
+        pooled = freq + Counter(o.choices for o in (predict_from or ()) if o.choices is not None)
+        rank_key = {c: -pooled[c] for c in freq}
+    ranked = [c for c in sorted(freq, key=lambda c: (rank_key[c], c)) if freq[c] >= min_count]
     if top is not None:
         ranked = ranked[:top]
 
@@ -488,10 +635,12 @@ def analyze(
             return None
         return tuple(o.tokens) if unit == "tokens" else o.text
 
-    indexes: dict[str, PrefixIndex] = {}
-    for unit in units:
-        seqs = [o.tokens if unit == "tokens" else o.text for o in outputs]
-        indexes[unit] = PrefixIndex(seqs, [label(o, unit) for o in outputs])
+    def index_of(sample: Sequence[StructuredOutput], unit: Unit) -> PrefixIndex:
+        seqs = [o.tokens if unit == "tokens" else o.text for o in sample]
+        return PrefixIndex(seqs, [label(o, unit) for o in sample])
+
+    indexes = {unit: index_of(outputs, unit) for unit in units}
+    measure_indexes = indexes if measured_on is outputs else {u: index_of(measured_on, u) for u in units}
 
     targets: list[Target] = []
     fit_rows: list[dict[str, Any]] = []
@@ -515,21 +664,23 @@ def analyze(
             ref = label(rep, unit)
             st = _staircase(indexes[unit], seq, ref, unit, dec, first, choices, mass, level, min_jump)
             target.staircases[unit] = st
-            fit_rows += _plateau_rows(target, st, ci_level)
+            measure = (st.curve if measured_on is outputs
+                       else prefix_curve(measure_indexes[unit], seq, ref, unit))
+            fit_rows += _plateau_rows(target, st, measure, pred_counts, ci_level, equality == "choices")
             h, w = _windows_at_deciding(st)
             hits += h
             total_w += w
         targets.append(target)
 
-    fit = pd.DataFrame(
-        fit_rows,
-        columns=[
-            "target", "unit", "choices_revealed", "j_lo", "j_hi", "n", "n_kept", "measured",
-            "ci_lo", "ci_hi", "predicted", "residual", "z", "covered",
-        ],
-    )
-    res = fit["residual"].to_numpy(float) if len(fit) else np.array([])
-    finite = res[np.isfinite(res)]
+    fit = pd.DataFrame(fit_rows, columns=list(FIT_COLUMNS))
+    is_tested = fit["tested"].to_numpy(bool)
+    # Holm is valid under any dependence between the tests (plateaus of one output share its samples).
+    rejected = np.zeros(len(fit), dtype=bool)
+    rejected[is_tested] = holm_reject(fit["p_value"].to_numpy(float)[is_tested], 1.0 - ci_level)
+    fit["rejected"] = rejected
+    tested = fit[is_tested]
+    res = tested["residual"].to_numpy(float)
+    n_tested, n_covered = int(len(tested)), int(tested["covered"].sum())
     summary = {
         "n_samples": len(outputs),
         "status_counts": dict(status),
@@ -537,12 +688,19 @@ def analyze(
         "n_distinct": len(freq),
         "n_targets": len(targets),
         "equality": equality,
-        "prediction": "exact" if prefix_mass is not None else "choice_frequencies",
+        "check": check,
+        "check_description": _check_description(check, n_est, len(measured_on), ci_level, split_seed),
+        "split_seed": split_seed if check == "held_out" else None,
+        "n_prediction_samples": n_est,
+        "n_measurement_samples": len(measured_on),
         "n_plateaus": int(len(fit)),
-        "max_abs_residual": float(np.max(np.abs(finite))) if finite.size else None,
-        "rmse": float(np.sqrt(np.mean(finite**2))) if finite.size else None,
-        "coverage": float(fit["covered"].mean()) if len(fit) else None,
+        "n_tested": n_tested,
+        "max_abs_residual": float(np.max(np.abs(res))) if res.size else None,
+        "rmse": float(np.sqrt(np.mean(res**2))) if res.size else None,
+        "coverage": n_covered / n_tested if n_tested else None,
         "ci_level": ci_level,
+        "n_rejected": int(rejected.sum()),
+        "family_wise_alpha": 1.0 - ci_level,
         "windows_detected": total_w,
         "windows_at_deciding_token": hits,
     }
@@ -596,8 +754,13 @@ def outputs_from_frame(df: pd.DataFrame) -> list[StructuredOutput]:
     return out
 
 
-OUTPUTS = "outputs.parquet"
+OUTPUTS_TABLE = "outputs"
+OUTPUTS = f"{OUTPUTS_TABLE}.parquet"  # raw: one part per batch of draws (read the folder with pandas)
 FIT = "fit.csv"
+# Settings that must agree for a rerun to resume a structured run (everything the outputs depend on, and
+# the analysis settings stored with them).
+RESUME_KEYS = ("model", "prompt", "n", "temperature", "top_p", "max_new_tokens", "seed", "mode", "batch_size",
+               "template", "equality", "top", "min_count", "reanalyzed_from")
 SUMMARY = "structured.json"
 
 
@@ -613,10 +776,13 @@ def write_run(result: StructuredResult, run: RunDir) -> RunDir:
     in the `exact` column), the raw outputs to outputs.parquet, the plateau fit to fit.csv and the summary
     to structured.json. `read_run` gives the outputs back, so the analysis can be redone without a model.
     """
+    names = [case_name(tg, unit) for tg in result.targets for unit in tg.staircases]
+    for stale in set(run.case_names()) - set(names):  # left by an earlier analysis of the same outputs
+        run.start_case(stale)
     for tg in result.targets:
         for unit, st in tg.staircases.items():
             name = case_name(tg, unit)
-            run.write_curve(name, st.curve, exact=st.predicted)
+            run.write_curve(name, st.curve, exact=st.predicted, order=names.index(name))
             theory = [
                 TheoryInterval(a, b, label=f"blank {m + 1}: {c}")
                 for m, ((a, b), c) in enumerate(zip(st.theory_windows, tg.choices, strict=True))
@@ -643,9 +809,10 @@ def write_run(result: StructuredResult, run: RunDir) -> RunDir:
                     "unit of each chosen word.",
                 },
             )
-    outputs_frame(result.outputs).to_parquet(run.path / OUTPUTS, index=False)
-    result.fit.to_csv(run.path / FIT, index=False)
-    (run.path / SUMMARY).write_text(json.dumps(to_plain(result.summary), indent=1))
+    if not run.part_names(OUTPUTS_TABLE):  # outputs drawn elsewhere (re-analysis): store them as one part
+        run.write_part(OUTPUTS_TABLE, "000000", outputs_frame(result.outputs))
+    atomic_write(run.path / FIT, lambda p: result.fit.to_csv(p, index=False))
+    write_json(run.path / SUMMARY, to_plain(result.summary), indent=1)
     return run
 
 
@@ -664,7 +831,10 @@ def to_plain(obj: Any) -> Any:
 
 def read_run(run: RunDir) -> tuple[ChoiceTemplate, list[StructuredOutput]]:
     """The template and the raw outputs of a structured run directory (to re-analyze without a model)."""
-    if run.config.get("experiment") != "structured" or not (run.path / OUTPUTS).is_file():
-        raise CritwinError(f"run dir {run.path}: not a `critwin structured` run (no {OUTPUTS}); pass one")
+    if run.config.get("experiment") != "structured":
+        raise CritwinError(f"run dir {run.path}: not a `critwin structured` run; pass one")
+    frame = run.read_parts(OUTPUTS_TABLE)
+    if frame is None:
+        raise CritwinError(f"run dir {run.path}: no readable {OUTPUTS}; rerun `critwin structured` into it")
     template = ChoiceTemplate.parse(run.config["template"])
-    return template, outputs_from_frame(pd.read_parquet(run.path / OUTPUTS))
+    return template, outputs_from_frame(frame)
