@@ -18,11 +18,14 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/critwin demo
 
-# Test caches (trained tiny models) live in the checkout and start empty on every run, as on a new machine.
+# Everything the tests keep on disk (trained tiny models, Hugging Face and matplotlib caches, pytest's temp
+# folders) lives in .test-cache/ inside the checkout and starts empty on every run, as on a new machine.
+TEST_CACHE := $(CURDIR)/.test-cache
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	rm -rf .test-cache
-	CRITWIN_TEST_CACHE=$(CURDIR)/.test-cache HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -n 2 --timeout 900 -q
+	rm -rf $(TEST_CACHE)
+	CRITWIN_TEST_CACHE=$(TEST_CACHE) HF_HOME=$(TEST_CACHE)/hf MPLCONFIGDIR=$(TEST_CACHE)/mpl HF_HUB_OFFLINE=1 \
+		$(BIN)/python -m pytest -n 2 --timeout 900 -q --basetemp=$(TEST_CACHE)/tmp
 
 bench: $(STAMP)
 	for b in benchmarks/*_bench.py; do HF_HUB_OFFLINE=1 $(BIN)/python $$b || exit 1; done

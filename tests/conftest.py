@@ -2,8 +2,17 @@
 torch state changed (a leaked `set_grad_enabled(False)` once broke every later training test in the same
 worker, and only on machines without cached models)."""
 
-import pytest
-import torch
+import os
+from pathlib import Path
+
+# Caches the libraries would keep in the home or temp folder go inside the checkout (`make test` empties
+# .test-cache/ first), so no run can lean on what an earlier one left behind. Set before they are imported.
+_CACHE = Path(os.environ.get("CRITWIN_TEST_CACHE") or Path(__file__).resolve().parents[1] / ".test-cache")
+os.environ.setdefault("HF_HOME", str(_CACHE / "hf"))
+os.environ.setdefault("MPLCONFIGDIR", str(_CACHE / "mpl"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 pytest_plugins = ["pytester"]
 

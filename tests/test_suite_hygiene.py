@@ -4,7 +4,6 @@ never live in the shared temp dir."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import _tiny_models
@@ -58,17 +57,11 @@ def test_guard_passes_a_clean_test(pytester):
     assert pytester.runpytest("-p", "no:cacheprovider").parseoutcomes() == {"passed": 1}
 
 
-def test_tiny_model_cache_is_not_in_the_shared_temp_dir(monkeypatch):
+def test_test_caches_live_inside_the_checkout(monkeypatch, tmp_path):
+    checkout = Path(__file__).resolve().parents[1]
     monkeypatch.delenv("CRITWIN_TEST_CACHE", raising=False)
-    root = _tiny_models._cache_root().resolve()
-    assert Path(tempfile.gettempdir()).resolve() not in root.parents
-    assert Path(__file__).resolve().parents[1] in root.parents  # inside the checkout
-
-
-def test_make_test_uses_a_fresh_cache_per_run():
-    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
-    recipe = makefile.split("\ntest:")[1].split("\n\n")[0]
-    assert "CRITWIN_TEST_CACHE" in recipe and "rm -rf" in recipe, recipe
-    if os.environ.get("CRITWIN_TEST_CACHE"):
-        cache = Path(os.environ["CRITWIN_TEST_CACHE"]).resolve()
-        assert Path(tempfile.gettempdir()).resolve() not in cache.parents
+    assert checkout in _tiny_models._cache_root().resolve().parents
+    for var in ("HF_HOME", "MPLCONFIGDIR"):
+        assert checkout in Path(os.environ[var]).resolve().parents, var
+    if os.environ.get("CRITWIN_TEST_CACHE"):  # under `make test`: pytest's temp folders too
+        assert checkout in tmp_path.resolve().parents
