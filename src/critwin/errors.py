@@ -1,6 +1,16 @@
 """The one exception type users see: a one-line message naming the problem and the fix."""
 
 
+def first_line(err: BaseException, *, with_type: bool = True) -> str:
+    """An exception as one short line ("TypeName: first line of its message"), for failed-item reasons and
+    one-line errors that quote user or library code."""
+    text = str(err).strip().splitlines()
+    head = text[0][:300] if text else ""
+    if not with_type:
+        return head or type(err).__name__
+    return f"{type(err).__name__}: {head}" if head else type(err).__name__
+
+
 class CritwinError(ValueError):
     """Bad input or an unusable resource. The CLI prints its message on one line and exits with 2."""
 

@@ -42,7 +42,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,13 +52,13 @@ import numpy as np
 import pandas as pd
 
 from critwin.errors import CritwinError
+from critwin.files import RUN_CONFIGS, check_run_folder
 from critwin.scan import Curve, Draws, encode_label
 from critwin.serialize import jsonable
 from critwin.windows import Window
 
 FORMAT = 2
-CONFIG = "config.json"
-CONFIG_COPY = ".critwin/config.json"
+CONFIG, CONFIG_COPY = RUN_CONFIGS
 SAMPLES = "samples.parquet"
 CASES = "cases"
 CURVES = "curves.parquet"
@@ -324,24 +324,6 @@ class RunDir:
         return run
 
     @classmethod
-    def open_or_create(
-        cls,
-        path: str | Path,
-        experiment: str,
-        config: Mapping[str, Any],
-        resume_keys: Sequence[str],
-        *,
-        kind_key: str | None = None,
-    ) -> tuple[RunDir, bool]:
-        """The existing run in `path` when it is a run of `experiment` whose settings `resume_keys` equal
-        `config`'s (resume; healed on open), else a new run there (`path` new or empty). CritwinError when
-        `path` is a file or holds something else. Returns (run, resumed)."""
-        run = cls.check_resumable(path, experiment, config, resume_keys, kind_key=kind_key)
-        if run is not None:
-            return run, True
-        return cls.create(path, experiment, config), False
-
-    @classmethod
     def check_resumable(
         cls,
         path: str | Path,
@@ -351,25 +333,14 @@ class RunDir:
         *,
         kind_key: str | None = None,
     ) -> RunDir | None:
-        """`open_or_create` without creating: the resumable run in `path`, or None when `path` is new or
-        empty; CritwinError when it cannot be used (checked before any expensive work)."""
+        """The existing run in `path` when it is a run of `experiment` (and of the config's `kind_key`)
+        whose settings `resume_keys` equal `config`'s (opened, so healed), or None when `path` is new or
+        empty and a run can be created there; CritwinError when it cannot be used. Cheap: call it before
+        any expensive work, and `create` the run when it returns None."""
         p = Path(path)
-        if p.exists() and not p.is_dir():
-            raise CritwinError(f"--out {p} is a file; choose a folder")
-        if not p.exists() or not any(p.iterdir()):
-            parent = p if p.exists() else next((a for a in p.parents if a.exists()), Path("."))
-            if not os.access(parent, os.W_OK):
-                raise CritwinError(f"--out {p}: {parent} is not writable; choose a writable folder")
+        if not check_run_folder(p, experiment, None if kind_key is None else config.get(kind_key)):
             return None
-        if not (p / CONFIG).is_file() and not (p / CONFIG_COPY).is_file():
-            raise CritwinError(f"--out {p} exists and is not a critwin run; choose a new or empty folder")
         run = cls.open(p)
-        what = run.config.get("experiment")
-        if kind_key is not None and what == experiment:
-            what = f"{what} {run.config.get(kind_key)}"
-            experiment = f"{experiment} {config.get(kind_key)}"
-        if what != experiment:
-            raise CritwinError(f"--out {p} holds a {what!r} run, not {experiment!r}; choose a new folder")
         diff = [k for k in resume_keys if jsonable(run.config.get(k)) != jsonable(config.get(k))]
         if diff:
             k = diff[0]
@@ -380,17 +351,18 @@ class RunDir:
         return run
 
     @classmethod
-    def open(cls, path: str | Path) -> RunDir:
+    def open(cls, path: str | Path, *, full_check: bool = False) -> RunDir:
         """Open an existing run directory and heal it: damaged raw files are moved to damaged/ (their cases
         listed in `damaged_cases`), a damaged config.json is restored from its copy, and derived files that
-        are missing, damaged or behind are rebuilt. CritwinError (one line) when it is missing or foreign."""
+        are missing, damaged or behind are rebuilt. Sample parts are checked by their footer, or read
+        whole with `full_check` (`critwin repair`). CritwinError (one line) when it is missing or foreign."""
         p = Path(path)
         if not p.exists():
             raise CritwinError(f"run directory {p} does not exist; pass the folder a critwin run wrote")
         if not p.is_dir():
             raise CritwinError(f"{p} is a file, not a run directory; pass the folder a critwin run wrote")
         run = cls(p, cls._read_config(p))
-        run._heal()
+        run._heal(full_check)
         return run
 
     @staticmethod
@@ -443,7 +415,7 @@ class RunDir:
                                                dest.name, "reason": reason})
         self.healed.append(f"moved damaged {f.relative_to(self.path).as_posix()} to {DAMAGED}/ ({reason})")
 
-    def _heal(self) -> None:
+    def _heal(self, full: bool = False) -> None:
         writable = os.access(self.path, os.W_OK)
         for sub in (SAMPLES, CASES):
             if not (self.path / sub).is_dir() and writable:
@@ -456,8 +428,9 @@ class RunDir:
                 try:
                     import pyarrow.parquet as pq
 
-                    table = pq.read_table(f)
-                    if not set(SAMPLE_COLUMNS) <= set(table.column_names):
+                    # The footer catches truncated and overwritten parts; `full` reads every page too.
+                    names = pq.read_table(f).column_names if full else pq.read_schema(f).names
+                    if not set(SAMPLE_COLUMNS) <= set(names):
                         raise ValueError("missing columns")
                 except Exception as err:  # pyarrow raises several types for damaged files
                     if not writable:
@@ -652,43 +625,6 @@ class RunDir:
         """All readable records of the stream `<stream>.jsonl`, in order (damaged lines skipped)."""
         return read_jsonl(self.path / f"{stream}.jsonl")
 
-    def latest_records(self, stream: str, key: Callable[[Mapping[str, Any]], Any]) -> list[dict[str, Any]]:
-        """The last record per `key(record)` of a stream, in order of first appearance."""
-        latest: dict[Any, dict[str, Any]] = {}
-        for row in self.records(stream):
-            latest[key(row)] = row
-        return list(latest.values())
-
-    # -- experiment tables in parts --------------------------------------------------------------------------
-    def write_part(self, table: str, name: str, df: pd.DataFrame) -> None:
-        """Atomically store one raw part `<table>.parquet/part-<name>.parquet` (replacing an earlier one of
-        that name, so a unit of work redone after a crash is stored once)."""
-        folder = self.path / f"{table}.parquet"
-        folder.mkdir(exist_ok=True)
-        atomic_write(folder / f"part-{name}.parquet", lambda p: df.to_parquet(p, index=False))
-
-    def read_part(self, table: str, name: str) -> pd.DataFrame | None:
-        """One raw part, or None when it is missing or damaged (a damaged one is moved to damaged/)."""
-        f = self.path / f"{table}.parquet" / f"part-{name}.parquet"
-        if not f.is_file():
-            return None
-        try:
-            return pd.read_parquet(f)
-        except Exception as err:  # pyarrow raises several types for damaged files
-            self._quarantine(f, type(err).__name__)
-            return None
-
-    def part_names(self, table: str) -> list[str]:
-        """Names of the stored parts of `table`, sorted."""
-        folder = self.path / f"{table}.parquet"
-        return sorted(f.name[len("part-") : -len(".parquet")] for f in folder.glob("part-*.parquet"))
-
-    def read_parts(self, table: str) -> pd.DataFrame | None:
-        """All readable parts of `table` concatenated in name order (damaged ones moved to damaged/), or
-        None when there are none."""
-        frames = [df for n in self.part_names(table) if (df := self.read_part(table, n)) is not None]
-        return pd.concat(frames, ignore_index=True) if frames else None
-
     # -- reading -------------------------------------------------------------------------------------------
     def case_names(self) -> list[str]:
         """Cases in report order (their `order`, then name)."""
@@ -725,13 +661,10 @@ class RunDir:
         """All cases."""
         return [self.case(n) for n in self.case_names()]
 
-    def _sample_parts(self) -> Iterator[Path]:
-        yield from sorted((self.path / SAMPLES).glob("part-*.parquet"))
-
     def read_samples(self) -> pd.DataFrame:
         """All raw draws, one row per (case, call, t, draw) (empty frame with the schema's columns if none
         were written)."""
-        parts = list(self._sample_parts())
+        parts = sorted((self.path / SAMPLES).glob("part-*.parquet"))
         if not parts:
             return pd.DataFrame({k: pd.Series(dtype=v) for k, v in _SAMPLE_DTYPES.items()})
         try:

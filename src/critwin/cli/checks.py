@@ -8,15 +8,14 @@ about a second and leaves nothing behind.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from critwin.errors import CritwinError
+from critwin.files import check_file, check_run_folder, check_writable_parent
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16", "half")
@@ -26,8 +25,6 @@ BYTES_PER_TOKEN = 48
 """Host memory one generated token costs while a run holds it (its id in a tuple, the int object, its
 decoded text and its row in the draws table): a rough lower bound, so that only settings that cannot fit
 are refused."""
-
-_CONFIG_FILES = ("config.json", ".critwin/config.json")  # a run's config and the copy it heals from
 
 
 # ---- flag values -------------------------------------------------------------------------------------------
@@ -75,56 +72,10 @@ def device_and_dtype(device: str, dtype: str) -> None:
 
 
 # ---- paths -------------------------------------------------------------------------------------------------
-def _can_write_in(folder: Path, path: Path, flag: str) -> None:
-    """Refuse when nothing can be created in `folder`. Probed by making and removing an empty folder there,
-    since permission bits say nothing for root or on read-only and virtual file systems."""
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".critwin-probe-", dir=folder))
-    except OSError as err:
-        raise CritwinError(
-            f"{flag} {path}: cannot write in {folder} ({err.strerror}); choose a writable folder"
-        ) from None
-
-
-def _writable_parent(path: Path, flag: str) -> None:
-    """The nearest existing folder above a path that does not exist yet is a folder we may write in."""
-    parent = next((a for a in path.absolute().parents if a.exists()), None)
-    if parent is None:
-        return
-    if not parent.is_dir():
-        raise CritwinError(
-            f"{flag} {path}: {parent} is a file, so no folder can be made there; choose another path"
-        )
-    _can_write_in(parent, path, flag)
-
-
 def out_dir(out: Path, experiment: str, kind: str | None = None, flag: str = "--out") -> None:
     """A run folder a command may write: new (in a writable folder), empty, or a critwin run of the same
     `experiment` (and config `kind`), which the run itself then resumes or refuses by its settings."""
-    if out.exists() and not out.is_dir():
-        raise CritwinError(f"{flag} {out} is a file; choose a folder")
-    if not out.exists():
-        _writable_parent(out, flag)
-        return
-    if not any(out.iterdir()):
-        _can_write_in(out, out, flag)
-        return
-    configs = [out / name for name in _CONFIG_FILES if (out / name).is_file()]
-    if not configs:
-        raise CritwinError(f"{flag} {out} exists and is not a critwin run; choose a new or empty folder")
-    for cfg_file in configs:
-        try:
-            cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            continue  # a damaged config: the run store heals it from its copy (or says why it cannot)
-        if not isinstance(cfg, dict):
-            continue
-        what = cfg.get("experiment")
-        if what != experiment or (kind is not None and cfg.get("kind") not in (None, kind)):
-            held = f"{what} {cfg.get('kind')}" if kind is not None and what == experiment else what
-            want = f"{experiment} {kind}" if kind is not None else experiment
-            raise CritwinError(f"{flag} {out} holds a {held!r} run, not {want!r}; choose a new folder")
-        return
+    check_run_folder(out, experiment, kind, flag)
 
 
 def out_file(out: Path, flag: str, suffixes: Sequence[str], example: str) -> None:
@@ -140,13 +91,11 @@ def out_file(out: Path, flag: str, suffixes: Sequence[str], example: str) -> Non
         if not os.access(out, os.W_OK):
             raise CritwinError(f"{flag} {out} is not writable; choose another file")
         return
-    _writable_parent(out, flag)
+    check_writable_parent(out, flag)
 
 
 def input_files(paths: Iterable[Path], flag: str, kind: str) -> None:
     """Every path is a readable file (a folder or a missing path is named as such)."""
-    from critwin.files import check_file
-
     for p in paths:
         check_file(p, flag, kind)
 

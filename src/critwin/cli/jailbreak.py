@@ -16,7 +16,7 @@ import typer
 
 from critwin.cli import checks
 from critwin.cli.app import app, emit_json, log
-from critwin.errors import CritwinError
+from critwin.errors import CritwinError, first_line
 
 # Settings that must agree for a rerun to resume a jailbreak run (the keys a run kind lacks agree as None).
 RESUME_KEYS = (
@@ -63,10 +63,6 @@ def _judge(spec: str, judge_model: Path | None, rubric_file: Path | None, dtype:
     raise CritwinError(f"--judge {spec!r}: use refusal, llm or module:function")
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
-
 
 @functools.cache
 def _user_function(spec: str) -> Any:
@@ -96,7 +92,7 @@ def _user_function(spec: str) -> Any:
         except Exception as err:  # user code: its import error is one line, naming the file
             del sys.modules[module_name]
             raise CritwinError(
-                f"--judge {spec}: importing {path} raised {_first_line(err)}; fix it"
+                f"--judge {spec}: importing {path} raised {first_line(err)}; fix it"
             ) from None
         finally:
             sys.dont_write_bytecode = bytecode
@@ -116,7 +112,7 @@ def _user_function(spec: str) -> Any:
             ) from None
         except Exception as err:  # user code: its import error is one line, naming the module
             raise CritwinError(
-                f"--judge {spec}: importing {target} raised {_first_line(err)}; fix it"
+                f"--judge {spec}: importing {target} raised {first_line(err)}; fix it"
             ) from None
     func = getattr(module, name, None)
     if not callable(func):
@@ -264,14 +260,14 @@ def windows(
               "seed": seed, "max_prefill": max_prefill, "chat": chat,
               "cases": [dataclasses.asdict(c) for c in case_list]}
     # A rerun into the same folder with the same settings resumes it: checked before the model loads.
-    RunDir.check_resumable(out, "jailbreak", config, RESUME_KEYS, kind_key="kind")
+    existing = RunDir.check_resumable(out, "jailbreak", config, RESUME_KEYS, kind_key="kind")
     judge_fn = _judge(judge, judge_model, rubric_file, dtype, device)
     sampler = _sampler(model, dtype, device, temperature, top_p, max_new_tokens, batch_size, use_chat)
     cont = J.HFContinuer(sampler)
     for c in case_list:
         J.cut_points(c.prefill, unit, step, tokenizer=sampler.tokenizer, max_prefill=max_prefill)
-    run, resumed = RunDir.open_or_create(out, "jailbreak", config, RESUME_KEYS, kind_key="kind")
-    if resumed:
+    run = existing or RunDir.create(out, "jailbreak", config)
+    if existing:
         log(f"resuming {run.path}: {sum(run.is_finished(c.id) for c in case_list)} case(s) already finished")
     log(f"{len(case_list)} case(s): {k} continuations per cut ...")
     result = J.run_prefill_windows(case_list, cont, k=k, unit=unit, step=step, judge=judge_fn,
@@ -332,6 +328,7 @@ def repeat(
     if any(not r.strip() for r in request):
         raise CritwinError("--request: empty request; give the text of each request")
     counts = _csv(repeats, "--repeats", int)
+    word_list = _csv(words, "--words")
     if any(r < 0 for r in counts) or len(set(counts)) != len(counts):
         raise CritwinError(f"--repeats {repeats!r}: give distinct whole numbers >= 0, e.g. 0,1,2,4,8")
     checks.out_dir(out, "jailbreak", "repeat")
@@ -341,10 +338,10 @@ def repeat(
     use_chat = checks.chat_mode(info, chat, needs=needs)
     # The largest count is tokenized before the grid is built, so a huge one is refused at once.
     top = max(counts)
-    n_top, _ = _case_tokens(info, J.repeated_word_cases(request, _csv(words, "--words"), [top],
+    n_top, _ = _case_tokens(info, J.repeated_word_cases(request, word_list, [top],
                                                         position=position), use_chat, "--request")
     if info.context is not None and n_top + max_new_tokens > info.context:
-        n_none, _ = _case_tokens(info, J.repeated_word_cases(request, _csv(words, "--words"), [0],
+        n_none, _ = _case_tokens(info, J.repeated_word_cases(request, word_list, [0],
                                                              position=position), use_chat, "--request")
         per = max((n_top - n_none) / top, 1e-9) if top else 1.0
         most = max(int((info.context - max_new_tokens - n_none) // per), 0)
@@ -353,17 +350,17 @@ def repeat(
             f"{max_new_tokens} it needs {n_top + max_new_tokens}, but the context of {info.path} holds "
             f"{info.context} (max_position_embeddings in its config.json); use repeat counts up to {most}"
         )
-    case_list = J.repeated_word_cases(request, _csv(words, "--words"), counts, position=position)
+    case_list = J.repeated_word_cases(request, word_list, counts, position=position)
     checks.memory(len(case_list) * k, max_new_tokens, f"--k {k} with {len(case_list)} cells", "--k",
                   len(case_list))
     config = {"kind": "repeat", "model": str(model.resolve()), "requests": list(request), "words": words,
               "repeats": repeats, "position": position, "k": k, "judge": judge, "seed": seed,
               "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "chat": chat}
-    RunDir.check_resumable(out, "jailbreak", config, RESUME_KEYS, kind_key="kind")
+    existing = RunDir.check_resumable(out, "jailbreak", config, RESUME_KEYS, kind_key="kind")
     judge_fn = _judge(judge, judge_model, rubric_file, dtype, device)
     cont = J.HFContinuer(_sampler(model, dtype, device, temperature, top_p, max_new_tokens, batch_size,
                                   use_chat))
-    run, resumed = RunDir.open_or_create(out, "jailbreak", config, RESUME_KEYS, kind_key="kind")
+    run = existing or RunDir.create(out, "jailbreak", config)
     result = J.run_repeat_grid(case_list, cont, k=k, judge=judge_fn, seed=seed, run=run, progress=True)
     J.write_repeat_run(result, run)
     write_report(run)
@@ -450,11 +447,11 @@ def detect(
               "data": str(data.resolve()), "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
               "n_boot": n_boot, "level": level, "seed": seed, "boundary": boundary, "negatives": negatives,
               "system": system}
-    RunDir.check_resumable(out, "jailbreak", config, (*RESUME_KEYS, "data_sha256"), kind_key="kind")
+    existing = RunDir.check_resumable(out, "jailbreak", config, (*RESUME_KEYS, "data_sha256"),
+                                      kind_key="kind")
     pair_a = load_causal_lm(aligned, dtype=dtype, device=device)
     pair_u = load_causal_lm(unaligned, dtype=dtype, device=device)
-    run, resumed = RunDir.open_or_create(out, "jailbreak", config, (*RESUME_KEYS, "data_sha256"),
-                                         kind_key="kind")
+    run = existing or RunDir.create(out, "jailbreak", config)
     log(f"scoring {len(examples)} rows under both models ...")
     scored = D.score_examples_in_parts(examples, pair_a, pair_u, run, system=system, boundary=boundary,
                                        batch_size=batch_size, progress=True)

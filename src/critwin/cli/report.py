@@ -10,11 +10,11 @@ import typer
 from critwin.cli.app import app, emit_json, log
 
 
-def _rebuild(run_dir: Path):
+def _rebuild(run_dir: Path, full_check: bool = False):
     from critwin.report.rebuild import missing_line, rebuild_run
     from critwin.rundir import RunDir
 
-    run = RunDir.open(run_dir)
+    run = RunDir.open(run_dir, full_check=full_check)
     rebuilt = rebuild_run(run)
     for line in rebuilt.healed:
         log(f"repaired: {line}")
@@ -50,7 +50,7 @@ def repair(
     """Heal a damaged run directory: move unreadable files to RUN_DIR/damaged/, restore config.json from its
     copy, rebuild curves, windows, summaries and the report from the raw records, and list the cases that
     need the model again (rerun the run's command with the same --out to compute just those)."""
-    run, rebuilt = _rebuild(run_dir)
+    run, rebuilt = _rebuild(run_dir, full_check=True)
     index = run.path / "index.html"
     if as_json:
         emit_json({"run_dir": str(run.path), "index": str(index), "healed": rebuilt.healed,

@@ -109,7 +109,9 @@ def structured(
         config = {k: v for k, v in old.config.items() if k not in ("critwin_run", "experiment", "created")}
         config.update({"reanalyzed_from": str(from_run), "equality": equality, "top": top,
                        "min_count": min_count})
-        run, _ = RunDir.open_or_create(out, "structured", config, S.RESUME_KEYS)
+        run = RunDir.check_resumable(out, "structured", config, S.RESUME_KEYS) or RunDir.create(
+            out, "structured", config
+        )
     else:
         from critwin.samplers.hf import HFSampler
 
@@ -120,15 +122,15 @@ def structured(
                   "batch_size": batch_size, "template": tmpl.as_text(), "equality": equality, "top": top,
                   "min_count": min_count}
         # A rerun into the same folder with the same settings resumes it: checked before the model loads.
-        RunDir.check_resumable(out, "structured", config, S.RESUME_KEYS)
+        existing = RunDir.check_resumable(out, "structured", config, S.RESUME_KEYS)
         sampler = HFSampler.from_pretrained(
             model, dtype=dtype, device=device, temperature=temperature, top_p=top_p,
             max_new_tokens=max_new_tokens, batch_size=batch_size,
         ).with_prompt(user_prompt)
-        run, resumed = RunDir.open_or_create(out, "structured", config, S.RESUME_KEYS)
-        done = len(run.part_names(S.OUTPUTS_TABLE))
-        if resumed:
-            log(f"resuming {run.path}: {done} batch(es) of outputs already drawn")
+        run = existing or RunDir.create(out, "structured", config)
+        if existing:
+            n_done = len(run.part_names(S.OUTPUTS_TABLE))
+            log(f"resuming {run.path}: {n_done} batch(es) of outputs already drawn")
         log(f"drawing {n} outputs from {model} ...")
         try:
             outputs = S.draw_outputs(sampler, n, tmpl, batch_size=batch_size, seed=seed,

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from critwin.data import Problem, ProblemSet, RowIssue, load_problems
-from critwin.errors import CritwinError, RunInterrupted
+from critwin.errors import CritwinError, RunInterrupted, first_line
 from critwin.experiments import arith
 from critwin.features.answers import elicitation_prompt
 from critwin.features.grading import ExactMatchGrader, Grader, grader_for
@@ -54,7 +54,7 @@ DENSE_FRACTIONS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 
 
 ORIGINALS = "originals.jsonl"
 PROBLEMS = "problems.jsonl"
-PROBLEMS_STREAM = "problems"
+PROBLEMS_STREAM, ORIGINALS_STREAM = "problems", "originals"  # the record streams behind those two files
 DATASETS = "datasets"  # record stream: rows read and skipped per dataset, for re-drawn reports
 SUMMARY = "summary.json"
 EXPERIMENT = "reasoning"
@@ -341,10 +341,6 @@ def window_at_error(window: Mapping[str, Any], error_token: int, tolerance: int)
 # --------------------------------------------------------------------------------------------------------
 # One problem
 # --------------------------------------------------------------------------------------------------------
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:300]}" if text else type(err).__name__
-
 
 def _verdict(v: Any) -> bool | None:
     return v if isinstance(v, bool) else None
@@ -661,11 +657,6 @@ def check_resumable(out: str | Path, config: Mapping[str, Any]) -> RunDir | None
     return RunDir.check_resumable(out, EXPERIMENT, config, _RESUME_KEYS)
 
 
-def open_or_create_run(out: str | Path, config: Mapping[str, Any]) -> tuple[RunDir, bool]:
-    """A new run directory in `out`, or the existing reasoning run there when its settings match (resume)."""
-    return RunDir.open_or_create(out, EXPERIMENT, config, _RESUME_KEYS)
-
-
 def _response_from_row(row: Mapping[str, Any]) -> Any:
     from critwin.samplers.hf import Response
 
@@ -689,7 +680,7 @@ def generate_originals(
     """The original response of every problem: read from originals.jsonl, or generated in chunks of
     `chunk` problems (seeded by the dataset and chunk position, so a resumed run draws the same ones) and
     appended there as each chunk finishes. A failed generation is stored as {"failure": reason}."""
-    have = {(r["dataset"], r["id"]): r for r in run.records(Path(ORIGINALS).stem)}
+    have = {(r["dataset"], r["id"]): r for r in run.records(ORIGINALS_STREAM)}
     out: dict[tuple[str, str], Any] = {}
     for d, (name, ps) in enumerate(datasets):
         for start in range(0, len(ps), chunk):
@@ -714,7 +705,7 @@ def generate_originals(
                         "stop_reason": r.stop_reason,
                     }
                 )
-                run.append_record(Path(ORIGINALS).stem, row)
+                run.append_record(ORIGINALS_STREAM, row)
                 have[(name, p.id)] = row
     for key, row in have.items():
         out[key] = Failure(row["failure"]) if "failure" in row else _response_from_row(row)
@@ -790,7 +781,7 @@ def run_reasoning(
     }
     # Refuse a mismatched resume before the (slow) model load, and only create the run directory once the
     # model has loaded and fits the settings, so that a bad model leaves no half-made run behind.
-    check_resumable(out, config)
+    existing = check_resumable(out, config)
     if sampler is None:
         sampler = HFSampler.from_pretrained(
             Path(model),
@@ -809,7 +800,7 @@ def run_reasoning(
             "--answer-from elicit needs a tokenizer with a chat template (the elicitation is a "
             "second user turn); add a chat template or use --answer-from continuation"
         )
-    run, resumed = open_or_create_run(out, config)
+    run = existing or RunDir.create(out, EXPERIMENT, config)
     for line in run.healed:
         log(f"repaired {run.path}: {line}")
     done = {
@@ -818,7 +809,7 @@ def run_reasoning(
         if r.get("status") == "ok" and run.is_finished(f"{r['dataset']}/{r['id']}")
     }
     n_resumed = len(done)
-    if resumed:
+    if existing is not None:
         log(f"resuming {run.path}: {n_resumed} problem(s) already finished")
     skipped = {
         name: {"n_rows": ps.n_rows, "n_skipped": ps.n_skipped, "missing": ps.missing_counts}
@@ -854,7 +845,7 @@ def run_reasoning(
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as err:  # one broken problem must not cost the finished ones
-                    rec = {"dataset": name, "id": problem.id, "status": "failed", "error": _first_line(err)}
+                    rec = {"dataset": name, "id": problem.id, "status": "failed", "error": first_line(err)}
             run.append_record(PROBLEMS_STREAM, rec)
             if rec["status"] == "ok":
                 done.add((name, problem.id))

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from critwin.errors import CritwinError
+from critwin.errors import CritwinError, first_line
 from critwin.samplers.base import Failure
 
 COMPLY = "comply"
@@ -189,10 +189,6 @@ def to_label(value: Any) -> str:
     )
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
-
 
 @dataclass(frozen=True)
 class CallableJudge:
@@ -210,7 +206,7 @@ class CallableJudge:
         try:
             value = self.fn(prompt, response)
         except Exception as err:  # user code: its error is this item's failure, not the run's
-            return Failure(f"judge raised {_first_line(err)}")
+            return Failure(f"judge raised {first_line(err)}")
         try:
             return to_label(value)
         except CritwinError as err:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,10 +22,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from critwin.errors import CritwinError
+from critwin.errors import CritwinError, first_line
 from critwin.samplers import _kv
 from critwin.samplers._kv import Continuation, PrefixBank, Row, SamplingSettings, StopStrings
 from critwin.samplers.base import Failure
+
+_first_line = functools.partial(first_line, with_type=False)  # library errors: the message is enough
 
 PAPER_FRACTIONS: tuple[float, ...] = (0.05, 0.1, 0.3, 0.5, 0.7, 0.9)
 """Fractions of the response KEPT at which the paper cuts reasoning traces."""
@@ -141,7 +144,7 @@ def load_causal_lm(path: str | Path, dtype: str | torch.dtype = "auto", device: 
     safetensors headers before any tensor is read).
     """
     from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     path = Path(path)
     _check_model_dir(path, "model:")
@@ -169,19 +172,7 @@ def load_causal_lm(path: str | Path, dtype: str | torch.dtype = "auto", device: 
         raise CritwinError(
             f"model: cannot load weights from {path} ({_first_line(exc)}); re-save or re-copy the model"
         ) from None
-    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
-        raise CritwinError(
-            f"model: no tokenizer files in {path}; save one there with tokenizer.save_pretrained"
-        )
-    try:
-        tokenizer = _load_tokenizer(path, AutoTokenizer)
-    except (OSError, ValueError, TypeError) as exc:
-        raise CritwinError(
-            f"model: no usable tokenizer in {path} ({_first_line(exc)}); save one there with "
-            "tokenizer.save_pretrained"
-        ) from None
-    if tokenizer is None or isinstance(tokenizer, bool) or len(tokenizer) < 2:
-        raise CritwinError(f"model: no tokenizer in {path}; save one there with tokenizer.save_pretrained")
+    tokenizer = _checked_tokenizer(path, "model:")
     model.to(dev)
     model.eval()
     return model, tokenizer
@@ -315,8 +306,6 @@ def inspect_model(path: str | Path, where: str = "--model") -> ModelInfo:
     """Check a model directory cheaply (config.json, weight file headers, tokenizer) and read its context
     length, so that a bad model or settings it cannot hold fail before the weights load. `where` names
     the CLI flag (or argument) in the messages."""
-    from transformers import AutoTokenizer
-
     path = Path(path)
     _check_model_dir(path, where)
     try:
@@ -331,18 +320,7 @@ def inspect_model(path: str | Path, where: str = "--model") -> ModelInfo:
         raise CritwinError(f"{where} {path}/config.json is not a JSON object; fix or re-save it")
     _check_causal(config, path, where)
     check_weight_files(path, where)
-    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
-        raise CritwinError(
-            f"{where} {path} has no tokenizer files; save one there with tokenizer.save_pretrained"
-        )
-    try:
-        tokenizer = _load_tokenizer(path, AutoTokenizer)
-    except (OSError, ValueError, TypeError) as exc:
-        raise CritwinError(
-            f"{where} {path}: no usable tokenizer ({_first_line(exc)}); save one there with "
-            "tokenizer.save_pretrained"
-        ) from None
-    return ModelInfo(path, config, context_length(config), tokenizer)
+    return ModelInfo(path, config, context_length(config), _checked_tokenizer(path, where))
 
 
 def unknown_chars(tokenizer: Any, text: str) -> list[str]:
@@ -397,6 +375,23 @@ def describe_chars(chars: Sequence[str], limit: int = 5) -> str:
     return shown + (f" and {len(chars) - limit} more" if len(chars) > limit else "")
 
 
+def _checked_tokenizer(path: Path, where: str) -> Any:
+    """The directory's tokenizer (`_load_tokenizer`), or a one-line CritwinError when it has none or an
+    unusable one; `where` names the flag or argument in the message."""
+    from transformers import AutoTokenizer
+
+    fix = "save one there with tokenizer.save_pretrained"
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        raise CritwinError(f"{where} {path} has no tokenizer files; {fix}")
+    try:
+        tokenizer = _load_tokenizer(path, AutoTokenizer)
+    except (OSError, ValueError, TypeError) as exc:
+        raise CritwinError(f"{where} {path}: no usable tokenizer ({_first_line(exc)}); {fix}") from None
+    if tokenizer is None or isinstance(tokenizer, bool) or len(tokenizer) < 2:
+        raise CritwinError(f"{where} {path}: no usable tokenizer; {fix}")
+    return tokenizer
+
+
 def _load_tokenizer(path: Path, auto_cls):
     """The directory's tokenizer, exactly as saved.
 
@@ -429,10 +424,6 @@ def _resolve_dtype(dtype: str | torch.dtype, device: torch.device):
         raise CritwinError(f"dtype={dtype!r}: use one of auto, {', '.join(sorted(_DTYPES))}")
     return _DTYPES[dtype]
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
 
 
 def encode_prompt(
