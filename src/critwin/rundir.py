@@ -625,6 +625,36 @@ class RunDir:
         """All readable records of the stream `<stream>.jsonl`, in order (damaged lines skipped)."""
         return read_jsonl(self.path / f"{stream}.jsonl")
 
+    # -- experiment tables in parts --------------------------------------------------------------------------
+    def write_part(self, table: str, name: str, df: pd.DataFrame) -> None:
+        """Atomically store one raw part `<table>.parquet/part-<name>.parquet` (replacing an earlier one of
+        that name, so a unit of work redone after a crash is stored once)."""
+        folder = self.path / f"{table}.parquet"
+        folder.mkdir(exist_ok=True)
+        atomic_write(folder / f"part-{name}.parquet", lambda p: df.to_parquet(p, index=False))
+
+    def read_part(self, table: str, name: str) -> pd.DataFrame | None:
+        """One raw part, or None when it is missing or damaged (a damaged one is moved to damaged/)."""
+        f = self.path / f"{table}.parquet" / f"part-{name}.parquet"
+        if not f.is_file():
+            return None
+        try:
+            return pd.read_parquet(f)
+        except Exception as err:  # pyarrow raises several types for damaged files
+            self._quarantine(f, type(err).__name__)
+            return None
+
+    def part_names(self, table: str) -> list[str]:
+        """Names of the stored parts of `table`, sorted."""
+        folder = self.path / f"{table}.parquet"
+        return sorted(f.name[len("part-") : -len(".parquet")] for f in folder.glob("part-*.parquet"))
+
+    def read_parts(self, table: str) -> pd.DataFrame | None:
+        """All readable parts of `table` concatenated in name order (damaged ones moved to damaged/), or
+        None when there are none."""
+        frames = [df for n in self.part_names(table) if (df := self.read_part(table, n)) is not None]
+        return pd.concat(frames, ignore_index=True) if frames else None
+
     # -- reading -------------------------------------------------------------------------------------------
     def case_names(self) -> list[str]:
         """Cases in report order (their `order`, then name)."""

@@ -248,16 +248,21 @@ def run_demo(
         result = run_reasoning_demo(run.path / "reasoning", seed=seed, progress=progress, log=log)
         result.pop("seconds", None)  # wall time would make same-seed runs differ
         result["out"] = "reasoning"
-        _write_json_key(run.path / "summary.json", "reasoning", result)
+        set_json_key(run.path / "summary.json", "reasoning", result)
     if log:
         log("drawing the report …")
     return write_report(run, LEVEL)
 
 
-def _write_json_key(path: Path, key: str, value: Any) -> None:
-    """Set one top-level key of a JSON file (created if missing); write_report keeps such keys."""
+def set_json_key(path: Path, key: str, value: Any) -> None:
+    """Set one top-level key of a JSON file (created if missing or damaged); write_report keeps such
+    keys."""
     from critwin.rundir import write_json
 
-    data = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data = data if isinstance(data, dict) else {}
     data[key] = value
     write_json(path, jsonable(data))

@@ -283,7 +283,7 @@ def run_prefill_windows(
 
     frames = _each_unit([c.id for c, _, _ in plans], run, draw, finish, progress, "cases")
     draws = pd.concat(frames, ignore_index=True)
-    return PrefillResult(tuple(results), draws, _summary(results, draws))
+    return PrefillResult(tuple(results), draws, prefill_summary(results, draws))
 
 
 DRAWS_TABLE = "draws"  # raw: one part per case (or per request × word) with every judged draw
@@ -310,7 +310,7 @@ def _each_unit(
         bar = tqdm(total=len(names), desc="critwin jailbreak", unit=unit, file=sys.stderr)
     try:
         for i, name in enumerate(names):
-            sub = _stored_draws(run, name)
+            sub = stored_draws(run, name)
             fresh = sub is None
             if fresh:
                 if run is not None:
@@ -333,7 +333,7 @@ def _each_unit(
     return frames
 
 
-def _stored_draws(run: RunDir | None, case: str) -> pd.DataFrame | None:
+def stored_draws(run: RunDir | None, case: str) -> pd.DataFrame | None:
     """The judged draws of a case finished in an earlier attempt of `run` (None: compute it)."""
     if run is None or not run.is_finished(case):
         return None
@@ -390,7 +390,7 @@ def _draw_prefill_case(
     return pd.DataFrame(rows)
 
 
-def _summary(results: Sequence[CaseCurve], draws: pd.DataFrame) -> dict[str, Any]:
+def prefill_summary(results: Sequence[CaseCurve], draws: pd.DataFrame) -> dict[str, Any]:
     judged_failed = draws["failure"].fillna("").astype(str).str.startswith(JUDGE_FAILURE)
     per_case = []
     for r in results:

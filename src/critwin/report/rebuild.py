@@ -10,7 +10,6 @@ computes just those.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,37 +30,19 @@ class Rebuilt:
 
 def rebuild_run(run: RunDir) -> Rebuilt:
     """Recompute the derived files of `run` (see the module docstring) and write its report."""
+    from critwin.experiments.reasoning import write_reasoning_report
     from critwin.report.build import write_report
 
     run.sync_derived()
     experiment = run.config.get("experiment")
-    kind = run.config.get("kind")
-    missing: list[str] = sorted(run.damaged_cases)
-    if experiment == "reasoning":
-        summary = _reasoning(run)
-    elif experiment == "structured":
-        missing = _structured(run)
-        summary = write_report(run)
-    elif experiment == "jailbreak" and kind == "prefill":
-        missing = _prefill(run)
-        summary = write_report(run)
-    elif experiment == "jailbreak" and kind == "repeat":
-        missing = _repeat(run)
-        summary = write_report(run)
-    elif experiment == "jailbreak" and kind == "detect":
-        missing = _detect(run)
-        summary = write_report(run)
-    elif experiment == "demo":
-        summary = _demo(run)
+    if experiment == "reasoning":  # its summary has per-dataset numbers only its own writer computes
+        return Rebuilt(write_reasoning_report(run), list(run.healed), sorted(run.damaged_cases))
+    if experiment == "jailbreak":
+        rebuild = _JAILBREAK.get(run.config.get("kind"))
     else:
-        summary = write_report(run)
-    return Rebuilt(summary, list(run.healed), missing)
-
-
-def _reasoning(run: RunDir) -> dict[str, Any]:
-    from critwin.experiments.reasoning import write_reasoning_report
-
-    return write_reasoning_report(run)
+        rebuild = {"structured": _structured, "demo": _demo}.get(experiment)
+    missing = sorted(run.damaged_cases) if rebuild is None else rebuild(run)
+    return Rebuilt(write_report(run), list(run.healed), missing)
 
 
 def _structured(run: RunDir) -> list[str]:
@@ -81,18 +62,12 @@ def _structured(run: RunDir) -> list[str]:
     return []
 
 
-def _stored_frames(run: RunDir, names: list[str]) -> tuple[list[Any], list[str]]:
-    from critwin.experiments.jailbreak import DRAWS_TABLE
-    from critwin.rundir import case_key
+def _stored_frames(run: RunDir, names: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """The judged draws of every finished unit by name, and the names of those that are not."""
+    from critwin.experiments.jailbreak import stored_draws
 
-    frames, missing = [], []
-    for name in names:
-        df = run.read_part(DRAWS_TABLE, case_key(name)) if run.is_finished(name) else None
-        if df is None:
-            missing.append(name)
-        else:
-            frames.append(df)
-    return frames, missing
+    frames = {name: df for name in names if (df := stored_draws(run, name)) is not None}
+    return frames, [name for name in names if name not in frames]
 
 
 def _prefill(run: RunDir) -> list[str]:
@@ -103,10 +78,13 @@ def _prefill(run: RunDir) -> list[str]:
     cases = [J.AttackCase(**c) for c in run.config.get("cases", [])]
     frames, missing = _stored_frames(run, [c.id for c in cases])
     if frames:
-        results = [J.CaseCurve(c, rec.meta.get("unit", run.config.get("unit")), int(rec.meta["length"]),
-                               rec.curve, tuple(rec.detected))
-                   for c in cases if c.id not in missing for rec in [run.case(c.id)]]
-        summary = J._summary(results, pd.concat(frames, ignore_index=True))
+        results = []
+        for c in cases:
+            if c.id in frames:
+                rec = run.case(c.id)
+                unit = rec.meta.get("unit", run.config.get("unit"))
+                results.append(J.CaseCurve(c, unit, int(rec.meta["length"]), rec.curve, tuple(rec.detected)))
+        summary = J.prefill_summary(results, pd.concat(frames.values(), ignore_index=True))
         write_json(run.path / "jailbreak.json", jsonable(summary), indent=1)
     return missing
 
@@ -122,7 +100,7 @@ def _repeat(run: RunDir) -> list[str]:
     names = [J.repeat_case_name(i, w) for i in range(len(cfg.get("requests", []))) for w in words]
     frames, missing = _stored_frames(run, names)
     if frames:
-        table = J.grid_table(pd.concat(frames, ignore_index=True))
+        table = J.grid_table(pd.concat(frames.values(), ignore_index=True))
         atomic_write(run.path / "repeat_grid.csv", lambda p: table.to_csv(p, index=False))
     return missing
 
@@ -141,21 +119,19 @@ def _detect(run: RunDir) -> list[str]:
     return []
 
 
-def _demo(run: RunDir) -> dict[str, Any]:
-    from critwin.experiments.reasoning import demo_numbers
-    from critwin.report.build import write_report
+_JAILBREAK = {"prefill": _prefill, "repeat": _repeat, "detect": _detect}
+
+
+def _demo(run: RunDir) -> list[str]:
+    """Re-derive the demo's "reasoning" numbers from its reasoning sub-run (rebuilt itself first)."""
+    from critwin.experiments.demo import set_json_key
+    from critwin.experiments.reasoning import demo_numbers, write_reasoning_report
 
     sub = run.path / "reasoning"
     if (sub / "config.json").is_file():
-        numbers = demo_numbers(_reasoning(RunDir.open(sub)))
-        numbers["out"] = "reasoning"
-        path = run.path / "summary.json"
-        try:
-            previous = json.loads(path.read_text())
-        except (OSError, ValueError):
-            previous = {}
-        write_json(path, jsonable({**(previous if isinstance(previous, dict) else {}), "reasoning": numbers}))
-    return write_report(run)
+        numbers = {**demo_numbers(write_reasoning_report(RunDir.open(sub))), "out": "reasoning"}
+        set_json_key(run.path / "summary.json", "reasoning", numbers)
+    return sorted(run.damaged_cases)
 
 
 def missing_line(rebuilt: Rebuilt, path: Path) -> str | None:
