@@ -23,7 +23,7 @@ demo: $(STAMP)
 TEST_CACHE := $(CURDIR)/.test-cache
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
-	rm -rf $(TEST_CACHE)
+	rm -rf $(TEST_CACHE) && mkdir -p $(TEST_CACHE)
 	CRITWIN_TEST_CACHE=$(TEST_CACHE) HF_HOME=$(TEST_CACHE)/hf MPLCONFIGDIR=$(TEST_CACHE)/mpl HF_HUB_OFFLINE=1 \
 		$(BIN)/python -m pytest -n 2 --timeout 900 -q --basetemp=$(TEST_CACHE)/tmp
 
