@@ -47,7 +47,9 @@ from _baselines import (  # noqa: E402
 )
 
 from critwin.samplers import _kv  # noqa: E402
-from critwin.samplers.hf import PAPER_FRACTIONS, HFSampler, Response, cut_positions  # noqa: E402
+from critwin.samplers.hf import HFSampler  # noqa: E402
+from critwin.samplers.lm import Response  # noqa: E402
+from critwin.schedules import PAPER_FRACTIONS, cut_positions  # noqa: E402
 
 QWEN25_05B = dict(
     vocab_size=151936,

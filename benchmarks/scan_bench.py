@@ -58,14 +58,10 @@ from _baselines import (  # noqa: E402
 
 import critwin  # noqa: E402
 from critwin.samplers import _kv  # noqa: E402
-from critwin.samplers.hf import (  # noqa: E402
-    PAPER_FRACTIONS,
-    HFSampler,
-    Response,
-    cut_positions,
-    load_causal_lm,
-)
+from critwin.samplers.hf import HFSampler, load_causal_lm  # noqa: E402
 from critwin.samplers.hf_tiny import char_tokenizer, tiny_causal_lm  # noqa: E402
+from critwin.samplers.lm import Response  # noqa: E402
+from critwin.schedules import PAPER_FRACTIONS, cut_positions  # noqa: E402
 
 ASSET = Path(critwin.__file__).parent / "assets" / "reasoning_model"
 TEMPERATURE, TOP_P = 0.6, 0.9

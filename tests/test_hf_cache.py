@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from critwin.samplers import _kv
-from critwin.samplers.hf import HFSampler, Response, cut_positions
+from critwin.samplers.hf import HFSampler
 from critwin.samplers.hf_tiny import CHAT_TEMPLATE, char_tokenizer, tiny_causal_lm
+from critwin.samplers.lm import Response
+from critwin.schedules import cut_positions
 
 TOK = char_tokenizer(chat_template=CHAT_TEMPLATE)
 

@@ -14,9 +14,10 @@ import torch
 from scipy import stats
 
 from critwin.samplers import _kv
-from critwin.samplers._kv import SamplingSettings, sample_tokens
+from critwin.samplers._kv import sample_tokens
 from critwin.samplers.hf import HFSampler
 from critwin.samplers.hf_tiny import CHAT_TEMPLATE, char_tokenizer, tiny_causal_lm
+from critwin.samplers.lm import SamplingSettings
 
 TOK = char_tokenizer(chat_template=CHAT_TEMPLATE)
 

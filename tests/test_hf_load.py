@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from critwin.errors import CritwinError
-from critwin.samplers.hf import HFSampler, Response, load_causal_lm
+from critwin.samplers.hf import HFSampler, load_causal_lm
 from critwin.samplers.hf_tiny import CHAT_TEMPLATE, char_tokenizer, save_tiny_model, tiny_causal_lm
+from critwin.samplers.lm import Response
 
 TOK = char_tokenizer(chat_template=CHAT_TEMPLATE)
 

@@ -38,6 +38,7 @@ from critwin.features.grading import ExactMatchGrader, Grader, grader_for
 from critwin.rundir import RunDir
 from critwin.samplers.base import Failure
 from critwin.scan import Draws, scan
+from critwin.schedules import DENSE_FRACTIONS, PAPER_FRACTIONS, kept_positions
 from critwin.serialize import jsonable
 from critwin.stats import newcombe_interval, wilson_interval
 from critwin.windows import Window, detect_windows, paper_rule_windows
@@ -48,9 +49,6 @@ BUNDLED_PROBLEMS = ASSETS / "reasoning_problems.jsonl"
 
 TASKS = ("math", "mc", "exact", "arith")
 ANSWER_FROM = ("continuation", "elicit")
-PAPER_FRACTIONS: tuple[float, ...] = (0.05, 0.1, 0.3, 0.5, 0.7, 0.9)
-DENSE_FRACTIONS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))
-"""Fractions kept 0.05, 0.10, …, 0.95: a dense grid that costs ~3× the paper's six cuts."""
 
 ORIGINALS = "originals.jsonl"
 PROBLEMS = "problems.jsonl"
@@ -159,11 +157,7 @@ class ReasoningConfig:
 
     def kept_positions(self, length: int) -> list[int]:
         """Response tokens KEPT at each cut for a response of `length` tokens, ascending, without repeats."""
-        if self.dense_step is not None:
-            kept = list(range(0, length + 1, self.dense_step))
-        else:
-            kept = [int(np.floor(f * length + 1e-9)) for f in self.fractions]
-        return sorted({k for k in kept if 0 <= k <= length})
+        return kept_positions(length, self.fractions, self.dense_step)
 
     def elicitation(self) -> str:
         """The follow-up user message of the elicitation turn."""
@@ -658,7 +652,7 @@ def check_resumable(out: str | Path, config: Mapping[str, Any]) -> RunDir | None
 
 
 def _response_from_row(row: Mapping[str, Any]) -> Any:
-    from critwin.samplers.hf import Response
+    from critwin.samplers.lm import Response
 
     return Response(
         tuple(row["prompt_ids"]),

@@ -28,39 +28,11 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from critwin.errors import CritwinError
+from critwin.samplers.lm import SamplingSettings
 
 # Top-p by rejection: each round accepts a row with probability = its nucleus mass (>= top_p), so after 16
 # rounds a row is left with probability <= (1 - top_p)^16; those few rows are drawn from the sorted nucleus.
 _REJECTION_ROUNDS = 16
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How continuations are drawn.
-
-    temperature 0 means greedy decoding. `top_k` 0 disables top-k. `max_new_tokens` bounds the tokens a
-    row may add. Stops on any id in `eos_token_ids` (the eos token is not part of the output) or once the
-    text ends with one of `stop_strings` (included in the output).
-    """
-
-    temperature: float = 0.6
-    top_p: float = 0.9
-    top_k: int = 0
-    max_new_tokens: int = 2048
-    eos_token_ids: tuple[int, ...] = ()
-    stop_strings: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if not (self.temperature >= 0.0 and np.isfinite(self.temperature)):
-            raise CritwinError(f"temperature={self.temperature}: use a finite value >= 0 (0 = greedy)")
-        if not 0.0 < self.top_p <= 1.0:
-            raise CritwinError(f"top_p={self.top_p}: use a value in (0, 1] (1 = off)")
-        if self.top_k < 0:
-            raise CritwinError(f"top_k={self.top_k}: use an integer >= 0 (0 = off)")
-        if self.max_new_tokens < 0:
-            raise CritwinError(f"max_new_tokens={self.max_new_tokens}: use an integer >= 0")
-        if any(not s for s in self.stop_strings):
-            raise CritwinError("stop_strings: remove the empty string (it would stop every row at once)")
 
 
 @dataclass(frozen=True)

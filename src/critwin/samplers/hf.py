@@ -24,16 +24,12 @@ import torch
 
 from critwin.errors import CritwinError, first_line
 from critwin.samplers import _kv
-from critwin.samplers._kv import Continuation, PrefixBank, Row, SamplingSettings, StopStrings
+from critwin.samplers._kv import Continuation, PrefixBank, Row, StopStrings
 from critwin.samplers.base import Failure
+from critwin.samplers.lm import Prompt, Response, SamplingSettings
 
 _first_line = functools.partial(first_line, with_type=False)  # library errors: the message is enough
 
-PAPER_FRACTIONS: tuple[float, ...] = (0.05, 0.1, 0.3, 0.5, 0.7, 0.9)
-"""Fractions of the response KEPT at which the paper cuts reasoning traces."""
-
-Prompt = str | Sequence[Mapping[str, str]]
-"""A user message (str) or a whole chat (list of {"role", "content"} messages)."""
 
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -54,72 +50,6 @@ _DTYPES = {
     "fp16": torch.float16,
     "half": torch.float16,
 }
-
-
-@dataclass(frozen=True)
-class Response:
-    """A prompt and one response of a causal LM, as token ids and texts.
-
-    `prompt_text` is the text the model saw (chat template applied). `stop_reason` is "eos", "stop_string",
-    "length" or None (unknown, e.g. a response read from a file). For a resampled response, `n_kept` is the
-    number of response tokens kept from the original before resampling (None for an original response).
-    """
-
-    prompt_ids: tuple[int, ...]
-    response_ids: tuple[int, ...]
-    prompt_text: str
-    response_text: str
-    stop_reason: str | None = None
-    n_kept: int | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "prompt_ids", tuple(int(i) for i in self.prompt_ids))
-        object.__setattr__(self, "response_ids", tuple(int(i) for i in self.response_ids))
-
-    @property
-    def length(self) -> int:
-        """Number of response tokens (the largest meaningful t for this response)."""
-        return len(self.response_ids)
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Cut positions
-
-
-def cut_positions(
-    length: int, fractions: Sequence[float] | None = PAPER_FRACTIONS, *, dense: bool = False, step: int = 1
-) -> list[int]:
-    """Numbers of response tokens KEPT for each fraction kept (floor(f · length)), in the given order.
-
-    `dense=True` ignores `fractions` and returns every `step`-th cut 0, step, 2·step, …, length.
-    Fractions must lie in [0, 1]. Equal cuts are not merged, so results line up with `fractions`.
-    """
-    if length < 0:
-        raise CritwinError(f"length={length}: a response length is >= 0")
-    if dense:
-        if step < 1:
-            raise CritwinError(f"step={step}: use a positive integer number of tokens")
-        kept = list(range(0, length + 1, step))
-        return kept if kept[-1] == length else [*kept, length]
-    fractions = PAPER_FRACTIONS if fractions is None else fractions
-    out = []
-    for f in fractions:
-        if not 0.0 <= float(f) <= 1.0:
-            raise CritwinError(f"fraction kept {f}: use values in [0, 1] (the share of the response kept)")
-        out.append(int(np.floor(float(f) * length + 1e-9)))
-    return out
-
-
-def ts_from_fractions(
-    length: int, fractions: Sequence[float] | None = PAPER_FRACTIONS, *, dense: bool = False, step: int = 1
-) -> list[int]:
-    """Forward times t (tokens removed from the end) for fractions kept; t = length - kept."""
-    return [length - k for k in cut_positions(length, fractions, dense=dense, step=step)]
-
-
-def fraction_kept(length: int, t: float) -> float:
-    """The display coordinate of t for a response of `length` tokens: 1 - t / length."""
-    return 1.0 - float(t) / length if length else 0.0
 
 
 # ---------------------------------------------------------------------------------------------------------
