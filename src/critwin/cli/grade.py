@@ -22,7 +22,6 @@ import typer
 from critwin.cli.app import app, emit_json, log
 from critwin.errors import CritwinError
 
-TASKS = ("math", "mc", "exact")
 _CHUNK = 512  # rows per grading call: progress is logged between calls
 
 
@@ -118,7 +117,7 @@ def _grade(rows: list[_Row], task: str, timeout_s: float) -> tuple[list[str | No
         exact = ExactMatchGrader()
         answers = [exact.extract(row.response) for row in rows]
         return answers, exact.grade_many([(a, row.gold) for a, row in zip(answers, rows, strict=True)])
-    from critwin.samplers.base import Failure
+    from critwin.types import Failure
 
     with GradingPool(timeout_s=timeout_s) as pool:
         math = MathGrader(pool=pool, timeout_s=timeout_s)
@@ -162,8 +161,10 @@ def grade_cmd(
     Prints one line per row (the answer read and the verdict) and the counts. A row whose answer cannot
     be read, or whose grading fails, is a failed item (verdict null), never counted as right or wrong.
     """
+    from critwin.data.problem import TASKS  # the tasks a Problem can have: math, mc, exact
+
     if task not in TASKS:
-        raise CritwinError(f"--task {task!r} unknown: use math, mc or exact")
+        raise CritwinError(f"--task {task!r} unknown: use {', '.join(TASKS[:-1])} or {TASKS[-1]}")
     if not timeout_s > 0:
         raise CritwinError(f"--timeout {timeout_s:g}: give a number of seconds > 0")
     rows = _read_rows(data, task)  # every row is checked before any grading starts

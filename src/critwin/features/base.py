@@ -1,20 +1,22 @@
 """The `Feature` protocol and the features of the exact testbeds.
 
 A feature maps one sample to a hashable label, or to None when the sample cannot be read (an unparseable
-item: counted as failed by `critwin.scan.scan`, never as an outcome). Labels that go to disk must be str,
+item: counted as failed by `critwin.curves.scan`, never as an outcome). Labels that go to disk must be str,
 int, float, bool or tuples of these.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from critwin.errors import CritwinError
-from critwin.samplers.gaussian import check_partition, classify
-from critwin.samplers.toy_lm import ToyLanguage
+from critwin.theory.classes import check_partition, classify
+
+if TYPE_CHECKING:  # annotations only: features never need the toy sampler at run time
+    from critwin.samplers.toy_lm import ToyLanguage
 
 
 @runtime_checkable

@@ -36,7 +36,7 @@ from critwin.features.answers import (
     normalize_answer,
 )
 from critwin.features.grading_pool import GradingPool, default_pool
-from critwin.samplers.base import Failure
+from critwin.types import Failure
 
 Verdict = bool | Failure
 EquivalenceFn = Callable[[Sequence[tuple[str, str]]], list[Verdict]]

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from critwin.errors import CritwinError
-from critwin.samplers.base import Failure
+from critwin.types import Failure
 
 DEFAULT_PRELOAD: tuple[str, ...] = ("critwin.features.grading", "math_verify")
 _BOOTED = "booted"  # the worker runs: multiprocessing has re-imported the main module without error

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from critwin.errors import CritwinError, first_line
-from critwin.samplers.base import Failure
+from critwin.types import Failure
 
 COMPLY = "comply"
 REFUSE = "refuse"

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from critwin.errors import CritwinError
-from critwin.samplers.lm import SamplingSettings
+from critwin.samplers.lm import Continuation, SamplingSettings
 
 # Top-p by rejection: each round accepts a row with probability = its nucleus mass (>= top_p), so after 16
 # rounds a row is left with probability <= (1 - top_p)^16; those few rows are drawn from the sorted nucleus.
@@ -46,14 +46,6 @@ class Row:
     n_keep: int
     max_new: int
     stop_context: int = 0
-
-
-@dataclass(frozen=True)
-class Continuation:
-    """The tokens sampled after a cut. `stop_reason` is "eos", "stop_string" or "length"."""
-
-    token_ids: tuple[int, ...]
-    stop_reason: str
 
 
 @dataclass(frozen=True)

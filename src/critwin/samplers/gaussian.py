@@ -43,24 +43,10 @@ import numpy as np
 from scipy import optimize, special, stats
 
 from critwin.errors import CritwinError
+from critwin.theory.classes import check_partition, class_log_densities, classify
+from critwin.theory.classes import mixture_params as _params
 
 METHODS = ("posterior", "ddpm")
-
-
-def _params(mixture: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    try:
-        mu = np.asarray(mixture.means, dtype=float)
-        var = np.broadcast_to(np.asarray(mixture.variances, dtype=float), (len(mu),)).astype(float)
-        w = np.asarray(mixture.weights, dtype=float)
-    except (AttributeError, TypeError, ValueError) as err:
-        raise CritwinError(
-            "mixture: expected a critwin.theory.GaussianMixture (means (K, d), variances (K,), weights (K,))"
-        ) from err
-    if mu.ndim == 1:
-        mu = mu[:, None]
-    if mu.ndim != 2 or len(w) != len(mu) or np.any(var <= 0):
-        raise CritwinError("mixture: means must be (K, d), variances (K,) > 0 and weights (K,)")
-    return mu, var, w
 
 
 def _a(t: np.ndarray) -> np.ndarray:
@@ -126,41 +112,8 @@ def ddpm_sample(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Bayes classes (the testbed's features)
+# Bayes classes (the testbed's features): critwin.theory.classes
 # ----------------------------------------------------------------------------------------------------------
-def check_partition(
-    mixture: Any, partition: Mapping[str, Sequence[int]] | None
-) -> dict[str, tuple[int, ...]]:
-    """Validate a partition of the components into named classes (default: one class per component label)."""
-    mu, _, _ = _params(mixture)
-    k = len(mu)
-    if partition is None:
-        labels = list(getattr(mixture, "labels", None) or [str(i) for i in range(k)])
-        return {str(lab): (i,) for i, lab in enumerate(labels)}
-    out = {str(name): tuple(int(i) for i in idx) for name, idx in partition.items()}
-    flat = sorted(i for idx in out.values() for i in idx)
-    if flat != list(range(k)):
-        raise CritwinError(
-            f"partition: classes must cover each of the {k} components exactly once; got {dict(out)}"
-        )
-    return out
-
-
-def class_log_densities(mixture: Any, x: np.ndarray, partition: Mapping[str, Sequence[int]]) -> np.ndarray:
-    """(R, C) log Σ_{k∈c} w_k N(x; μ_k, σ_k² I) for each class c of `partition` (in its order)."""
-    mu, var, w = _params(mixture)
-    x = np.atleast_2d(np.asarray(x, dtype=float))
-    diff = x[:, None, :] - mu[None, :, :]
-    logs = np.log(w)[None, :] - 0.5 * mu.shape[1] * np.log(2 * math.pi * var)[None, :]
-    logs = logs - np.einsum("rkd,rkd->rk", diff, diff) / (2.0 * var[None, :])
-    return np.stack([special.logsumexp(logs[:, list(idx)], axis=1) for idx in partition.values()], axis=1)
-
-
-def classify(mixture: Any, x: np.ndarray, partition: Mapping[str, Sequence[int]]) -> np.ndarray:
-    """Index (into the partition's classes) of the Bayes class of each row of x."""
-    return class_log_densities(mixture, x, partition).argmax(axis=1)
-
-
 def _regions_1d(mixture: Any, partition: Mapping[str, Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """Cut points and the class of each interval between them for a 1-D mixture's Bayes classifier."""
     mu, var, _ = _params(mixture)
@@ -288,10 +241,15 @@ class GaussianMixtureSampler:
     def forward_reverse(
         self, x: Any, ts: Sequence[float], n: int, rng: np.random.Generator
     ) -> list[list[np.ndarray]]:
-        """For each OU time t in ts: n independent noisings Y_t of x, each denoised once (one batch)."""
+        """For each OU time t in ts (0 ≤ t ≤ t_max): n independent noisings Y_t of x, each denoised once
+        (one batch)."""
         x = np.asarray(x, dtype=float).reshape(-1)
         if x.shape != (self.dim,):
             raise CritwinError(f"x has shape {x.shape}; this mixture's samples have shape ({self.dim},)")
+        for tt in ts:
+            if not (isinstance(tt, int | float | np.integer | np.floating) and 0 <= tt <= self.t_max):
+                raise CritwinError(f"t={tt!r}: OU times must be numbers in [0, t_max={self.t_max:g}]; "
+                                   "drop it from the schedule or build the sampler with a larger t_max")
         t = np.repeat(np.asarray(ts, dtype=float), n)
         a = np.exp(-t)[:, None]
         y = a * x[None, :] + np.sqrt(-np.expm1(-2.0 * t))[:, None] * rng.standard_normal((len(t), self.dim))
@@ -301,3 +259,35 @@ class GaussianMixtureSampler:
             out = ddpm_sample(self.mixture, y, t, rng, self.steps)
         out[t == 0] = x  # t = 0: nothing was noised, nothing to resample
         return [list(out[i * n : (i + 1) * n]) for i in range(len(ts))]
+
+
+def default_mixture() -> Any:
+    """The theory's built-in example (`critwin.theory.demo.DEMO_SPEC`): a hierarchical mixture in d = 2,
+    two far-apart groups A, B (means ±100) of two close components each (4 apart), unit variances, equal
+    weights."""
+    from critwin.theory.demo import DEMO_SPEC
+    from critwin.theory.spec import parse_spec
+
+    return parse_spec(DEMO_SPEC).mixture
+
+
+def from_registry(path_or_url: Any = None, *, mixture: Any = None, **settings: Any) -> GaussianMixtureSampler:
+    """The registry's "gaussian" factory: a `GaussianMixtureSampler` of `mixture` (a GaussianMixture), of
+    the Gaussian mixture of a theory spec file at `path_or_url` (JSON/YAML, see `critwin theory`), or of
+    `default_mixture()`; settings are method, steps and t_max."""
+    allowed = ("method", "steps", "t_max")
+    unknown = sorted(set(settings) - set(allowed))
+    if unknown:
+        raise CritwinError(f"sampler 'gaussian': unknown setting {unknown[0]!r}; use mixture, "
+                           f"{', '.join(allowed)}")
+    if path_or_url is not None and mixture is not None:
+        raise CritwinError("sampler 'gaussian': give a spec file or mixture=, not both")
+    if path_or_url is not None:
+        from critwin.theory.gaussian import GaussianMixture
+        from critwin.theory.spec import load_spec
+
+        mixture = load_spec(path_or_url).mixture
+        if not isinstance(mixture, GaussianMixture):
+            raise CritwinError(f"sampler 'gaussian': {path_or_url} describes a {type(mixture).__name__}; "
+                               "give a spec whose mixture has kind 'gaussian'")
+    return GaussianMixtureSampler(default_mixture() if mixture is None else mixture, **settings)

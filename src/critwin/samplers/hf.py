@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,12 +23,9 @@ import torch
 
 from critwin.errors import CritwinError, first_line
 from critwin.samplers import _kv
-from critwin.samplers._kv import Continuation, PrefixBank, Row, StopStrings
-from critwin.samplers.base import Failure
-from critwin.samplers.lm import Prompt, Response, SamplingSettings
-
-_first_line = functools.partial(first_line, with_type=False)  # library errors: the message is enough
-
+from critwin.samplers._kv import PrefixBank, Row, StopStrings
+from critwin.samplers.lm import Continuation, Prompt, Response, SamplingSettings
+from critwin.types import Failure
 
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -83,8 +79,9 @@ def load_causal_lm(path: str | Path, dtype: str | torch.dtype = "auto", device: 
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
+        why = first_line(exc, with_type=False)
         raise CritwinError(
-            f"model: cannot read {path}/config.json ({_first_line(exc)}); fix or re-save it"
+            f"model: cannot read {path}/config.json ({why}); fix or re-save it"
         ) from None
     _check_causal(config.to_dict(), path, "model:")
     check_weight_files(path, "model:")
@@ -96,11 +93,13 @@ def load_causal_lm(path: str | Path, dtype: str | torch.dtype = "auto", device: 
                 f"model: {path} is a {config.model_type} model, not a causal LM; pass a "
                 "decoder-only language model directory"
             ) from None
-        raise CritwinError(f"model: cannot load {path} ({_first_line(exc)})") from None
+        why = first_line(exc, with_type=False)
+        raise CritwinError(f"model: cannot load {path} ({why})") from None
     except (OSError, SafetensorError) as exc:
         # A damaged file the header check cannot see (e.g. a corrupt sharded index entry) lands here.
+        why = first_line(exc, with_type=False)
         raise CritwinError(
-            f"model: cannot load weights from {path} ({_first_line(exc)}); re-save or re-copy the model"
+            f"model: cannot load weights from {path} ({why}); re-save or re-copy the model"
         ) from None
     tokenizer = _checked_tokenizer(path, "model:")
     model.to(dev)
@@ -231,6 +230,14 @@ class ModelInfo:
         """Whether the tokenizer can render chats (needed for prefills and follow-up turns)."""
         return bool(getattr(self.tokenizer, "chat_template", None))
 
+    def encode_prompt(self, prompt: Prompt, *, chat: bool) -> tuple[tuple[int, ...], str]:
+        """Token ids and text the model will see for `prompt` (see `encode_prompt`), before weights load."""
+        return encode_prompt(self.tokenizer, prompt, chat=chat)
+
+    def encode_text(self, text: str) -> tuple[int, ...]:
+        """Token ids of `text` tokenized alone, without special tokens (as a response or prefill is)."""
+        return encode_text(self.tokenizer, text)
+
 
 def inspect_model(path: str | Path, where: str = "--model") -> ModelInfo:
     """Check a model directory cheaply (config.json, weight file headers, tokenizer) and read its context
@@ -243,8 +250,9 @@ def inspect_model(path: str | Path, where: str = "--model") -> ModelInfo:
     except UnicodeDecodeError:
         raise CritwinError(f"{where} {path}/config.json is not UTF-8 text; fix or re-save it") from None
     except (OSError, json.JSONDecodeError) as exc:
+        why = first_line(exc, with_type=False)
         raise CritwinError(
-            f"{where} {path}/config.json is not readable JSON ({_first_line(exc)}); fix or re-save it"
+            f"{where} {path}/config.json is not readable JSON ({why}); fix or re-save it"
         ) from None
     if not isinstance(config, dict):
         raise CritwinError(f"{where} {path}/config.json is not a JSON object; fix or re-save it")
@@ -316,7 +324,8 @@ def _checked_tokenizer(path: Path, where: str) -> Any:
     try:
         tokenizer = _load_tokenizer(path, AutoTokenizer)
     except (OSError, ValueError, TypeError) as exc:
-        raise CritwinError(f"{where} {path}: no usable tokenizer ({_first_line(exc)}); {fix}") from None
+        why = first_line(exc, with_type=False)
+        raise CritwinError(f"{where} {path}: no usable tokenizer ({why}); {fix}") from None
     if tokenizer is None or isinstance(tokenizer, bool) or len(tokenizer) < 2:
         raise CritwinError(f"{where} {path}: no usable tokenizer; {fix}")
     return tokenizer
@@ -387,6 +396,79 @@ def encode_prompt(
     if len(ids) == 0:
         raise CritwinError("prompt: empty after tokenization; give a non-empty prompt")
     return tuple(int(i) for i in ids), text
+
+
+def encode_text(tokenizer: Any, text: str) -> tuple[int, ...]:
+    """Token ids of `text` tokenized alone, without special tokens."""
+    return tuple(int(i) for i in tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def encode_with_offsets(tokenizer: Any, text: str) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """Token ids of `text` (no special tokens) and the [start, end) characters each token covers, from the
+    fast tokenizer's offset mapping."""
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, ValueError, TypeError) as err:
+        raise CritwinError(
+            "tokenizer: token offsets need a fast tokenizer (offset mapping); save the model with its "
+            "tokenizer.json, or cut in characters"
+        ) from err
+    ids = tuple(int(i) for i in enc["input_ids"])
+    return ids, tuple((int(a), int(b)) for a, b in enc["offset_mapping"])
+
+
+def render_chat(
+    tokenizer: Any, messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool = False
+) -> str:
+    """The text of a chat under the tokenizer's chat template (a one-line CritwinError when it has none or
+    the template fails to render)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise CritwinError("tokenizer has no chat template, so chats cannot be rendered; set one "
+                           "(tokenizer.chat_template = ...) or use plain prompts")
+    try:
+        return tokenizer.apply_chat_template(
+            [dict(m) for m in messages], add_generation_prompt=add_generation_prompt, tokenize=False
+        )
+    except Exception as err:  # jinja errors of user templates: report on one line
+        raise CritwinError(f"chat template failed to render ({type(err).__name__}: {err}); fix the "
+                           "template") from err
+
+
+def token_logprobs(
+    model: Any, sequences: Sequence[Sequence[int]], *, batch_size: int = 16
+) -> list[np.ndarray]:
+    """Raw log-softmax (temperature 1) of every token given the tokens before it:
+    out[i][j] = log p(x_j | x_<j) for j >= 1, and NaN for j = 0 (nothing conditions the first token).
+    Batched with right padding, longest sequences first.
+    """
+    device = next(model.parameters()).device
+    out: list[np.ndarray | None] = [None] * len(sequences)
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    with torch.inference_mode():
+        for lo in range(0, len(order), batch_size):
+            idx = order[lo : lo + batch_size]
+            width = max(len(sequences[i]) for i in idx)
+            ids = torch.zeros((len(idx), width), dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids[r, : len(sequences[i])] = torch.tensor(list(sequences[i]), dtype=torch.long)
+                mask[r, : len(sequences[i])] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            logp = torch.log_softmax(logits[:, :-1, :], dim=-1)
+            tok = torch.gather(logp, 2, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu().numpy()
+            for r, i in enumerate(idx):
+                n = len(sequences[i])
+                out[i] = np.concatenate([[np.nan], tok[r, : n - 1].astype(np.float64)])
+    return [o if o is not None else np.zeros(0) for o in out]
+
+
+def _replace_settings(settings: SamplingSettings, overrides: Mapping[str, Any]) -> SamplingSettings:
+    """`settings` with some fields replaced; an unknown name is a CritwinError listing the fields."""
+    names = [f.name for f in dataclasses.fields(SamplingSettings)]
+    unknown = [k for k in overrides if k not in names]
+    if unknown:
+        raise CritwinError(f"sampling settings: {unknown[0]!r} is not one; use {', '.join(names)}")
+    return dataclasses.replace(settings, **overrides)
 
 
 def _seed_from(rng: np.random.Generator | int | None) -> int:
@@ -505,10 +587,31 @@ class HFSampler:
         """The longest response the settings allow, in tokens."""
         return float(self.settings.max_new_tokens)
 
+    @property
+    def model_name(self) -> str:
+        """The model's directory or hub id as transformers recorded it ("in-memory model" when none)."""
+        return str(getattr(getattr(self.model, "config", None), "_name_or_path", "") or "in-memory model")
+
+    @property
+    def context_length(self) -> int | None:
+        """The most tokens one sequence may hold, from the model's config (None when it names none)."""
+        config = getattr(self.model, "config", None)
+        return None if config is None else context_length(config.to_dict())
+
     def with_prompt(self, prompt: Prompt) -> HFSampler:
         """A copy bound to `prompt`, so that `sample(n, rng)` draws responses to it."""
         other = copy.copy(self)
         other.prompt = prompt
+        return other
+
+    def with_settings(self, **overrides: Any) -> HFSampler:
+        """A copy with sampling settings (fields of `SamplingSettings`) and/or `budget` replaced."""
+        other = copy.copy(self)
+        budget = overrides.pop("budget", self.budget)
+        if budget not in ("response", "continuation"):
+            raise CritwinError(f"budget={budget!r}: use 'response' or 'continuation'")
+        other.budget = budget
+        other.settings = _replace_settings(self.settings, overrides)
         return other
 
     # -- prompts and texts --------------------------------------------------------------------------------
@@ -517,15 +620,81 @@ class HFSampler:
         """Token ids and text the model sees for `prompt` (chat template with a generation prompt if chat)."""
         return encode_prompt(self.tokenizer, prompt, chat=self.chat, system_prompt=self.system_prompt)
 
+    def encode_text(self, text: str) -> tuple[int, ...]:
+        """Token ids of `text` tokenized alone, without special tokens (as a response is)."""
+        return encode_text(self.tokenizer, text)
+
+    def encode_with_offsets(self, text: str) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+        """`encode_text(text)` and the [start, end) characters of `text` each token covers."""
+        return encode_with_offsets(self.tokenizer, text)
+
+    def token_ends(self, text: str) -> list[int]:
+        """Characters of `text` at which its tokens end, one per token."""
+        return [b for _, b in self.encode_with_offsets(text)[1]]
+
     def decode(self, ids: Sequence[int]) -> str:
         """Text of token ids, special tokens dropped."""
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
+    def char_offsets(self, ids: Sequence[int]) -> list[int]:
+        """offsets[k] = characters of the decoded text of the first k tokens (k = 0 … len(ids))."""
+        ids = list(ids)
+        return [len(self.decode(ids[:k])) for k in range(len(ids) + 1)]
+
+    def render_chat(
+        self, messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool = False
+    ) -> str:
+        """The text of a chat under the tokenizer's chat template."""
+        return render_chat(self.tokenizer, messages, add_generation_prompt=add_generation_prompt)
+
     def response_from_text(self, prompt: Prompt, response_text: str) -> Response:
         """A `Response` for a response given as text (e.g. read from a file), tokenized without specials."""
         prompt_ids, prompt_text = self.encode_prompt(prompt)
-        ids = self.tokenizer(response_text, add_special_tokens=False)["input_ids"]
-        return Response(prompt_ids, tuple(ids), prompt_text, response_text, None)
+        ids = self.encode_text(response_text)
+        return Response(prompt_ids, ids, prompt_text, response_text, None)
+
+    # -- scoring ------------------------------------------------------------------------------------------
+
+    def score(
+        self,
+        prompts: Sequence[Sequence[int]],
+        completions: Sequence[Sequence[int]],
+        *,
+        batch_size: int | None = None,
+    ) -> list[np.ndarray]:
+        """out[i][j] = log p(completions[i][j] | prompts[i] + completions[i][:j]): the raw log-softmax at
+        temperature 1 of one forward pass over prompt + completion (right-padded batches of `batch_size`
+        sequences, default the sampler's, longest first; see `token_logprobs`)."""
+        if isinstance(prompts, str | bytes) or isinstance(completions, str | bytes):
+            raise CritwinError("score: pass lists of token-id lists (e.g. [prompt_ids], [completion_ids])")
+        if len(prompts) != len(completions):
+            raise CritwinError(
+                f"score: got {len(prompts)} prompts for {len(completions)} completions; give one each"
+            )
+        size = self.batch_size if batch_size is None else batch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise CritwinError(f"batch_size={batch_size!r}: use a positive integer")
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        seqs, starts = [], []
+        for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+            p, c = tuple(int(v) for v in p), tuple(int(v) for v in c)
+            if not p:
+                raise CritwinError(
+                    f"score: prompt {i} is empty; the first token has no log-probability, so give at least "
+                    "one prompt token"
+                )
+            if min(p + c) < 0 or max(p + c) >= vocab:
+                raise CritwinError(
+                    f"score: sequence {i} has token ids outside the model's vocabulary (0..{vocab - 1}); "
+                    "tokenize it with this model's tokenizer"
+                )
+            seqs.append(p + c)
+            starts.append(len(p))
+        if not seqs:
+            return []
+        with _torch_threads(self.cpu_threads):
+            lps = token_logprobs(self.model, seqs, batch_size=size)
+        return [lp[a:] for lp, a in zip(lps, starts, strict=True)]
 
     # -- original responses -------------------------------------------------------------------------------
 
@@ -539,7 +708,7 @@ class HFSampler:
         """
         if isinstance(prompts, str):
             raise CritwinError("prompts: pass a list of prompts, e.g. [prompt]")
-        settings = dataclasses.replace(self.settings, **overrides) if overrides else self.settings
+        settings = _replace_settings(self.settings, overrides) if overrides else self.settings
         encoded = [self.encode_prompt(p) for p in prompts]
         if not encoded:
             return []
@@ -669,8 +838,12 @@ class HFSampler:
 
     @staticmethod
     def _check_t(x: Response, t: float) -> int:
-        ti = int(round(float(t)))
-        if abs(float(t) - ti) > 1e-9 or not 0 <= ti <= x.length:
+        try:
+            tf = float(t)
+        except (TypeError, ValueError):
+            tf = float("nan")
+        ti = int(round(tf)) if np.isfinite(tf) else -1
+        if abs(tf - ti) > 1e-9 or not 0 <= ti <= x.length:
             raise CritwinError(
                 f"t={t}: cut positions are whole numbers of tokens removed, 0..{x.length} for this response"
             )
@@ -713,6 +886,27 @@ class HFSampler:
                 mode=self.prefix_attention,
             )
         return [Failure(r.reason) if isinstance(r, _kv.DecodeFailure) else r for r in res]
+
+
+BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "reasoning_model"
+"""The small model shipped with critwin (a character-level arithmetic reasoner), so that
+`load_sampler("hf")` works offline."""
+
+
+def from_registry(path_or_url: str | Path | None = None, **settings: Any) -> HFSampler:
+    """The registry's "hf" factory: `HFSampler.from_pretrained(path, **settings)` for a local model
+    directory (default `BUNDLED_MODEL`); settings are dtype, device and `HFSampler`'s keyword arguments."""
+    import inspect
+
+    allowed = {"dtype", "device"} | {
+        name for name, p in inspect.signature(HFSampler.__init__).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        raise CritwinError(f"sampler 'hf': unknown setting {unknown[0]!r}; use {', '.join(sorted(allowed))}")
+    path = BUNDLED_MODEL if path_or_url is None else Path(path_or_url)
+    return HFSampler.from_pretrained(path, **settings)
 
 
 TINY_MODEL_PARAMS = 2_000_000

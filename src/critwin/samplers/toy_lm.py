@@ -363,10 +363,21 @@ class ToyLMSampler:
         x = tuple(int(v) for v in x)
         if len(x) != self.language.length:
             raise CritwinError(f"x has {len(x)} tokens; texts of this language have {self.language.length}")
+        length = self.language.length
+        for t in ts:
+            number = isinstance(t, int | float | np.integer | np.floating) and math.isfinite(t)
+            if not (number and t == int(t) and 0 <= t <= length):
+                raise CritwinError(f"t={t!r}: truncation times are whole numbers of tokens, 0..{length} here")
         out = []
         for t in ts:
-            if t != int(t):
-                raise CritwinError(f"t={t:g}: truncation times are whole numbers of tokens")
             rows = self.language.complete(x[: self.language.length - int(t)], n, rng)
             out.append([tuple(int(v) for v in row) for row in rows])
         return out
+
+
+def from_registry(path_or_url: Any = None, *, language: ToyLanguage | None = None) -> ToyLMSampler:
+    """The registry's "toy_lm" factory: a `ToyLMSampler` of `language` (default `demo_language()`)."""
+    if path_or_url is not None:
+        raise CritwinError("sampler 'toy_lm' is defined in code and reads no file; pass "
+                           "language=ToyLanguage(...), or nothing for the demo language")
+    return ToyLMSampler(demo_language() if language is None else language)

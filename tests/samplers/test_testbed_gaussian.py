@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy import integrate, special, stats
 
+from critwin.curves import scan
 from critwin.errors import CritwinError
 from critwin.experiments.demo import EPS, demo_mixture
 from critwin.features.base import MixtureClass
@@ -20,7 +21,6 @@ from critwin.samplers.gaussian import (
     posterior_sample,
     score,
 )
-from critwin.scan import scan
 from critwin.theory import GaussianMixture, staircase
 from critwin.windows import detect_windows, window_agreement
 

@@ -8,10 +8,10 @@ import itertools
 import numpy as np
 import pytest
 
+from critwin.curves import scan
 from critwin.errors import CritwinError
 from critwin.features.base import ChoiceFeature
 from critwin.samplers.toy_lm import Choice, Filler, ToyLanguage, ToyLMSampler, demo_language
-from critwin.scan import scan
 from critwin.theory import staircase
 from critwin.windows import detect_windows, window_agreement
 

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from critwin.errors import CritwinError
-from critwin.samplers.base import Failure, Sampler
+from critwin.samplers.base import Sampler
 from critwin.samplers.hf import HFSampler
 from critwin.samplers.hf_tiny import CHAT_TEMPLATE, char_tokenizer, tiny_causal_lm
 from critwin.samplers.lm import Response
 from critwin.schedules import PAPER_FRACTIONS, cut_positions, fraction_kept, ts_from_fractions
+from critwin.types import Failure
 
 TOK = char_tokenizer(chat_template=CHAT_TEMPLATE)
 
