@@ -1,4 +1,4 @@
-"""The forward–reverse experiment FR_t: schedule × n resamples of one sample → a `Curve`.
+"""The forward–reverse experiment FR_t: schedule × n resamples of one sample → a `Curve` (`cw.scan`).
 
 For one sample x and each forward time t in a schedule (t grows with degradation, in the sampler's
 `time_unit`), `scan` asks the sampler for n draws X' ~ p(· | Y_t) (one batched `forward_reverse` call),
@@ -7,8 +7,10 @@ holds per t the counts, p̂ = P(kept), Wilson intervals and the distribution of 
 (a backend `Failure`, or a feature that returns None for an unparseable sample) are counted separately,
 never as outcomes.
 
-Curves are additive: `scan(..., curve=old)` adds draws at (possibly new) t values to an existing curve,
-which is what an adaptive search needs (spend more samples where the curve moves).
+Which (t, n) to draw is decided by a strategy (`critwin.strategies`): the schedule form
+`scan(sampler, x, schedule, n, feature)` is the one-round `Fixed(schedule, n)`; `scan(..., strategy=s)` asks
+`s` round by round, with the curve so far, until it stops. Curves are additive: `scan(..., curve=old)` adds
+draws at (possibly new) t values to an existing curve.
 """
 
 from __future__ import annotations
@@ -25,54 +27,26 @@ import numpy as np
 import pandas as pd
 
 from critwin.errors import CritwinError
-from critwin.samplers.base import Failure, Sampler
-from critwin.stats import wilson_interval  # re-exported: critwin.scan.wilson_interval stays importable
+from critwin.samplers.base import ForwardReverse
+from critwin.serialize import decode_label, encode_label, label_from_plain, plain_label
+from critwin.stats import wilson_interval
+from critwin.types import Failure
 
 Label = Hashable
 Feature = Callable[[Any], Label | None]
+__all__ = ["CURVE_COLUMNS", "Curve", "Draws", "Feature", "Label", "decode_label", "encode_label", "scan"]
 
 # Columns of `Curve.to_frame()`; `Curve.from_frame` needs at least these.
 CURVE_COLUMNS = ("t", "n_valid", "n_kept", "n_failed", "label_counts", "reference", "time_unit", "t_max")
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Labels on disk: JSON text. Tuples become JSON arrays and come back as tuples (labels are hashable, so a
-# list is never a label and the decoding is unambiguous); numpy scalars become Python scalars.
-# ----------------------------------------------------------------------------------------------------------
-def _plain(label: Any) -> Any:
-    if isinstance(label, bool | str) or label is None:
-        return label
-    if isinstance(label, numbers.Integral):
-        return int(label)
-    if isinstance(label, numbers.Real):
-        return float(label)
-    if isinstance(label, tuple):
-        return [_plain(v) for v in label]
-    raise CritwinError(
-        f"label {label!r} of type {type(label).__name__} cannot be saved; "
-        "make the feature return str, int, float, bool or tuples of these"
-    )
-
-
-def _unplain(value: Any) -> Any:
-    if isinstance(value, list):
-        return tuple(_unplain(v) for v in value)
-    return value
-
-
-def encode_label(label: Label) -> str:
-    """The JSON text of a label (str, int, float, bool or nested tuples of these)."""
-    return json.dumps(_plain(label), allow_nan=False)
-
-
-def decode_label(text: str) -> Label:
-    """Inverse of `encode_label`."""
-    return _unplain(json.loads(text))
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Curve
 # ----------------------------------------------------------------------------------------------------------
+def _by_text(item: tuple[Any, int]) -> str:
+    return str(item[0])
+
+
 def _frozen(a: Any, dtype: Any) -> np.ndarray:
     arr = np.array(a, dtype=dtype, copy=True).reshape(-1)
     arr.flags.writeable = False
@@ -192,7 +166,7 @@ class Curve:
                 "n_failed": self.n_failed.astype(np.int64),
                 "p_hat": self.p_hat,
                 "label_counts": [
-                    json.dumps([[_plain(k), int(v)] for k, v in sorted(c.items(), key=lambda kv: str(kv[0]))])
+                    json.dumps([[plain_label(k), int(v)] for k, v in sorted(c.items(), key=_by_text)])
                     for c in self.label_counts
                 ],
                 "reference": [ref] * len(self),
@@ -215,7 +189,9 @@ class Curve:
         if len(refs) != 1 or len(units) != 1:
             raise CritwinError("curve table mixes several curves; select one curve's rows first")
         try:
-            counts = tuple({_unplain(k): int(v) for k, v in json.loads(s)} for s in df["label_counts"])
+            counts = tuple(
+                {label_from_plain(k): int(v) for k, v in json.loads(s)} for s in df["label_counts"]
+            )
             reference = decode_label(refs.pop())
         except (ValueError, TypeError) as err:
             raise CritwinError(
@@ -264,7 +240,7 @@ def _check_schedule(schedule: Sequence[float], t_max: float, unit: str) -> list[
     for t in ts:
         if not math.isfinite(t) or t < 0 or t > t_max:
             raise CritwinError(
-                f"schedule: t={t:g} is outside [0, {t_max:g}] ({unit}) for this sampler; "
+                f"schedule: t={t:g} is outside [0, {t_max:g}] ({unit}) for this sample; "
                 "use times in that range"
             )
     if len(set(ts)) != len(ts):
@@ -335,55 +311,83 @@ def _batch_labels(
     return found, [None if label is not None else "feature returned None" for label in found]
 
 
-def scan(
-    sampler: Sampler,
-    x: Any,
-    schedule: Sequence[float],
-    n: int,
-    feature: Feature,
-    *,
-    seed: int | np.random.Generator = 0,
-    reference: Label | None = None,
-    curve: Curve | None = None,
-    on_draws: Callable[[Draws], None] | None = None,
-) -> Curve:
-    """Run FR_t on sample `x` for every t in `schedule` (forward times, t grows with degradation) with n
-    resamples each, all in ONE `sampler.forward_reverse` call, and count how often `feature` is kept.
+MAX_ROUNDS = 1000
+"""Default bound on the rounds of one scan: a strategy still proposing draws after this many is an error."""
 
-    A feature may offer `feature.batch(samples) -> labels` to label a whole row of draws at once.
-    reference: the label counted as "kept" (default: feature(x)). curve: an existing curve of the same
-    sample to add these draws to (new t values are inserted, repeated ones pooled); use a fresh seed for
-    each addition. on_draws: called with the raw `Draws` before the curve is built (to save them).
-    """
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
-        raise CritwinError(f"n={n!r} must be a whole number >= 1 (resamples per t)")
-    n = int(n)
+
+def _sampler_info(sampler: Any, x: Any) -> tuple[str, float]:
+    """(time unit, t_max of this sample): the sample's own `t_max` when it has one, else the sampler's."""
     unit = getattr(sampler, "time_unit", None)
     t_max = getattr(sampler, "t_max", None)
     if not isinstance(unit, str) or t_max is None or not callable(getattr(sampler, "forward_reverse", None)):
         raise CritwinError(
             f"{type(sampler).__name__} is not a Sampler (needs time_unit, t_max, forward_reverse)"
         )
-    ts = _check_schedule(schedule, float(t_max), unit)
-    if reference is None:
-        reference = _label_of(feature, x, "the scanned sample x")
-        if reference is None:
+    own = getattr(x, "t_max", None)
+    if own is not None:
+        if isinstance(own, bool) or not isinstance(own, numbers.Real) or not math.isfinite(own) or own < 0:
             raise CritwinError(
-                "feature returned None for the scanned sample x itself; pass reference=... or scan a sample "
-                "the feature can read"
+                f"the scanned sample's t_max={own!r} is not a finite number >= 0; fix its t_max (its length)"
             )
-    else:
-        try:
-            hash(reference)
-        except TypeError as err:
-            raise CritwinError(f"reference {reference!r} is not hashable; pass a str, int or tuple") from err
-    if curve is not None and (curve.reference != reference or curve.time_unit != unit):
-        raise CritwinError(
-            f"curve= has reference {curve.reference!r} ({curve.time_unit}) but this scan uses {reference!r} "
-            f"({unit}); add draws only to a curve of the same sample, feature and sampler"
-        )
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        return unit, float(own)
+    return unit, float(t_max)
 
+
+def _check_round(requests: Any, who: str, t_max: float, unit: str) -> dict[int, list[float]]:
+    """The times of one round grouped by n (groups and times in the order proposed); one-line errors naming
+    the strategy for anything that is not a Request with 0 <= t <= t_max and a whole n >= 1."""
+    if requests is None or isinstance(requests, str | bytes) or not isinstance(requests, Sequence | tuple):
+        raise CritwinError(
+            f"strategy {who} returned {type(requests).__name__} from propose(); return a list of "
+            "Request(t, n), or an empty list to stop"
+        )
+    groups: dict[int, list[float]] = {}
+    seen: set[float] = set()
+    for req in requests:
+        if hasattr(req, "t") and hasattr(req, "n"):
+            t, n = req.t, req.n
+        elif isinstance(req, tuple) and len(req) == 2:
+            t, n = req
+        else:
+            raise CritwinError(f"strategy {who} proposed {req!r}; propose Request(t, n) values")
+        if isinstance(t, bool) or not isinstance(t, numbers.Real):
+            raise CritwinError(
+                f"strategy {who} proposed t={t!r}; t must be a number (a forward time in {unit})"
+            )
+        t = float(t)
+        if not math.isfinite(t) or t < 0 or t > t_max:
+            raise CritwinError(
+                f"strategy {who} proposed t={t:g}, outside [0, {t_max:g}] ({unit}) for this sample; propose "
+                "times in that range"
+            )
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise CritwinError(
+                f"strategy {who} proposed n={n!r} at t={t:g}; n must be a whole number >= 1 (draws at t)"
+            )
+        if t in seen:
+            raise CritwinError(
+                f"strategy {who} proposed t={t:g} twice in one round; propose each t once per round (raise "
+                "its n for more draws)"
+            )
+        seen.add(t)
+        groups.setdefault(int(n), []).append(t)
+    return groups
+
+
+def _draw(
+    sampler: ForwardReverse,
+    x: Any,
+    ts: list[float],
+    n: int,
+    feature: Feature,
+    rng: np.random.Generator,
+    reference: Label,
+    unit: str,
+    t_max: float,
+    on_draws: Callable[[Draws], None] | None,
+) -> Curve:
+    """One batched `forward_reverse` call: n draws at every t of `ts`, labelled, handed to `on_draws`,
+    counted into a curve."""
     out = sampler.forward_reverse(x, ts, n, rng)
     if len(out) != len(ts) or any(len(row) != n for row in out):
         raise CritwinError(
@@ -413,7 +417,7 @@ def scan(
 
     order = np.argsort(ts, kind="stable")
     counts = [Counter(lab for lab in labels[i] if lab is not None) for i in order]
-    new = Curve(
+    return Curve(
         t=np.array(ts)[order],
         n_valid=[sum(c.values()) for c in counts],
         n_kept=[c.get(reference, 0) for c in counts],
@@ -421,6 +425,110 @@ def scan(
         label_counts=tuple(dict(c) for c in counts),
         reference=reference,
         time_unit=unit,
-        t_max=float(t_max),
+        t_max=t_max,
     )
-    return new if curve is None else curve.merge(new)
+
+
+def scan(
+    sampler: ForwardReverse,
+    x: Any,
+    schedule: Sequence[float] | None = None,
+    n: int | None = None,
+    feature: Feature | None = None,
+    *,
+    strategy: Any = None,
+    seed: int | np.random.Generator = 0,
+    reference: Label | None = None,
+    curve: Curve | None = None,
+    on_draws: Callable[[Draws], None] | None = None,
+    max_rounds: int = MAX_ROUNDS,
+) -> Curve:
+    """Run FR_t on sample `x` and count how often `feature` is kept, at the forward times (t grows with
+    degradation) that `schedule` and `n`, or a `strategy`, ask for.
+
+    `scan(sampler, x, schedule, n, feature)`: n resamples at every t of `schedule`, all in ONE
+    `sampler.forward_reverse` call; it is `strategy=critwin.strategies.Fixed(schedule, n)`.
+    `scan(sampler, x, feature=feature, strategy=s)`: rounds until `s.propose(curve_so_far, t_max)` returns
+    an empty sequence; in each round the requests with equal n are drawn in one `forward_reverse` call and
+    pooled into the curve. All rounds draw from one Generator made from `seed` (a Generator is used as it
+    is), so a one-round strategy uses exactly the random stream of the schedule form. A strategy that still
+    proposes after `max_rounds` rounds is an error.
+
+    t_max: the sample's own `x.t_max` when it has one (a response knows its length), else `sampler.t_max`;
+    every t must lie in [0, t_max] and the curve carries it. A feature may offer `feature.batch(samples) ->
+    labels` to label a whole row of draws at once. reference: the label counted as "kept" (default:
+    feature(x)). curve: an existing curve of the same sample to add these draws to (new t values are
+    inserted, repeated ones pooled); use a fresh seed for each addition. on_draws: called with the raw
+    `Draws` of every `forward_reverse` call before they are counted (to save them).
+    """
+    if strategy is None:
+        if schedule is None or n is None:
+            raise CritwinError(
+                "scan needs a schedule and n (resamples per t), or strategy=...; pass one of the two"
+            )
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+            raise CritwinError(f"n={n!r} must be a whole number >= 1 (resamples per t)")
+    elif schedule is not None or n is not None:
+        raise CritwinError(
+            "scan got both a schedule/n and strategy=; pass one of them (Fixed(schedule, n) is the schedule "
+            "form)"
+        )
+    elif not callable(getattr(strategy, "propose", None)):
+        raise CritwinError(
+            f"strategy={type(strategy).__name__} has no propose(curve, t_max); pass a critwin.strategies "
+            "Strategy such as Fixed(schedule, n)"
+        )
+    if feature is None:
+        raise CritwinError("scan needs feature=: a function from a sample to its label")
+    unit, t_max = _sampler_info(sampler, x)
+    if strategy is None:
+        ts = _check_schedule(schedule, t_max, unit)
+        plan = [(t, int(n)) for t in ts]
+
+        def propose(so_far: Curve | None, _t_max: float) -> list[tuple[float, int]]:
+            return plan if so_far is None else []
+
+        who = "schedule"
+    else:
+        propose, who = strategy.propose, type(strategy).__name__
+    if isinstance(max_rounds, bool) or not isinstance(max_rounds, numbers.Integral) or max_rounds < 1:
+        raise CritwinError(f"max_rounds={max_rounds!r} must be a whole number >= 1")
+    if reference is None:
+        reference = _label_of(feature, x, "the scanned sample x")
+        if reference is None:
+            raise CritwinError(
+                "feature returned None for the scanned sample x itself; pass reference=... or scan a sample "
+                "the feature can read"
+            )
+    else:
+        try:
+            hash(reference)
+        except TypeError as err:
+            raise CritwinError(f"reference {reference!r} is not hashable; pass a str, int or tuple") from err
+    if curve is not None and (curve.reference != reference or curve.time_unit != unit):
+        raise CritwinError(
+            f"curve= has reference {curve.reference!r} ({curve.time_unit}) but this scan uses {reference!r} "
+            f"({unit}); add draws only to a curve of the same sample, feature and sampler"
+        )
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+    mine: Curve | None = None
+    for done in range(int(max_rounds) + 1):
+        groups = _check_round(propose(mine, t_max), who, t_max, unit)
+        if not groups:
+            break
+        if done == max_rounds:
+            raise CritwinError(
+                f"strategy {who} still proposes draws after max_rounds={max_rounds} rounds; make it return "
+                "an empty list to stop, or raise max_rounds"
+            )
+        for n_t, ts_n in groups.items():
+            new = _draw(sampler, x, ts_n, n_t, feature, rng, reference, unit, t_max, on_draws)
+            mine = new if mine is None else mine.merge(new)
+    if mine is None:
+        if curve is not None:
+            return curve
+        raise CritwinError(
+            f"strategy {who} proposed nothing in its first round; propose at least one Request(t, n)"
+        )
+    return mine if curve is None else curve.merge(mine)

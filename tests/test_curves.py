@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from critwin.curves import Curve, decode_label, encode_label, scan, wilson_interval
 from critwin.errors import CritwinError
-from critwin.samplers.base import Failure
-from critwin.scan import Curve, decode_label, encode_label, scan, wilson_interval
+from critwin.types import Failure
 
 
 class ScriptedSampler:
