@@ -48,8 +48,9 @@ def repair(
     ),
 ) -> None:
     """Heal a damaged run directory: move unreadable files to RUN_DIR/damaged/, restore config.json from its
-    copy, rebuild curves, windows, summaries and the report from the raw records, and list the cases that
-    need the model again (rerun the run's command with the same --out to compute just those)."""
+    copy, upgrade a run written in an older format (2) in place, rebuild curves, windows, summaries and the
+    report from the raw records, and list the cases that need the model again (rerun the run's command with
+    the same --out to compute just those)."""
     run, rebuilt = _rebuild(run_dir, full_check=True)
     index = run.path / "index.html"
     if as_json:

@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from critwin.codecs import encode_sample
+from critwin.curves import scan
 from critwin.errors import CritwinError
 from critwin.features.base import ChoiceFeature
-from critwin.rundir import RunDir, TheoryInterval, encode_sample
+from critwin.rundir import RunDir, TheoryInterval
 from critwin.samplers.toy_lm import ToyLMSampler, demo_language
-from critwin.scan import scan
 from critwin.windows import detect_windows
 
 
@@ -38,6 +39,7 @@ def small_run(path, fail_second: bool = False) -> RunDir:
             eps=0.1,
             meta={"title": name.title(), "n": 20},
         )
+    run.sync_derived()  # derived files are rebuilt when asked (a run's report does it), not per case
     return run
 
 
@@ -51,11 +53,13 @@ def test_round_trip(tmp_path):
     assert np.allclose(rec.exact, orig.exact) and rec.theory[0].label == "w" and rec.meta["n"] == 20
     samples = back.read_samples()
     assert len(samples) == 2 * 3 * 20
-    assert set(samples.columns) == {"case", "call", "t", "draw", "label", "failed", "failure", "sample"}
+    assert set(samples.columns) == {"case", "call", "t", "draw", "label", "failed", "failure", "codec",
+                                    "sample"}
     assert json.loads(samples.loc[samples["case"] == "mood", "label"].iloc[0]) in ("happy", "calm", "grim")
+    assert set(samples["codec"]) == {"json"}  # toy-LM samples are token lists: plain values
     assert isinstance(json.loads(samples["sample"].iloc[0]), list)
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert cfg["critwin_run"] == 2 and cfg["experiment"] == "unit" and cfg["seed"] == 0
+    assert cfg["critwin_run"] == 3 and cfg["experiment"] == "unit" and cfg["seed"] == 0
 
 
 def test_partial_results_stay_readable_after_a_failure(tmp_path):
@@ -112,6 +116,10 @@ def test_damaged_derived_files_are_rebuilt_from_the_case_records(tmp_path):
         pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "r" / "curves.parquet"), want_curves)
         assert (tmp_path / "r" / "windows.json").read_text() == want_windows
     assert RunDir.open(tmp_path / "r").healed == []  # nothing left to repair
+    # Whole but behind (built from other records): rebuilt on open too, and not reported as damage.
+    (tmp_path / "r" / "windows.json").write_text('{"critwin_run": 3, "source": "0", "cases": {}}')
+    assert RunDir.open(tmp_path / "r").healed == []
+    assert (tmp_path / "r" / "windows.json").read_text() == want_windows
     with pytest.raises(CritwinError, match="not an empty folder"):
         RunDir.create(tmp_path / "r", "unit")
 
