@@ -23,7 +23,9 @@ demo: $(STAMP)
 TEST_CACHE := $(CURDIR)/.test-cache
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	rm -rf $(TEST_CACHE) && mkdir -p $(TEST_CACHE)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q -d $(TEST_CACHE)/site
 	CRITWIN_TEST_CACHE=$(TEST_CACHE) HF_HOME=$(TEST_CACHE)/hf MPLCONFIGDIR=$(TEST_CACHE)/mpl HF_HUB_OFFLINE=1 \
 		$(BIN)/python -m pytest -n 2 --timeout 900 -q --basetemp=$(TEST_CACHE)/tmp
 

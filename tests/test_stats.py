@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from critwin import scan, windows
+from critwin import windows
 from critwin.errors import CritwinError
 from critwin.stats import (
     auc_interval,
@@ -25,7 +25,6 @@ from critwin.stats import (
 
 
 def test_old_import_paths_still_work():
-    assert scan.wilson_interval is wilson_interval
     assert windows.newcombe_interval is newcombe_interval and windows.holm_reject is holm_reject
 
 

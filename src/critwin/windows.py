@@ -17,7 +17,9 @@
    sides is at least `min_jump` and significant.
 
 The jump's interval is Newcombe's hybrid score interval for a difference of proportions (built from the two
-Wilson intervals). `paper_rule_windows` implements the rule of Li, Karan & Chen's code for comparison.
+Wilson intervals). `paper_rule_windows` implements the rule of Li, Karan & Chen's code for comparison;
+`step_windows` tests every step between neighbouring points on its own (staircases whose windows are one
+unit wide, such as structured outputs).
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from critwin import params
+from critwin.curves import Curve
 from critwin.errors import CritwinError
-from critwin.scan import Curve
 from critwin.stats import holm_reject, newcombe_interval  # re-exported from here too
 
 
@@ -41,7 +44,19 @@ class Window:
 
     p_before = p̂(t_lo), p_after = p̂(t_hi), jump = p_before − p_after (> 0: the feature is lost as t grows,
     i.e. decided as the fraction kept grows), jump_ci its interval at `level`, p_value the one-sided
-    two-proportion test of the drop between the two endpoints, rule "test" or "paper".
+    two-proportion test of the drop between the two endpoints, rule "test", "paper" or "step".
+
+    Example:
+        A window round-trips through its JSON form (windows.json in a run directory):
+
+        >>> from critwin.windows import Window
+        >>> w = Window(t_lo=3.0, t_hi=5.0, p_before=0.99, p_after=0.01, jump=0.98, jump_ci=(0.95, 0.99),
+        ...            p_value=1e-50)
+        >>> w.to_dict()
+        {'t_lo': 3.0, 't_hi': 5.0, 'p_before': 0.99, 'p_after': 0.01, 'jump': 0.98, 'jump_ci': [0.95, 0.99],
+         'p_value': 1e-50, 'level': 0.99, 'rule': 'test'}
+        >>> Window.from_dict(w.to_dict()) == w
+        True
     """
 
     t_lo: float
@@ -95,8 +110,7 @@ def drop_p_value(k1: Any, n1: Any, k2: Any, n2: Any) -> np.ndarray:
 def _check(curve: Curve, level: float) -> None:
     if not isinstance(curve, Curve):
         raise CritwinError(f"expected a Curve, got {type(curve).__name__}; pass the result of scan()")
-    if not 0.0 < level < 1.0:
-        raise CritwinError(f"level={level} must lie strictly between 0 and 1 (e.g. 0.99)")
+    params.check("level", level)
 
 
 def _window(t: np.ndarray, k: np.ndarray, n: np.ndarray, a: int, b: int, level: float, rule: str) -> Window:
@@ -237,10 +251,30 @@ def detect_windows(
     first of the lower one; p_before / p_after are the pooled levels of those plateaus (up to the
     neighbouring windows), jump their difference with Newcombe's interval, p_value their one-sided test.
     Windows with jump < `min_jump` or p_value >= 1 - level are dropped. Points without valid draws are
-    ignored."""
+    ignored.
+
+    Example:
+        100 draws per t; P(kept) falls from about 1 to about 0 over two steps (t = 3 → 4 → 5). The window
+        spans the whole transition, between the last point of the upper plateau and the first of the
+        lower one, with the pooled plateau levels on either side; a flat curve has none:
+
+        >>> import critwin as cw
+        >>> kept = [100, 99, 100, 98, 60, 3, 1, 2, 0, 1]
+        >>> curve = cw.Curve(t=range(10), n_valid=[100] * 10, n_kept=kept, n_failed=[0] * 10,
+        ...                  label_counts=[{"A": k, "B": 100 - k} for k in kept], reference="A",
+        ...                  time_unit="tokens")
+        >>> [w] = cw.detect_windows(curve)
+        >>> w.t_lo, w.t_hi, round(w.p_before, 4), round(w.p_after, 4), round(w.jump, 4)
+        (3.0, 5.0, 0.9925, 0.014, 0.9785)
+        >>> [round(v, 3) for v in w.jump_ci], w.p_value < 1e-100
+        ([0.948, 0.989], True)
+        >>> flat = cw.Curve(t=range(10), n_valid=[100] * 10, n_kept=[60] * 10, n_failed=[0] * 10,
+        ...                 label_counts=[{"A": 60, "B": 40}] * 10, reference="A", time_unit="tokens")
+        >>> cw.detect_windows(flat)
+        []
+    """
     _check(curve, level)
-    if not 0.0 <= min_jump <= 1.0:
-        raise CritwinError(f"min_jump={min_jump} must lie in [0, 1] (a difference of probabilities)")
+    params.check("min_jump", min_jump)
     if not 0.0 <= edge_frac < 0.5:
         raise CritwinError(f"edge_frac={edge_frac} must lie in [0, 0.5) (share of the drop left outside)")
     use = np.flatnonzero(curve.n_valid > 0)
@@ -315,7 +349,26 @@ def paper_rule_windows(
     """The rule of Li, Karan & Chen's code: a window between neighbouring points where P(kept) jumps by
     more than `threshold` as the fraction kept grows (= drops as t grows), provided the curve nowhere drops
     by more than `max_drop` as the fraction kept grows (= nowhere rises by more than it as t grows).
-    No statistics; jump_ci and p_value are filled in at `level` for comparison."""
+    No statistics; jump_ci and p_value are filled in at `level` for comparison.
+
+    Example:
+        P(kept) = 1.0, 0.98, 0.60, 0.03, 0.01 at t = 0 … 4 falls over two steps, but only the step larger
+        than `threshold` (0.60 → 0.03) counts, so the window is one gap wide where `detect_windows` spans
+        the transition; a rise of more than `max_drop` anywhere (a drop as the fraction kept grows) vetoes
+        every window:
+
+        >>> import critwin as cw
+        >>> def curve(kept):
+        ...     return cw.Curve(t=range(len(kept)), n_valid=[100] * len(kept), n_kept=kept,
+        ...                     n_failed=[0] * len(kept), label_counts=[{"A": k, "B": 100 - k} for k in kept],
+        ...                     reference="A", time_unit="tokens")
+        >>> [(w.t_lo, w.t_hi, round(w.jump, 2)) for w in cw.paper_rule_windows(curve([100, 98, 60, 3, 1]))]
+        [(2.0, 3.0, 0.57)]
+        >>> [(w.t_lo, w.t_hi) for w in cw.detect_windows(curve([100, 98, 60, 3, 1]))]
+        [(1.0, 3.0)]
+        >>> cw.paper_rule_windows(curve([100, 98, 60, 3, 40]))
+        []
+    """
     _check(curve, level)
     use = np.flatnonzero(curve.n_valid > 0)
     t, k, n = curve.t[use], curve.n_kept[use].astype(float), curve.n_valid[use].astype(float)
@@ -327,8 +380,69 @@ def paper_rule_windows(
 
 
 # ----------------------------------------------------------------------------------------------------------
+# One-unit steps
+# ----------------------------------------------------------------------------------------------------------
+def step_windows(curve: Curve, *, level: float = 0.99, min_jump: float = 0.05) -> list[Window]:
+    """One-unit windows of a staircase: every step t -> t + 1 where P(output = s | prefix) drops.
+
+    The theory puts each window of a structured output at a single token, and neighbouring windows can be
+    one token apart (two words in a row), so the steps are tested one by one instead of being merged into
+    stretches: a one-sided two-proportion test per step, Holm's correction over all steps at family-wise
+    level `level`, and a drop of at least `min_jump`. Returns windows (t_lo = t, t_hi = t + 1), rule "step".
+    """
+    _check(curve, level)
+    k, n, t = curve.n_kept, curve.n_valid, curve.t
+    steps = [i for i in range(len(t) - 1) if n[i] > 0 and n[i + 1] > 0]
+    if not steps:
+        return []
+    idx = np.array(steps)
+    pv = drop_p_value(k[idx], n[idx], k[idx + 1], n[idx + 1])
+    keep = holm_reject(pv, 1.0 - level)
+    out = []
+    for i, p, ok in zip(steps, pv, keep, strict=True):
+        p0, p1 = k[i] / n[i], k[i + 1] / n[i + 1]
+        if ok and p0 - p1 >= min_jump:
+            ci = newcombe_interval(int(k[i]), int(n[i]), int(k[i + 1]), int(n[i + 1]), level)
+            out.append(Window(float(t[i]), float(t[i + 1]), float(p0), float(p1), float(p0 - p1), ci,
+                              float(p), level, "step"))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Comparing measured windows with predicted ones
 # ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WindowRule:
+    """How windows are found on a curve, as one settings part for every experiment: `detect_windows` at
+    family-wise confidence `level` reporting jumps of at least `min_jump`, and the paper's rule
+    (`paper_rule_windows`: jumps above `paper_threshold` with no drop larger than `paper_max_drop`) at the
+    same level, for comparison. A curve of one point has no window under either rule."""
+
+    level: float = 0.99
+    min_jump: float = 0.2
+    paper_threshold: float = 0.5
+    paper_max_drop: float = 0.3
+
+    def __post_init__(self) -> None:
+        params.check("level", self.level)
+        params.check("min_jump", self.min_jump, "--min-jump")
+        params.check("paper_threshold", self.paper_threshold, "--paper-threshold")
+
+    def find(self, curve: Curve) -> tuple[Window, ...]:
+        """Our windows of `curve` (`detect_windows`)."""
+        if len(curve) < 2:
+            return ()
+        return tuple(detect_windows(curve, level=self.level, min_jump=self.min_jump))
+
+    def paper(self, curve: Curve) -> tuple[Window, ...]:
+        """The paper rule's windows of `curve` (`paper_rule_windows`)."""
+        if len(curve) < 2:
+            return ()
+        return tuple(paper_rule_windows(
+            curve, threshold=self.paper_threshold, max_drop=self.paper_max_drop, level=self.level
+        ))
+
+
 @dataclass(frozen=True)
 class WindowAgreement:
     """How detected windows sit relative to predicted ones (all in forward time t).

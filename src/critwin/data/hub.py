@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from critwin.data.problem import Problem, ProblemSet, RowIssue, finish, gold_letter, missing
-from critwin.errors import CritwinError
+from critwin.errors import CritwinError, first_line
 from critwin.features.answers import last_boxed
 
 Converter = Callable[[Mapping[str, Any], int, str, dict[str, Any]], "Problem | RowIssue"]
@@ -303,9 +303,8 @@ def read_local(path: str | Path, *, split: str | None = None, config: str | None
     except CritwinError:
         raise
     except Exception as exc:  # datasets raises many types; the user needs one line, not a traceback
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CritwinError(
-            f"could not read dataset at {where} ({type(exc).__name__}: {msg[:200]}); pass a "
+            f"could not read dataset at {where} ({first_line(exc)[:240]}); pass a "
             "save_to_disk folder, a Hub snapshot folder or a Parquet/JSON/JSONL file"
         ) from None
 

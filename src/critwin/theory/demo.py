@@ -15,7 +15,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from critwin.theory.plot import plot_windows
 from critwin.theory.spec import PairResult, TheorySpec, evaluate, parse_spec
 
 DEMO_SPEC: dict[str, Any] = {
@@ -88,6 +87,8 @@ def write_demo_page(out: str | Path, spec: TheorySpec | None = None) -> tuple[Pa
     results = evaluate(spec)
     out = Path(out)
     with tempfile.TemporaryDirectory() as tmp:
+        from critwin.theory.plot import plot_windows  # matplotlib only for the page, not for DEMO_SPEC
+
         png = plot_windows(spec, results, Path(tmp) / "tv.png")
         data = base64.b64encode(png.read_bytes()).decode("ascii")
     mix = spec.mixture

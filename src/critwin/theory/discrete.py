@@ -216,6 +216,25 @@ class DiscreteMixture(Mixture):
     `components`: each a mapping {token tuple: probability}, a `ProductComponent` or a `MarkovComponent`.
     Truncation: t = number of tokens deleted from the end, integer 0..L. Masking: continuous t ≥ 0, each token
     masked independently with probability 1 − e^{-t}. Everything is computed exactly.
+
+    Example:
+        Under truncation, t tokens are deleted from the end: components (0, 0) and (0, 1) differ only in
+        their last token, so they can be told apart at t = 0 and not at t = 1. Under masking, two
+        one-token components with disjoint values have TV_t = e^{-t} · TV_0 (DESIGN §1):
+
+        >>> import math
+        >>> import critwin as cw
+        >>> mix = cw.DiscreteMixture([{(0, 0): 1.0}, {(0, 1): 1.0}, {(1, 0): 0.5, (1, 1): 0.5}],
+        ...                          weights=[0.25, 0.25, 0.5], process="truncation")
+        >>> mix.length, mix.t_max, mix.time_unit
+        (2, 2.0, 'tokens')
+        >>> [mix.tv([0], [1], t).value for t in (0, 1, 2)]
+        [1.0, 0.0, 0.0]
+        >>> mix.law([0, 1], t=1)
+        {(0,): 1.0}
+        >>> masked = cw.DiscreteMixture([{(0,): 1.0}, {(1,): 1.0}], weights=[0.5, 0.5], process="masking")
+        >>> round(masked.tv([0], [1], t=1.0).value, 9), round(math.exp(-1.0), 9)
+        (0.367879441, 0.367879441)
     """
 
     def __init__(

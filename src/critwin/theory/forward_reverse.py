@@ -29,7 +29,21 @@ def _fr_probs(mix: DiscreteMixture, sel: Selection, t: float) -> tuple[np.ndarra
 
 
 def forward_reverse_law(mix: DiscreteMixture, sel: Selection, t: float) -> dict[tuple[int, ...], float]:
-    """Exact law of FR_t(S) as {full-length sequence: probability} (t in the mixture's process units)."""
+    """Exact law of FR_t(S) as {full-length sequence: probability} (t in the mixture's process units).
+
+    Example:
+        Start from component 0, the sequence (0, 0). Truncated at t = 1 only its first token 0 is kept,
+        and the full model resamples the last one from p(· | first token 0): half (0, 0), half (0, 1),
+        i.e. exactly p^{0,1}. At t = 2 nothing is kept and FR_2 is the whole mixture p:
+
+        >>> import critwin as cw
+        >>> mix = cw.DiscreteMixture([{(0, 0): 1.0}, {(0, 1): 1.0}, {(1, 0): 0.5, (1, 1): 0.5}],
+        ...                          weights=[0.25, 0.25, 0.5], process="truncation")
+        >>> cw.forward_reverse_law(mix, [0], t=1)
+        {(0, 0): 0.5, (0, 1): 0.5}
+        >>> cw.forward_reverse_law(mix, [0], t=2) == mix.law()
+        True
+    """
     digits, out, _ = _fr_probs(mix, sel, t)
     return {tuple(int(x) for x in row): float(p) for row, p in zip(digits, out, strict=True) if p > 0}
 

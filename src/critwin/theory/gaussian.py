@@ -35,6 +35,22 @@ class GaussianMixture(Mixture):
     """p = Σ_θ w_θ N(μ_θ, σ_θ² I): `means` (K, d), isotropic `variances` (K,) (or one number), `weights` (K,).
 
     The forward process is OU/VP ("ou"); t is OU time (t = −½ ln ᾱ for a DDPM step with cumulative ᾱ).
+
+    Example:
+        Two components in 2-D with means 5 apart and variance ½. Under OU they stay equal-variance, with
+        σ_t² = e^{-2t} σ0² + 1 − e^{-2t} and means shrunk by e^{-t}, so their TV is the closed form
+        erf(e^{-t} ‖a − b‖ / (2√2 σ_t)) at every t:
+
+        >>> import math
+        >>> import critwin as cw
+        >>> from critwin.theory import gaussian_tv_equal_variance, ou_variance
+        >>> mix = cw.GaussianMixture(means=[[0.0, 0.0], [3.0, 4.0]], variances=0.5, weights=[0.3, 0.7])
+        >>> mix.dim, mix.n_components, mix.time_unit
+        (2, 2, 'ou')
+        >>> round(mix.tv(0, 1, t=1.0).value, 9)
+        0.659151157
+        >>> round(gaussian_tv_equal_variance(math.exp(-1.0) * 5.0, math.sqrt(ou_variance(0.5, 1.0))), 9)
+        0.659151157
     """
 
     process = "ou"

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from critwin.errors import CritwinError
+from critwin.errors import CritwinError, first_line
 from critwin.files import read_text
 from critwin.theory.discrete import DiscreteMixture, MarkovComponent, ProductComponent
 from critwin.theory.forward import DISCRETE_PROCESSES, GAUSSIAN_PROCESSES, check_process
@@ -151,8 +151,9 @@ def load_spec(path: str | Path) -> TheorySpec:
     try:
         obj = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CritwinError(f"SPEC: {p.name} is not valid JSON/YAML ({first}); fix the syntax") from None
+        raise CritwinError(
+            f"SPEC: {p.name} is not valid JSON/YAML ({first_line(err, with_type=False)}); fix the syntax"
+        ) from None
     return parse_spec(obj)
 
 

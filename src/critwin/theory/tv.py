@@ -117,7 +117,17 @@ def _align(p: Mapping, q: Mapping) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tv_exact(p: Mapping, q: Mapping) -> float:
-    """Exact TV between two discrete laws given as {outcome: probability}."""
+    """Exact TV between two discrete laws given as {outcome: probability}.
+
+    Example:
+        Outcomes missing from one law count as probability 0 there:
+
+        >>> import critwin as cw
+        >>> cw.tv_exact({"a": 0.5, "b": 0.5}, {"a": 1.0})
+        0.5
+        >>> cw.tv_exact({(0, 0): 0.25, (0, 1): 0.75}, {(0, 1): 0.75, (0, 0): 0.25})
+        0.0
+    """
     return tv_arrays(*_align(p, q))
 
 

@@ -81,7 +81,20 @@ class TheoryWindow:
 
 def theorem_bound(eps: float, mix: Mixture, init: Selection) -> float:
     """ε · (1 + sqrt(W_{Θ∖S_init} / (2 W_{S_init}))): bound on TV(FR_t(S_targ), p^{S_init}) for
-    T_before(ε) ≤ t ≤ T_after(ε)."""
+    T_before(ε) ≤ t ≤ T_after(ε).
+
+    Example:
+        With S_init = {0} of weight ½ (so W_rest / W_init = 1) the bound is ε (1 + sqrt(½)); with S_init
+        everything (no rest) it is ε itself:
+
+        >>> import math
+        >>> import critwin as cw
+        >>> mix = cw.GaussianMixture(means=[[-5.0], [5.0]], variances=1.0, weights=[0.5, 0.5])
+        >>> round(cw.theorem_bound(0.1, mix, init=[0]), 6), round(0.1 * (1 + math.sqrt(0.5)), 6)
+        (0.170711, 0.170711)
+        >>> cw.theorem_bound(0.1, mix, init=[0, 1])
+        0.1
+    """
     eps = check_eps(eps)
     b = mix.select(init, "init")
     w_init = mix.weight(b)
@@ -101,7 +114,23 @@ def pointwise_bound(
 ) -> TVEstimate:
     """Pointwise bound TV(p^targ_t, p^init_t) + ½ sqrt(W_rest/W_init) · BC(p^init_t, p^rest_t).
 
-    It bounds TV(FR_t(targ), p^init) at every t (not only inside the window)."""
+    It bounds TV(FR_t(targ), p^init) at every t (not only inside the window).
+
+    Example:
+        Sequences of 2 tokens under truncation: components (0, 0) and (0, 1) (weight ¼ each) share their
+        first token and differ in the last; the rest (weight ½) starts with 1. The exact
+        TV(FR_t({0}), p^{0,1}) (`critwin.theory.forward_reverse_tv`) never exceeds the bound, and here
+        the bound is tight at every t:
+
+        >>> import critwin as cw
+        >>> from critwin.theory import forward_reverse_tv
+        >>> mix = cw.DiscreteMixture([{(0, 0): 1.0}, {(0, 1): 1.0}, {(1, 0): 0.5, (1, 1): 0.5}],
+        ...                          weights=[0.25, 0.25, 0.5], process="truncation")
+        >>> [cw.pointwise_bound(mix, t, targ=[0], init=[0, 1]).value for t in (0, 1, 2)]
+        [0.5, 0.0, 0.5]
+        >>> [forward_reverse_tv(mix, [0], [0, 1], t).value for t in (0, 1, 2)]
+        [0.5, 0.0, 0.5]
+    """
     a, b = check_nested(mix, targ, init)
     tv = mix.tv(a, b, t, seed=seed, se_target=se_target)
     rest = mix.complement(b)
@@ -121,7 +150,23 @@ def t_before(
     seed: int = 0,
     se_target: float = DEFAULT_SE_TARGET,
 ) -> Edge | None:
-    """T_before(ε) = inf{t : TV(p^targ_t, p^init_t) ≤ ε}: past it, S_targ cannot be told from S_init."""
+    """T_before(ε) = inf{t : TV(p^targ_t, p^init_t) ≤ ε}: past it, S_targ cannot be told from S_init.
+
+    Example:
+        Two unit-variance components Δ = 10 apart with equal weights, S_targ = {0} inside S_init = {0, 1}.
+        TV(p^{0}_t, p^{0,1}_t) = w'_2 · erf(e^{-t} Δ / (2√2)) with w'_2 = ½, so the edge has the closed form
+        T_before = ln(Δ / (2√2 · erf⁻¹(ε / w'_2))) (DESIGN §1), and bisection finds it exactly:
+
+        >>> import math
+        >>> from scipy.special import erfinv
+        >>> import critwin as cw
+        >>> mix = cw.GaussianMixture(means=[[-5.0], [5.0]], variances=1.0, weights=[0.5, 0.5])
+        >>> edge = cw.t_before(mix, 0.1, targ=[0], init=[0, 1])
+        >>> round(edge.t, 9), edge.exact
+        (2.982432694, True)
+        >>> round(math.log(10.0 / (2 * math.sqrt(2) * erfinv(0.1 / 0.5))), 9)
+        2.982432694
+    """
     eps = check_eps(eps)
     a, b = check_nested(mix, targ, init)
     return first_below(mix.tv_curve(a, b, seed=seed, se_target=se_target), eps, se_target)
@@ -135,6 +180,21 @@ def t_after(
     None when even t = 0 falls short of 1 − ε²; Edge.at(inf) when S_init is everything (no rest to separate).
     With Monte Carlo TVs, an edge with lo == 0 means t = 0 itself was within 3 standard errors of 1 − ε²
     (the edge may then not exist at all).
+
+    Example:
+        For the two unit-variance components Δ = 10 apart, TV(p^{0}_t, p^{1}_t) = erf(e^{-t} Δ / (2√2)),
+        so T_after = ln(Δ / (2√2 · erf⁻¹(1 − ε²))); S_init = everything has no rest and never splits:
+
+        >>> import math
+        >>> from scipy.special import erfinv
+        >>> import critwin as cw
+        >>> mix = cw.GaussianMixture(means=[[-5.0], [5.0]], variances=1.0, weights=[0.5, 0.5])
+        >>> round(cw.t_after(mix, 0.1, init=[0]).t, 9)
+        0.663266371
+        >>> round(math.log(10.0 / (2 * math.sqrt(2) * erfinv(1 - 0.1**2))), 9)
+        0.663266371
+        >>> cw.t_after(mix, 0.1, init=[0, 1]).t
+        inf
     """
     eps = check_eps(eps)
     b = mix.select(init, "init")
@@ -153,7 +213,20 @@ def critical_window(
     seed: int = 0,
     se_target: float = DEFAULT_SE_TARGET,
 ) -> TheoryWindow:
-    """The critical window [T_after(S_targ), T_before(S_targ, S_init)] of the feature S_targ inside S_init."""
+    """The critical window [T_after(S_targ), T_before(S_targ, S_init)] of the feature S_targ inside S_init.
+
+    Example:
+        Two pairs of unit-variance components: 0 and 1 are 10 apart near −500, component 2 sits at +500.
+        The fine feature "component 0 rather than 1" is decided for t in [0.75, 2.98] (in forward time:
+        below it the output keeps it, above it the output looks like p^{0,1}):
+
+        >>> import critwin as cw
+        >>> mix = cw.GaussianMixture(means=[[-505.0], [-495.0], [500.0]], variances=1.0,
+        ...                          weights=[0.25, 0.25, 0.5])
+        >>> w = cw.critical_window(mix, 0.1, targ=[0], init=[0, 1])
+        >>> round(w.lo.t, 4), round(w.hi.t, 4), w.targ, w.init
+        (0.7457, 2.9824, (0,), (0, 1))
+    """
     a, b = check_nested(mix, targ, init)
     return TheoryWindow(
         t_after(mix, eps, a, seed=seed, se_target=se_target),
@@ -174,6 +247,20 @@ def staircase(
     """Windows of a nested chain S_m ⊂ … ⊂ S_0 (innermost first): window i is S_chain[i] inside S_chain[i+1].
 
     As t grows, FR_t(S_m) looks successively like p^{S_m}, p^{S_{m−1}}, …; transitions happen in the windows.
+
+    Example:
+        The fine feature (components 0 and 1, 10 apart) and the coarse one (the pair against component 2,
+        about 1000 apart) are decided in disjoint windows of about the same width, ln of the separations'
+        ratio apart (window width O(log 1/ε), independent of the separation; DESIGN §1):
+
+        >>> import critwin as cw
+        >>> mix = cw.GaussianMixture(means=[[-505.0], [-495.0], [500.0]], variances=1.0,
+        ...                          weights=[0.25, 0.25, 0.5])
+        >>> windows = cw.staircase(mix, 0.1, [[0], [0, 1], [0, 1, 2]])
+        >>> [(round(w.lo.t, 2), round(w.hi.t, 2)) for w in windows]
+        [(0.75, 2.98), (5.27, 7.59)]
+        >>> [round(w.width, 1) for w in windows]
+        [2.2, 2.3]
     """
     eps = check_eps(eps)
     sets = check_chain(mix, chain)

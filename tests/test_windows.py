@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from critwin.curves import Curve
 from critwin.errors import CritwinError
-from critwin.scan import Curve
 from critwin.windows import (
     Window,
     detect_windows,
