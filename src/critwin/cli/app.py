@@ -1,12 +1,11 @@
 """The typer application and the helpers every command shares (JSON output, error wrapping)."""
 
-import json
 import sys
 from typing import Any
 
 import typer
 
-from critwin.serialize import jsonable
+from critwin.serialize import dumps
 
 app = typer.Typer(
     name="critwin",
@@ -22,7 +21,7 @@ app = typer.Typer(
 
 def emit_json(obj: Any) -> None:
     """Print exactly one JSON object on stdout (the --json contract); everything else goes to stderr."""
-    sys.stdout.write(json.dumps(jsonable(obj), allow_nan=False) + "\n")
+    sys.stdout.write(dumps(obj) + "\n")
     sys.stdout.flush()
 
 

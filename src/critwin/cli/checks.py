@@ -8,12 +8,12 @@ about a second and leaves nothing behind.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from critwin import params
 from critwin.errors import CritwinError
 from critwin.files import check_file, check_run_folder, check_writable_parent
 
@@ -36,27 +36,19 @@ def choice(value: str, flag: str, choices: Sequence[str]) -> str:
 
 
 def whole(value: int, flag: str, low: int = 1) -> int:
-    """`value` when it is a whole number >= `low`."""
-    if value < low:
-        raise CritwinError(f"{flag} {value}: use a whole number >= {low}")
-    return value
+    """`value` when it is a whole number >= `low` (the constraint of `critwin.params.whole_number`)."""
+    return params.whole_number(low).check(value, flag, flag)
 
 
 def probability(value: float, flag: str, *, open_low: bool = True, open_high: bool = False) -> float:
-    """`value` when it lies in the unit interval (ends open or closed as given)."""
-    low_ok = value > 0 if open_low else value >= 0
-    high_ok = value < 1 if open_high else value <= 1
-    if not (math.isfinite(value) and low_ok and high_ok):
-        interval = f"{'(' if open_low else '['}0, 1{')' if open_high else ']'}"
-        raise CritwinError(f"{flag} {value:g}: use a value in {interval}")
-    return value
+    """`value` when it lies in the unit interval, ends open or closed as given (`params.unit_interval`)."""
+    return params.unit_interval(open_low=open_low, open_high=open_high).check(value, flag, flag)
 
 
 def sampling(temperature: float, top_p: float) -> None:
     """Sampling settings every generating command shares."""
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise CritwinError(f"--temperature {temperature:g}: use a finite value >= 0 (0 = greedy)")
-    probability(top_p, "--top-p")
+    params.check("temperature", temperature, "--temperature")
+    params.check("top_p", top_p, "--top-p")
 
 
 def device_and_dtype(device: str, dtype: str) -> None:
@@ -101,6 +93,14 @@ def input_files(paths: Iterable[Path], flag: str, kind: str) -> None:
 
 
 # ---- what a model can hold ---------------------------------------------------------------------------------
+def engine(kind: str, flag: str = "--engine") -> None:
+    """A registered language-model engine whose optional dependencies are installed (one-line error that
+    lists the known engines, or names the extra to install)."""
+    from critwin.samplers.registry import check_kind
+
+    check_kind(kind, "lm", flag)
+
+
 def model(path: Path, flag: str = "--model") -> Any:
     """The `ModelInfo` of a model directory (config, weight headers, tokenizer checked; no weights read)."""
     from critwin.samplers.hf import inspect_model
@@ -183,3 +183,17 @@ def memory(n_sequences: int, max_tokens: int, what: str, flag: str, per_unit: in
             f"{what}: {n_sequences:.3g} sequences of up to {max_tokens} tokens need at least {_size(need)} "
             f"of memory, and {_size(avail)} is available; use {flag} {max(most, 1)} or less"
         )
+
+
+def shard(spec: str | None) -> tuple[int, int] | None:
+    """`--shard I/M` as (I, M) with 0 <= I < M (None when not given)."""
+    if spec is None:
+        return None
+    head, _, tail = spec.partition("/")
+    try:
+        i, m = int(head), int(tail)
+    except ValueError:
+        i, m = -1, 0
+    if m < 1 or not 0 <= i < m:
+        raise CritwinError(f"--shard {spec!r}: use I/M with 0 <= I < M, e.g. 0/3 for the first of three")
+    return i, m

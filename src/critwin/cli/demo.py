@@ -37,7 +37,7 @@ def demo(
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise CritwinError(f"--out {out} exists and is not an empty folder; choose a new folder")
         checks.out_dir(out, "demo")
-    from critwin.experiments.demo import run_demo
+    from critwin.demo import run_demo
     from critwin.report.demo import format_rate
 
     folder = Path(tempfile.mkdtemp(prefix="critwin-demo-")) if out is None else out

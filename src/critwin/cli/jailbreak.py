@@ -3,11 +3,11 @@ likelihood-ratio jailbreak detector."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import importlib
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,13 +17,6 @@ import typer
 from critwin.cli import checks
 from critwin.cli.app import app, emit_json, log
 from critwin.errors import CritwinError, first_line
-
-# Settings that must agree for a rerun to resume a jailbreak run (the keys a run kind lacks agree as None).
-RESUME_KEYS = (
-    "kind", "model", "unit", "step", "k", "judge", "temperature", "top_p", "max_new_tokens", "seed",
-    "max_prefill", "cases", "requests", "words", "repeats", "position", "aligned", "unaligned",
-    "boundary", "system", "n_boot", "level", "negatives", "chat",
-)
 
 jailbreak_app = typer.Typer(
     help="Jailbreak windows and detection.", no_args_is_help=True, rich_markup_mode=None  # see cli/app.py
@@ -35,33 +28,50 @@ CHAT_HELP = ("auto: the chat template (required for a prefill); on: require it; 
 app.add_typer(jailbreak_app, name="jailbreak", short_help="Jailbreak windows and detection.")
 
 
-def _judge(spec: str, judge_model: Path | None, rubric_file: Path | None, dtype: str, device: str) -> Any:
-    """refusal | llm (with --judge-model) | module:function (a user function fn(prompt, response))."""
+class _JudgeModel:
+    """The LLM judge's model, loaded by `load()` (the run's factory calls it, once the run directory checks
+    out; a worker elsewhere loads it at its first verdict)."""
+
+    def __init__(self, path: Path, dtype: str, device: str) -> None:
+        self.path, self.dtype, self.device = path, dtype, device
+        self.sampler: Any = None
+
+    def load(self) -> Any:
+        if self.sampler is None:
+            from critwin.samplers.registry import load_sampler
+
+            self.sampler = load_sampler("hf", self.path, dtype=self.dtype, device=self.device,
+                                        temperature=0.0, max_new_tokens=8)
+        return self.sampler
+
+    def __call__(self, prompts: list[str]) -> list[str]:
+        return [getattr(r, "response_text", "") for r in self.load().generate_responses(prompts, seed=0)]
+
+    def __getstate__(self) -> dict[str, Any]:  # a worker elsewhere loads its own copy
+        return {**self.__dict__, "sampler": None}
+
+
+def _judge(spec: str, judge_model: Path | None, rubric_file: Path | None, dtype: str,
+           device: str) -> tuple[Any, _JudgeModel | None]:
+    """(judge, its model to load in the factory or None): refusal | llm (with --judge-model) |
+    module:function (a user function fn(prompt, response))."""
     from critwin.features.judges import DEFAULT_RUBRIC, CallableJudge, LLMJudge, RefusalPhraseJudge
 
     if spec == "refusal":
-        return RefusalPhraseJudge()
+        return RefusalPhraseJudge(), None
     if spec == "llm":
         if judge_model is None:
             raise CritwinError("--judge llm needs --judge-model PATH (a local causal LM directory)")
-        from critwin.samplers.hf import HFSampler
-
         rubric = DEFAULT_RUBRIC
         if rubric_file is not None:
             from critwin.files import read_text
 
             rubric = read_text(rubric_file, "--rubric-file")
-        js = HFSampler.from_pretrained(judge_model, dtype=dtype, device=device, temperature=0.0,
-                                       max_new_tokens=8)
-
-        def generate(prompts: list[str]) -> list[str]:
-            return [getattr(r, "response_text", "") for r in js.generate_responses(prompts, seed=0)]
-
-        return LLMJudge(generate, rubric)
+        generate = _JudgeModel(judge_model, dtype, device)
+        return LLMJudge(generate, rubric), generate
     if ":" in spec:
-        return CallableJudge(_user_function(spec))
+        return CallableJudge(_user_function(spec)), None
     raise CritwinError(f"--judge {spec!r}: use refusal, llm or module:function")
-
 
 
 @functools.cache
@@ -146,12 +156,32 @@ def _check_judge(spec: str, judge_model: Path | None, rubric_file: Path | None) 
     _user_function(spec)
 
 
-def _sampler(model: Path, dtype: str, device: str, temperature: float, top_p: float, max_new_tokens: int,
-             batch_size: int, chat: bool | None = None):
-    from critwin.samplers.hf import HFSampler
+def _factory(model: Path, sampling: Any, dtype: str, device: str, batch_size: int, chat: bool,
+             judge_model: _JudgeModel | None) -> Any:
+    """Builds the run's sampler (the continuer over the target model) and loads the LLM judge's model: called
+    by the driver once the run directory checks out."""
 
-    return HFSampler.from_pretrained(model, dtype=dtype, device=device, temperature=temperature, top_p=top_p,
-                                     max_new_tokens=max_new_tokens, batch_size=batch_size, chat=chat)
+    def build() -> Any:
+        from critwin.experiments.jailbreak import HFContinuer
+        from critwin.samplers.registry import load_sampler
+
+        if judge_model is not None:
+            judge_model.load()
+        settings = {**sampling.sampler_settings(), "chat": chat}
+        return HFContinuer(load_sampler("hf", model, dtype=dtype, device=device, batch_size=batch_size,
+                                        **settings))
+
+    return build
+
+
+def _raise_failures(res: Any, unit: str) -> None:
+    """A run with failed cases (an error the backend, the judge or the scorer raised) ends with one line
+    after the report is written; a rerun computes just those."""
+    if res.failures:
+        raise CritwinError(
+            f"{res.n_failed} of {res.n_cases} {unit} failed (first: {res.failures[0]}); the others are saved "
+            f"in {res.out}: fix the cause and rerun the same command to compute just those"
+        )
 
 
 def _common(k: int, temperature: float, top_p: float, max_new_tokens: int, batch_size: int, seed: int,
@@ -170,14 +200,12 @@ def _case_tokens(info: Any, case_list: list, use_chat: bool, where: str) -> tupl
     """(tokens, id) of the longest case as the model sees it (prompt through the chat template, then the
     prefill), after checking that the tokenizer can encode every prompt and prefill. Needs only the
     tokenizer, so it runs before the weights load."""
-    from critwin.samplers.hf import encode_prompt
-
     longest, name = 0, ""
     for c in case_list:
         checks.encodable(info, c.prompt, f"{where} {c.id}: the prompt")
         checks.encodable(info, c.prefill, f"{where} {c.id}: the prefill")
-        n = len(encode_prompt(info.tokenizer, c.prompt, chat=use_chat)[0])
-        n += len(info.tokenizer(c.prefill, add_special_tokens=False)["input_ids"]) if c.prefill else 0
+        n = len(info.encode_prompt(c.prompt, chat=use_chat)[0])
+        n += len(info.encode_text(c.prefill)) if c.prefill else 0
         if n > longest:
             longest, name = n, c.id
     return longest, name
@@ -219,8 +247,8 @@ def windows(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (the summary) on stdout."),
 ) -> None:
     """P(comply) against prefill length: cut each prefill, draw K continuations per cut, judge them."""
+    from critwin.driver import run
     from critwin.experiments import jailbreak as J
-    from critwin.report.build import write_report
     from critwin.rundir import RunDir
 
     # Everything that can be checked without the weights is checked first: flags, paths, cases, the judge,
@@ -255,32 +283,25 @@ def windows(
                    f"case {name} (prompt and prefill: {longest} tokens) + --max-new-tokens {max_new_tokens}",
                    "shorten the prompt or prefill, or lower --max-new-tokens")
     checks.memory(n_draws * k, max_new_tokens, f"--k {k} with {n_draws} cuts in all", "--k", n_draws)
-    config = {"kind": "prefill", "model": str(model.resolve()), "unit": unit, "step": step, "k": k,
-              "judge": judge, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
-              "seed": seed, "max_prefill": max_prefill, "chat": chat,
-              "cases": [dataclasses.asdict(c) for c in case_list]}
-    # A rerun into the same folder with the same settings resumes it: checked before the model loads.
-    existing = RunDir.check_resumable(out, "jailbreak", config, RESUME_KEYS, kind_key="kind")
-    judge_fn = _judge(judge, judge_model, rubric_file, dtype, device)
-    sampler = _sampler(model, dtype, device, temperature, top_p, max_new_tokens, batch_size, use_chat)
-    cont = J.HFContinuer(sampler)
-    for c in case_list:
-        J.cut_points(c.prefill, unit, step, tokenizer=sampler.tokenizer, max_prefill=max_prefill)
-    run = existing or RunDir.create(out, "jailbreak", config)
-    if existing:
-        log(f"resuming {run.path}: {sum(run.is_finished(c.id) for c in case_list)} case(s) already finished")
+    judge_fn, judge_lm = _judge(judge, judge_model, rubric_file, dtype, device)
+    sampling = J.AttackSampling(temperature, top_p, max_new_tokens, chat)
+    experiment = J.PrefillWindows(
+        case_list, J.PrefillCuts(unit, step, k, max_prefill), sampling=sampling, judge=judge_fn,
+        judge_name=judge, model=str(model.resolve()), seed=seed, tokenizer=info.tokenizer,
+    )
     log(f"{len(case_list)} case(s): {k} continuations per cut ...")
-    result = J.run_prefill_windows(case_list, cont, k=k, unit=unit, step=step, judge=judge_fn,
-                                   tokenizer=sampler.tokenizer, max_prefill=max_prefill, seed=seed, run=run,
-                                   progress=True)
-    J.write_prefill_run(result, run)
-    write_report(run)
+    # A rerun into the same folder with the same settings resumes it; the models load only once the run
+    # directory checks out.
+    factory = _factory(model, sampling, dtype, device, batch_size, use_chat, judge_lm)
+    res = run(experiment, factory=factory, out=out, progress=True, log=log)
+    _raise_failures(res, "case(s)")
+    result = J.read_prefill_run(RunDir.open(res.out))
     if as_json:
-        emit_json({"run_dir": str(run.path), "index": str(run.path / "index.html"), **result.summary})
+        emit_json({"run_dir": str(res.out), "index": str(res.out / "index.html"), **result.summary})
         return
     _log_judge_failures(result.draws)
     log(f"{result.summary['cases_with_window']} of {len(case_list)} case(s) have a window")
-    print(run.path / "index.html")
+    print(res.out / "index.html")
 
 
 def _csv(text: str, field: str, cast=str) -> list:
@@ -318,8 +339,8 @@ def repeat(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """The repeated-word attack: requests × words × repeat counts, K judged responses per cell."""
+    from critwin.driver import run
     from critwin.experiments import jailbreak as J
-    from critwin.report.build import write_report
     from critwin.rundir import RunDir
 
     # Flags, paths, the judge and what the model can hold are checked before the weights load.
@@ -353,22 +374,21 @@ def repeat(
     case_list = J.repeated_word_cases(request, word_list, counts, position=position)
     checks.memory(len(case_list) * k, max_new_tokens, f"--k {k} with {len(case_list)} cells", "--k",
                   len(case_list))
-    config = {"kind": "repeat", "model": str(model.resolve()), "requests": list(request), "words": words,
-              "repeats": repeats, "position": position, "k": k, "judge": judge, "seed": seed,
-              "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "chat": chat}
-    existing = RunDir.check_resumable(out, "jailbreak", config, RESUME_KEYS, kind_key="kind")
-    judge_fn = _judge(judge, judge_model, rubric_file, dtype, device)
-    cont = J.HFContinuer(_sampler(model, dtype, device, temperature, top_p, max_new_tokens, batch_size,
-                                  use_chat))
-    run = existing or RunDir.create(out, "jailbreak", config)
-    result = J.run_repeat_grid(case_list, cont, k=k, judge=judge_fn, seed=seed, run=run, progress=True)
-    J.write_repeat_run(result, run)
-    write_report(run)
+    judge_fn, judge_lm = _judge(judge, judge_model, rubric_file, dtype, device)
+    sampling = J.AttackSampling(temperature, top_p, max_new_tokens, chat)
+    experiment = J.RepeatGrid(
+        J.RepeatSpec(tuple(request), tuple(word_list), tuple(counts), position, k), sampling=sampling,
+        judge=judge_fn, judge_name=judge, model=str(model.resolve()), seed=seed,
+    )
+    factory = _factory(model, sampling, dtype, device, batch_size, use_chat, judge_lm)
+    res = run(experiment, factory=factory, out=out, progress=True, log=log)
+    _raise_failures(res, "(request, word) pair(s)")
+    result = J.read_repeat_run(RunDir.open(res.out))
     _log_judge_failures(result.draws)
     if as_json:
-        emit_json({"run_dir": str(run.path), "grid": result.table.to_dict(orient="records")})
+        emit_json({"run_dir": str(res.out), "grid": result.table.to_dict(orient="records")})
         return
-    print(run.path / "index.html")
+    print(res.out / "index.html")
 
 
 def _check_detect_models(info_a: Any, info_u: Any, examples: list, system: str | None) -> None:
@@ -424,10 +444,8 @@ def detect(
 ) -> None:
     """Score (prompt, completion) pairs under an aligned and an unaligned model and evaluate the
     likelihood-ratio detector and single-model baselines (AUROC, TPR at 1/5/10% FPR per split)."""
+    from critwin.driver import run
     from critwin.experiments import jailbreak_detect as D
-    from critwin.report.build import write_report
-    from critwin.rundir import RunDir
-    from critwin.samplers.hf import load_causal_lm
 
     # Flags, paths, the rows and both tokenizers are checked before any weight loads.
     checks.choice(boundary, "--boundary", ("strict", "expand"))
@@ -443,24 +461,27 @@ def detect(
                          system)
     checks.memory(max(n_boot, 1) * len(examples), 1, f"--n-boot {n_boot} over {len(examples)} rows",
                   "--n-boot", len(examples))
-    config = {"kind": "detect", "aligned": str(aligned.resolve()), "unaligned": str(unaligned.resolve()),
-              "data": str(data.resolve()), "data_sha256": hashlib.sha256(data.read_bytes()).hexdigest(),
-              "n_boot": n_boot, "level": level, "seed": seed, "boundary": boundary, "negatives": negatives,
-              "system": system}
-    existing = RunDir.check_resumable(out, "jailbreak", config, (*RESUME_KEYS, "data_sha256"),
-                                      kind_key="kind")
-    pair_a = load_causal_lm(aligned, dtype=dtype, device=device)
-    pair_u = load_causal_lm(unaligned, dtype=dtype, device=device)
-    run = existing or RunDir.create(out, "jailbreak", config)
-    log(f"scoring {len(examples)} rows under both models ...")
-    scored = D.score_examples_in_parts(examples, pair_a, pair_u, run, system=system, boundary=boundary,
-                                       batch_size=batch_size, progress=True)
-    metrics = D.evaluate(scored.table, n_boot=n_boot, level=level, seed=seed, negatives=negatives)
-    D.write_detect_run(scored, metrics, run)
-    write_report(run)
+    experiment = D.Detection(
+        examples, D.Scoring(boundary, system), D.DetectStatistics(n_boot, level, negatives),
+        aligned=str(aligned.resolve()), unaligned=str(unaligned.resolve()), data=str(data.resolve()),
+        data_sha256=hashlib.sha256(data.read_bytes()).hexdigest(), seed=seed,
+    )
+
+    def factory() -> Any:  # both models load only once the run directory checks out
+        from critwin.samplers.registry import load_sampler
+
+        # cpu_threads=None: torch's own thread setting, as scores were always computed.
+        lm_a = load_sampler("hf", aligned, dtype=dtype, device=device, cpu_threads=None)
+        lm_u = load_sampler("hf", unaligned, dtype=dtype, device=device, cpu_threads=None)
+        log(f"scoring {len(examples)} rows under both models ...")
+        return D.ScorerPair(lm_a, lm_u, batch_size)
+
+    res = run(experiment, factory=factory, out=out, progress=True, log=log)
+    _raise_failures(res, "chunk(s) of rows")
+    metrics = json.loads((res.out / "metrics.json").read_text())
     compact = D.strip_roc(metrics)
     if as_json:
-        emit_json({**compact, "run_dir": str(run.path), "index": str(run.path / "index.html")})
+        emit_json({**compact, "run_dir": str(res.out), "index": str(res.out / "index.html")})
         return
     for split, per in compact["splits"].items():
         for stat, e in per.items():
@@ -469,4 +490,4 @@ def detect(
                 tpr_text = (f"{tpr:.3f}" if tpr is not None
                             else e.get("tpr_at_1pct_fpr_reason", "not estimable"))
                 log(f"{split:>12} {stat:<26} AUROC {e['auroc']:.3f}  TPR@1%FPR {tpr_text}")
-    print(run.path / "index.html")
+    print(res.out / "index.html")

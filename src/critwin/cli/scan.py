@@ -95,6 +95,9 @@ def scan_cmd(
         "--model",
         help="Local Hugging Face causal LM directory (default: the bundled running-sum reasoning model).",
     ),
+    engine: str = typer.Option(
+        "hf", "--engine", help="Language-model engine that runs --model (see critwin.sampler_kinds('lm'))."
+    ),
     data: list[Path] = typer.Option(
         None,
         "--data",
@@ -170,6 +173,11 @@ def scan_cmd(
         help="CPU threads for torch (default: measured per model; tiny models use 1).",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    shard_spec: str = typer.Option(
+        None,
+        "--shard",
+        help="I/M: compute only every M-th problem from the I-th (0-based); shards fill one --out.",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print one JSON object (the dataset summary) on stdout."
     ),
@@ -193,10 +201,12 @@ def scan_cmd(
     if max_new_tokens is not None:
         checks.whole(max_new_tokens, "--max-new-tokens")
     checks.device_and_dtype(device, dtype)
+    checks.engine(engine)
     checks.probability(level, "--level", open_high=True)
     checks.probability(paper_threshold, "--paper-threshold")
     if elicit_prompt is not None and not elicit_prompt.strip():
         raise CritwinError("--elicit-prompt is empty; give the follow-up question or drop the flag")
+    shard = checks.shard(shard_spec)
     if dataset is None:
         checks.input_files(data or [], "--data", "a JSONL file of problems")
     else:
@@ -207,16 +217,17 @@ def scan_cmd(
     from transformers.utils import logging as hf_logging
 
     from critwin.experiments import reasoning as R
+    from critwin.schedules import PAPER_FRACTIONS
 
     hf_logging.disable_progress_bar()  # the weight-loading bar would break the one-line error contract
     bundled_data = not data
     if task is None:
         task = "arith" if all(_bundled(p) for p in data or []) and dataset is None else "exact"
     base_max_new = 300 if model is None else 2048
-    cfg = R.ReasoningConfig(
+    cfg = R.ReasoningConfig.from_flat(
         task=task,
         k=k,
-        fractions=R.PAPER_FRACTIONS if fractions is None else _parse_fractions(fractions),
+        fractions=PAPER_FRACTIONS if fractions is None else _parse_fractions(fractions),
         dense_step=dense_step if dense else None,
         answer_from=answer_from,
         seed=seed,
@@ -246,25 +257,25 @@ def scan_cmd(
             + " or use --answer-from continuation"
         )
     sets, max_new = _fit_to_model(sets, info, use_chat, max_new_tokens, base_max_new, strict)
-    cfg = dataclasses.replace(cfg, max_new_tokens=max_new)
-    n_cuts = (max_new // cfg.dense_step + 1) if cfg.dense_step else len(cfg.fractions)
-    checks.memory(cfg.k * n_cuts, max_new, f"-k {cfg.k} with {n_cuts} cuts per problem", "-k", n_cuts)
+    cfg = dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, max_new_tokens=max_new))
+    cuts = cfg.cuts
+    n_cuts = (max_new // cuts.dense_step + 1) if cuts.dense_step else len(cuts.fractions)
+    checks.memory(cuts.k * n_cuts, max_new, f"-k {cuts.k} with {n_cuts} cuts per problem", "-k", n_cuts)
     for ps in sets:
         if ps.n_skipped:
             log(ps.report())
     start = time.perf_counter()
-    res = R.run_reasoning(
-        model or R.BUNDLED_MODEL,
-        sets,
-        cfg,
-        out,
-        device=device,
-        dtype=dtype,
-        threads="auto" if threads is None else threads,
-        config_extra={"fields": fields, "dataset": dataset, "limit": limit},
-        progress=progress,
-        log=log,
+    from critwin.driver import run
+
+    model_dir = Path(model or R.BUNDLED_MODEL)
+    experiment = R.ReasoningExperiment(
+        sets, cfg, str(model_dir.resolve()), {"fields": fields, "dataset": dataset, "limit": limit}
     )
+    factory = R.lm_factory(
+        engine, model_dir, experiment, device=device, dtype=dtype,
+        cpu_threads="auto" if threads is None else threads,
+    )
+    res = run(experiment, factory=factory, out=out, shard=shard, progress=progress, log=log)
     seconds = time.perf_counter() - start
     index = res.out / "index.html"
     datasets = res.summary["datasets"]
@@ -275,7 +286,7 @@ def scan_cmd(
                 "index": str(index),
                 "summary": str(res.out / R.SUMMARY),
                 "seconds": seconds,
-                "n_resumed": res.n_skipped_finished,
+                "n_resumed": res.n_resumed,
                 "datasets": datasets,
             }
         )

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from critwin.cli import checks
 from critwin.cli.app import app, emit_json, log
-from critwin.errors import CritwinError, RunInterrupted
+from critwin.errors import CritwinError
+
+if TYPE_CHECKING:
+    from critwin.rundir import RunDir
 
 
 def _read_template(template: str | None, template_file: Path | None) -> str:
@@ -29,7 +34,6 @@ def _preflight(model: Path, template: str | None, template_file: Path | None, pr
     the template parses, the prompt and the options are text the tokenizer can encode, the prompt plus
     --max-new-tokens fit in the context, and N outputs fit in memory."""
     from critwin.features.choices import ChoiceTemplate
-    from critwin.samplers.hf import encode_prompt
 
     tmpl = ChoiceTemplate.parse(_read_template(template, template_file))
     user_prompt = prompt or tmpl.prompt(instruction)
@@ -37,7 +41,7 @@ def _preflight(model: Path, template: str | None, template_file: Path | None, pr
     checks.encodable(info, user_prompt, "the prompt" if prompt else "the prompt (--instruction + template)")
     checks.encodable(info, "".join(tmpl.literals) + "".join(o for opts in tmpl.options for o in opts),
                      "the template")
-    n_prompt = len(encode_prompt(info.tokenizer, user_prompt, chat=info.has_chat_template)[0])
+    n_prompt = len(info.encode_prompt(user_prompt, chat=info.has_chat_template)[0])
     checks.context(info, n_prompt + max_new_tokens,
                    f"the prompt ({n_prompt} tokens) + --max-new-tokens {max_new_tokens}",
                    "shorten the prompt or lower --max-new-tokens")
@@ -76,10 +80,11 @@ def structured(
 ) -> None:
     """Draw N outputs once, estimate P(output = s | prefix of s) per token and character, and compare the
     staircase with the theory (windows at the deciding token of each chosen word)."""
+    from critwin.driver import run
     from critwin.experiments import structured as S
     from critwin.features.choices import ChoiceTemplate
-    from critwin.report.build import write_report
     from critwin.rundir import RunDir
+    from critwin.serialize import jsonable
 
     # Flags, paths, the template and what the model can hold are checked before any weight loads.
     if (model is None) == (from_run is None):
@@ -95,70 +100,63 @@ def structured(
     checks.whole(seed, "--seed", 0)
     checks.device_and_dtype(device, dtype)
     checks.out_dir(out, "structured")
+    factory = None
     if from_run is not None:
         given = [f for f, v in (("--template", template), ("--template-file", template_file),
                                 ("--prompt", prompt), ("--instruction", instruction)) if v is not None]
         if given:
             raise CritwinError(f"{given[0]} applies when sampling with --model; --from-run reuses the stored "
                                "template and prompt, so drop it")
+        experiment = S.StructuredExperiment.reanalysis(from_run, equality=equality, top=top,
+                                                       min_count=min_count)
     else:
         _preflight(model, template, template_file, prompt, instruction, n, max_new_tokens)
-    if from_run is not None:
-        old = RunDir.open(from_run)
-        tmpl, outputs = S.read_run(old)
-        config = {k: v for k, v in old.config.items() if k not in ("critwin_run", "experiment", "created")}
-        config.update({"reanalyzed_from": str(from_run), "equality": equality, "top": top,
-                       "min_count": min_count})
-        run = RunDir.check_resumable(out, "structured", config, S.RESUME_KEYS) or RunDir.create(
-            out, "structured", config
-        )
-    else:
-        from critwin.samplers.hf import HFSampler
-
         tmpl = ChoiceTemplate.parse(_read_template(template, template_file))
-        user_prompt = prompt or tmpl.prompt(instruction)
-        config = {"model": str(model.resolve()), "prompt": user_prompt, "n": n, "temperature": temperature,
-                  "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed, "mode": mode,
-                  "batch_size": batch_size, "template": tmpl.as_text(), "equality": equality, "top": top,
-                  "min_count": min_count}
-        # A rerun into the same folder with the same settings resumes it: checked before the model loads.
-        existing = RunDir.check_resumable(out, "structured", config, S.RESUME_KEYS)
-        sampler = HFSampler.from_pretrained(
-            model, dtype=dtype, device=device, temperature=temperature, top_p=top_p,
-            max_new_tokens=max_new_tokens, batch_size=batch_size,
-        ).with_prompt(user_prompt)
-        run = existing or RunDir.create(out, "structured", config)
-        if existing:
-            n_done = len(run.part_names(S.OUTPUTS_TABLE))
-            log(f"resuming {run.path}: {n_done} batch(es) of outputs already drawn")
-        log(f"drawing {n} outputs from {model} ...")
-        try:
-            outputs = S.draw_outputs(sampler, n, tmpl, batch_size=batch_size, seed=seed,
-                                     decode=sampler.decode,
-                                     mode=mode, progress=True, run=run)
-        except KeyboardInterrupt:
-            n_batches = -(-n // batch_size)
-            raise RunInterrupted(len(run.part_names(S.OUTPUTS_TABLE)), n_batches, run.path) from None
-    result = S.analyze(outputs, tmpl, top=top, min_count=min_count, equality=equality)
-    S.write_run(result, run)
-    write_report(run)
-    targets = [
-        {
-            "output": tg.text,
-            "choices": list(tg.choices),
-            "count": tg.count,
-            "windows": {u: [[w.t_lo, w.t_hi] for w in st.windows] for u, st in tg.staircases.items()},
-            "deciding": {u: list(st.deciding) for u, st in tg.staircases.items()},
-        }
-        for tg in result.targets
-    ]
+        cfg = S.StructuredConfig.from_flat(
+            template=tmpl.as_text(), prompt=prompt or tmpl.prompt(instruction), seed=seed, n=n,
+            batch_size=batch_size, mode=mode, temperature=temperature, top_p=top_p,
+            max_new_tokens=max_new_tokens, equality=equality, top=top, min_count=min_count,
+        )
+        experiment = S.StructuredExperiment(cfg, str(model.resolve()))
+
+        def factory():  # the model loads only once the run directory checks out
+            from critwin.samplers.registry import load_sampler
+
+            return load_sampler("hf", model, dtype=dtype, device=device,
+                                **experiment.sampler_settings()).with_prompt(experiment.prompt)
+
+    res = run(experiment, factory=factory, out=out, progress=from_run is None, log=log)
+    if res.n_failed:
+        raise CritwinError(f"{res.n_failed} of {res.n_cases} batches of outputs could not be drawn "
+                           f"(batch {res.failures[0]}); rerun the same command to draw them")
+    stored = RunDir.open(res.out)
+    missing = S.missing_outputs(stored)
+    if missing:  # a batch lost between its draw and the analysis
+        raise CritwinError(f"{res.out}: {missing[0]}; rerun the same command to draw the rest")
+    summary = json.loads((res.out / S.SUMMARY).read_text())
     if as_json:
-        emit_json({"run_dir": str(run.path), "index": str(run.path / "index.html"),
-                   "summary": S.to_plain(result.summary), "targets": targets})
+        emit_json({"run_dir": str(res.out), "index": str(res.out / "index.html"),
+                   "summary": jsonable(summary), "targets": _targets(stored)})
         return
-    s = result.summary
+    s = summary
     log(f"{s['n_ok']} of {s['n_samples']} outputs fill the template; {s['n_distinct']} distinct; theory "
         f"check "
         f"({s['check']}): {s['n_rejected']} of {s['n_tested']} plateaus rejected, coverage {s['coverage']}, "
         f"max |residual| {s['max_abs_residual']}")
-    print(run.path / "index.html")
+    print(res.out / "index.html")
+
+
+def _targets(run: RunDir) -> list[dict[str, Any]]:
+    """The staircases of a structured run as the --json "targets": per distinct output (most frequent
+    first) its text, choices, count, and per unit its detected windows and deciding positions."""
+    targets: dict[str, dict[str, Any]] = {}
+    for name in run.case_names():
+        rec = run.case(name)
+        meta = rec.meta
+        if meta.get("kind") != "structured":
+            continue
+        tg = targets.setdefault(meta["target"], {"output": meta["text"], "choices": list(meta["choices"]),
+                                                 "count": meta["count"], "windows": {}, "deciding": {}})
+        tg["windows"][meta["unit"]] = [[w.t_lo, w.t_hi] for w in rec.detected]
+        tg["deciding"][meta["unit"]] = list(meta["deciding"])
+    return list(targets.values())

@@ -24,7 +24,7 @@ so the chat path of the transformers backend is exercised.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -268,18 +268,19 @@ def wrong_steps(operands: Sequence[int] | str, response: str) -> list[StepError]
     return out
 
 
-def char_to_token_index(tokenizer, token_ids: Sequence[int], char: int) -> int:
+def char_to_token_index(decode: Callable[[Sequence[int]], str], token_ids: Sequence[int], char: int) -> int:
     """Index of the token of `token_ids` whose decoded text covers character `char` of the decoded text.
 
-    Decodes growing prefixes, so it is exact for any tokenizer whose decoding is prefix-stable (as the
-    character-level one is); returns len(token_ids) when `char` lies past the end.
+    `decode` turns token ids into text (an LM sampler's `decode`). Decodes growing prefixes, so it is exact
+    for any tokenizer whose decoding is prefix-stable (as the character-level one is); returns
+    len(token_ids) when `char` lies past the end.
     """
     ids = list(token_ids)
     lo, hi = 0, len(ids)
     # Smallest p with len(decode(ids[:p+1])) > char, by bisection on the monotone decoded length.
     while lo < hi:
         mid = (lo + hi) // 2
-        if len(tokenizer.decode(ids[: mid + 1], skip_special_tokens=True)) > char:
+        if len(decode(ids[: mid + 1])) > char:
             hi = mid
         else:
             lo = mid + 1

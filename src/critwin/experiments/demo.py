@@ -12,31 +12,31 @@ Cases (forward time t grows with degradation):
   Features: the field (a 2-step staircase, since the topic already tells half of it) and all choices
   (a 4-step staircase, as in the paper's structured-output task). Exact curve and windows by enumeration.
 
-Every case scans n resamples per t (one batched sampler call), detects windows at level 0.99 and writes
-everything to a run directory, then the report (index.html, summary.json).
+Every case scans n resamples per t (one batched sampler call) and detects windows at level 0.99;
+`critwin.demo.run_demo` runs the cases into a run directory and writes the report (index.html,
+summary.json).
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from critwin.errors import CritwinError
+from critwin.curves import scan
+from critwin.experiments.base import Case, CaseResult
 from critwin.features.base import ChoiceFeature, MixtureClass
-from critwin.rundir import RunDir, theory_intervals
+from critwin.params import PARAMS, check
+from critwin.rundir import theory_intervals
 from critwin.samplers.gaussian import GaussianMixtureSampler, exact_curve
 from critwin.samplers.toy_lm import ToyLMSampler, demo_language
-from critwin.scan import scan
+from critwin.schedules import ou_grid, token_grid
 from critwin.serialize import jsonable
 from critwin.theory import GaussianMixture, staircase
-from critwin.windows import detect_windows, paper_rule_windows
+from critwin.windows import WindowRule
 
 EPS = 0.1
 LEVEL = 0.99
@@ -59,19 +59,10 @@ def demo_mixture() -> GaussianMixture:
 GROUPS = {"A": (0, 1), "B": (2, 3)}
 
 
-@dataclass(frozen=True)
-class CaseResult:
-    """What the demo measured for one case."""
-
-    name: str
-    theory_windows: list[tuple[float, float]]
-    detected_windows: list[tuple[float, float]]
-
-
 def _gaussian_cases(rng: np.random.Generator) -> list[dict[str, Any]]:
     mix = demo_mixture()
     x0 = mix.means[0].copy()  # the centre of component A1: a typical sample (per-sample curves vary with x0)
-    ts = np.round(np.arange(0.0, 8.0 + 1e-9, 0.1), 10)
+    ts = ou_grid(8.0, 0.1)
     comp = ["A1"]
     group = ["A1", "A2"]
     everything = ["A1", "A2", "B1", "B2"]
@@ -120,7 +111,7 @@ def _language_cases(rng: np.random.Generator) -> list[dict[str, Any]]:
     lang = demo_language()
     sampler = ToyLMSampler(lang)
     x = sampler.sample(1, rng)[0]
-    ts = np.arange(0, lang.length + 1, dtype=float)
+    ts = token_grid(lang.length)
     mix = lang.discrete_mixture()
     out = []
     for names, title, desc, min_jump in (
@@ -161,97 +152,78 @@ def _language_cases(rng: np.random.Generator) -> list[dict[str, Any]]:
     return out
 
 
-def run_demo(
-    out: str | Path,
-    *,
-    seed: int = 0,
-    n: int = 200,
-    n_language: int = 2000,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-    reasoning: bool = True,
-) -> dict[str, Any]:
-    """Run every demo case into the run directory `out` (new or empty) and write its report.
+@dataclass
+class DemoExperiment:
+    """The exact-testbed demo as an experiment: one case per testbed curve, each with its own exact
+    sampler (no shared sampler). n: resamples per t for the Gaussian cases; n_language: for the language
+    cases (cheap, and the later steps of the all-choices staircase are small, ~0.1, so they need more
+    draws). The cases' samples are drawn from `seed`; each scan from the case's own generator."""
 
-    reasoning: also run the reasoning scan of the bundled model into `out/reasoning/` (a run directory of
-    its own, linked from the report); its numbers go to summary.json under "reasoning".
+    seed: int = 0
+    n: int = 200
+    n_language: int = 2000
 
-    n: resamples per t for the Gaussian cases; n_language: for the language cases (cheap, and the later
-    steps of the all-choices staircase are small, ~0.1, so they need more draws to be resolved).
-    Returns the summary ({"cases": [...]}, windows in forward time t)."""
-    from critwin.report.build import write_report  # report sits above experiments in the import order
+    name = "demo"
+    resume_keys = ("seed", "n", "n_language", "eps", "level")
 
-    for name, value in (("n", n), ("n_language", n_language)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise CritwinError(f"{name}={value!r} must be a whole number >= 1 (resamples per t)")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise CritwinError(f"seed={seed!r} must be a whole number >= 0")
-    run = RunDir.create(
-        out,
-        "demo",
-        {
-            "seed": seed,
-            "n": n,
-            "n_language": n_language,
+    def __post_init__(self) -> None:
+        check("n", self.n)
+        PARAMS["n"].check(self.n_language, "n_language")
+        check("seed", self.seed)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "n": self.n,
+            "n_language": self.n_language,
             "eps": EPS,
             "level": LEVEL,
             "title": "critwin demo — critical windows on exact testbeds",
             "subtitle": "Measured forward–reverse curves against exact truth and the theory's windows",
             "description": "Each case noises (or truncates) one sample to level t, resamples n times with "
-            "the "
-            "full model and counts how often a feature survives. Measured points carry 99% Wilson intervals; "
-            "the black line is the exact curve; shaded bands are the theory's windows [T_after, T_before] "
-            f"at ε = {EPS}; red marks are windows detected from the measurements alone.",
-        },
-    )
-    root = np.random.default_rng(seed)
-    rng_g, rng_l = (np.random.default_rng(s) for s in root.bit_generator.seed_seq.spawn(2))
-    cases = [dict(c, n=n) for c in _gaussian_cases(rng_g)] + [
-        dict(c, n=n_language) for c in _language_cases(rng_l)
-    ]
-    bar = tqdm(cases, desc="critwin demo", unit="case", file=sys.stderr, disable=not progress)
-    for i, case in enumerate(bar):
-        bar.set_postfix_str(case["name"])
-        curve = scan(
-            case["sampler"],
-            case["x"],
-            case["ts"],
-            case["n"],
-            case["feature"],
-            seed=np.random.default_rng([seed, i]),
-            on_draws=run.draws_writer(case["name"]),
-        )
-        run.write_curve(case["name"], curve, exact=case["exact"]())
-        theory = theory_intervals(case["theory"](), case["theory_labels"])
-        run.write_case(
-            case["name"],
-            detected=detect_windows(curve, level=LEVEL, min_jump=case["min_jump"]),
-            paper=paper_rule_windows(curve, threshold=0.2, level=LEVEL),
-            theory=theory,
-            eps=EPS,
-            meta={
-                "title": case["title"],
-                "description": case["description"],
-                "sampler": f"{type(case['sampler']).__name__}"
-                + (f" ({case['sampler'].method})" if hasattr(case["sampler"], "method") else ""),
-                "feature": case["feature_name"],
-                "sample": case["sample"],
-                "n": case["n"],
-                "min_jump": case["min_jump"],
-            },
-        )
-    if reasoning:
-        from critwin.experiments.reasoning import run_reasoning_demo
+            "the full model and counts how often a feature survives. Measured points carry 99% Wilson "
+            "intervals; the black line is the exact curve; shaded bands are the theory's windows "
+            f"[T_after, T_before] at ε = {EPS}; red marks are windows detected from the measurements alone.",
+        }
 
-        if log:
-            log("reasoning scan of the bundled model …")
-        result = run_reasoning_demo(run.path / "reasoning", seed=seed, progress=progress, log=log)
-        result.pop("seconds", None)  # wall time would make same-seed runs differ
-        result["out"] = "reasoning"
-        set_json_key(run.path / "summary.json", "reasoning", result)
-    if log:
-        log("drawing the report …")
-    return write_report(run, LEVEL)
+    def cases(self) -> list[Case]:
+        root = np.random.default_rng(self.seed)
+        rng_g, rng_l = (np.random.default_rng(s) for s in root.bit_generator.seed_seq.spawn(2))
+        specs = [dict(c, n=self.n) for c in _gaussian_cases(rng_g)] + [
+            dict(c, n=self.n_language) for c in _language_cases(rng_l)
+        ]
+        return [Case(c["name"], (i,), c) for i, c in enumerate(specs)]
+
+    def check(self, sampler: Any) -> None:
+        """Every case brings its own exact sampler; nothing to check."""
+
+    def run_case(self, sampler: Any, case: Case, rng: np.random.Generator) -> CaseResult:
+        c = case.data
+        draws: list[Any] = []
+        curve = scan(c["sampler"], c["x"], c["ts"], c["n"], c["feature"], seed=rng, on_draws=draws.append)
+        rule = WindowRule(level=LEVEL, min_jump=c["min_jump"], paper_threshold=0.2)
+        meta = {
+            "title": c["title"],
+            "description": c["description"],
+            "sampler": f"{type(c['sampler']).__name__}"
+            + (f" ({c['sampler'].method})" if hasattr(c["sampler"], "method") else ""),
+            "feature": c["feature_name"],
+            "sample": c["sample"],
+            "n": c["n"],
+            "min_jump": c["min_jump"],
+        }
+        return CaseResult(
+            case.id,
+            {"status": "ok", "title": c["title"]},
+            tuple(draws),
+            curve,
+            rule.find(curve),
+            rule.paper(curve),
+            meta,
+            exact=tuple(c["exact"]()),
+            theory=tuple(theory_intervals(c["theory"](), c["theory_labels"])),
+            eps=EPS,
+        )
 
 
 def set_json_key(path: Path, key: str, value: Any) -> None:

@@ -7,34 +7,50 @@ full prefill is t = 0 and t = number of prefill units removed, so P(comply) per 
 reference "comply" ("unclear" verdicts are failed items), and `detect_windows` finds where it jumps.
 
 A second dataset, the repeated-word attack, crosses requests with a word repeated r times (word × repeat
-grid); `run_repeat_grid` measures P(comply) per cell and a curve per (request, word) over r, in which
-"kept" means "refuse" so that a window is the repeat count where refusals break down.
+grid); `RepeatGrid` measures P(comply) per cell and a curve per (request, word) over r, in which "kept"
+means "refuse" so that a window is the repeat count where refusals break down.
+
+Both are experiments as data (`critwin.experiments.base.Experiment`), run by `critwin.driver.run`, which
+owns the run directory, resume and the report:
+
+- `PrefillWindows`: one case per attack case (its id is the case id and seeds it); settings in parts:
+  `AttackSampling` (the attacked model's sampler), `PrefillCuts` (where prefills are cut, draws per cut),
+  `WindowRule` (window detection);
+- `RepeatGrid`: one case per (request, word) pair with all its repeat counts; parts `RepeatSpec` (the grid,
+  draws per cell), `GridStatistics`, `WindowRule`, `AttackSampling`.
+
+The sampler the driver passes to either is the continuer: `HFContinuer(load_sampler("hf", path))` or
+`FunctionContinuer(fn)` (anything with `continue_prefills`). The judge (a `Judge`, a function
+fn(prompt, response), or None for refusal phrases) belongs to the experiment. A case stores its judged
+draws as its part of the run table "draws" (`DRAWS_TABLE`), its raw draws as samples, its curve and
+windows; `read_prefill_run` / `read_repeat_run` read a run directory back (what its report shows).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
 
-from critwin.errors import CritwinError, RunInterrupted
+from critwin.curves import Curve, Draws, scan, wilson_interval
+from critwin.errors import CritwinError
+from critwin.experiments.base import Case, CaseResult
 from critwin.features.judges import COMPLY, REFUSE, UNCLEAR, Judge, as_judge
 from critwin.files import read_text
-from critwin.rundir import RunDir, atomic_write, case_key, write_json
+from critwin.rundir import RunDir, case_key
 from critwin.samplers.base import Failure
-from critwin.scan import Curve, Draws, wilson_interval
-from critwin.seeds import case_rng
-from critwin.serialize import jsonable
-from critwin.windows import Window, detect_windows
+from critwin.schedules import prefill_cuts
+from critwin.windows import Window, WindowRule
 
 CutUnit = Literal["chars", "tokens"]
+EXPERIMENT = "jailbreak"
+DRAWS_TABLE = "draws"  # raw: one part per case (or per request × word) with every judged draw
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -112,16 +128,22 @@ class FunctionContinuer:
 
 
 class HFContinuer:
-    """Prefill continuations from a `critwin.samplers.hf.HFSampler` (chat template, shared-prefix decoding).
+    """Prefill continuations from any `critwin.samplers.lm.LMSampler` (e.g. `load_sampler("hf", path)`:
+    chat template, shared-prefix decoding).
 
     Every continuation gets the sampler's full `max_new_tokens` budget, whatever the prefill length.
     All (prompt, prefill) × k draws of one call are decoded together in shared batches.
+    `token_ends(text)` gives the token cuts of a prefill (`LMSampler.token_ends`); `tokenizer` is the
+    backend's tokenizer where it has one (None otherwise), for callers that still tokenize themselves.
     """
 
     def __init__(self, sampler: Any) -> None:
-        self.sampler = copy.copy(sampler)
-        self.sampler.budget = "continuation"
-        self.tokenizer = sampler.tokenizer
+        self.sampler = sampler.with_settings(budget="continuation")
+        self.tokenizer = getattr(sampler, "tokenizer", None)
+
+    def token_ends(self, text: str) -> list[int]:
+        """Characters of `text` at which its tokens end (one per token)."""
+        return self.sampler.token_ends(text)
 
     def continue_prefills(
         self, items: Sequence[tuple[str, str]], k: int, rng: np.random.Generator
@@ -159,59 +181,71 @@ def cut_points(
     """Where to cut a prefill: (character offsets of the cuts, number of units kept at each cut), ascending.
 
     chars: every `step` characters; tokens: every `step`-th token of the prefill tokenized alone (a cut
-    keeps the text up to the end of its last token).
-    Both lists start at 0 (no prefill) and end at the full prefill. Raises if the prefill is longer than
-    `max_prefill` units.
+    keeps the text up to the end of its last token; the last token ends at the full prefill).
+    Both lists start at 0 (no prefill) and end at the full prefill (the grid is
+    `critwin.schedules.prefill_cuts`). Raises if the prefill is longer than `max_prefill` units.
     """
-    if step < 1:
-        raise CritwinError(f"step={step}: cut every step >= 1 characters or tokens")
     if unit == "chars":
-        bounds = list(range(len(prefill) + 1))
+        ends: list[int] = list(range(1, len(prefill) + 1))
     elif unit == "tokens":
         if tokenizer is None:
             raise CritwinError("unit='tokens' needs a tokenizer; pass one or cut in 'chars'")
         # Keeping j tokens keeps the text up to the end of token j (the full prefill for the last one).
-        ends = token_ends(tokenizer, prefill) if prefill else []
-        bounds = sorted({0, *ends[:-1], len(prefill)})
+        ends = [*token_ends(tokenizer, prefill)[:-1], len(prefill)] if prefill else []
     else:
         raise CritwinError(f"unit={unit!r}: use 'chars' or 'tokens'")
-    length = len(bounds) - 1
-    if length > max_prefill:
+    offsets, kept = prefill_cuts(ends, step, unit="characters or tokens")
+    if kept[-1] > max_prefill:
         raise CritwinError(
-            f"prefill has {length} {unit}, over the limit max_prefill={max_prefill} (--max-prefill); shorten "
-            "it or raise the limit"
+            f"prefill has {kept[-1]} {unit}, over the limit max_prefill={max_prefill} (--max-prefill); "
+            "shorten it or raise the limit"
         )
-    kept = list(range(0, length + 1, step))
-    if kept[-1] != length:
-        kept.append(length)
-    return [bounds[j] for j in kept], kept
+    return offsets, kept
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The prefill-window experiment
+# Settings shared by both attacks
 # ----------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class CaseCurve:
-    """P(comply) of one case against prefill length: the Curve (t = units removed) and its windows."""
+class AttackSampling:
+    """How the attacked model samples (the sampler's part of a run): `temperature` (0 = greedy), nucleus
+    `top_p`, `max_new_tokens` per continuation, and the chat mode as asked for ("auto", "on", "off")."""
 
-    case: AttackCase
-    unit: CutUnit
-    length: int
-    curve: Curve
-    windows: tuple[Window, ...]
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    chat: str = "auto"
 
-    def prefill_kept(self) -> np.ndarray:
-        """Units of prefill kept at each curve point (length − t), ascending with t."""
-        return self.length - self.curve.t
+    def __post_init__(self) -> None:
+        if self.chat not in ("auto", "on", "off"):
+            raise CritwinError(f"chat={self.chat!r}: use 'auto', 'on' or 'off'")
+
+    def sampler_settings(self) -> dict[str, Any]:
+        """Keyword settings of `load_sampler` (`chat`: None for "auto", the template decides)."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
+                "chat": {"auto": None, "on": True, "off": False}.get(self.chat)}
 
 
-@dataclass(frozen=True)
-class PrefillResult:
-    """Per-case curves and windows, every judged draw, and a summary."""
+def _changed(part: Any) -> dict[str, Any]:
+    """The fields of a settings part that differ from their defaults. Settings that runs of earlier versions
+    did not store (window detection, grid statistics) enter config.json only when changed, so a run with
+    the defaults writes the config it always wrote and earlier run directories still resume."""
+    return {f.name: getattr(part, f.name) for f in fields(part) if getattr(part, f.name) != f.default}
 
-    cases: tuple[CaseCurve, ...]
-    draws: pd.DataFrame
-    summary: dict[str, Any]
+
+def judge_label(judge: Any) -> str:
+    """The name a judge is stored under in config.json when none is given: "refusal" for the default."""
+    if judge is None:
+        return "refusal"
+    return str(getattr(judge, "__qualname__", None) or type(judge).__name__)
+
+
+def _check_continuer(sampler: Any) -> None:
+    if not callable(getattr(sampler, "continue_prefills", None)):
+        raise CritwinError(
+            f"a jailbreak run needs a prefill continuer (HFContinuer(load_sampler('hf', path)) or "
+            f"FunctionContinuer(fn)), got {type(sampler).__name__}"
+        )
 
 
 def _curve(labels_by_t: dict[float, list[str]], reference: str, unit: str, t_max: float) -> Curve:
@@ -229,115 +263,183 @@ def _curve(labels_by_t: dict[float, list[str]], reference: str, unit: str, t_max
     )
 
 
-def run_prefill_windows(
-    cases: Sequence[AttackCase],
-    continuer: PrefillContinuer,
-    *,
-    k: int = 16,
-    unit: CutUnit = "chars",
-    step: int = 1,
-    judge: Judge | Callable[[str, str], Any] | None = None,
-    tokenizer: Any = None,
-    max_prefill: int = 512,
-    seed: int | np.random.Generator = 0,
-    level: float = 0.99,
-    min_jump: float = 0.2,
-    run: RunDir | None = None,
-    progress: bool = False,
-) -> PrefillResult:
-    """P(comply) vs prefill length for every case: cut each prefill every `step` units, draw k continuations
-    per cut (all cuts of one case in one backend call, seeded by (seed, case id)), judge prompt + (prefill
-    cut + continuation).
-
-    Curves use t = prefill units removed (t = 0: full prefill); windows are drops of P(comply) as t grows,
-    i.e. rises with prefill length. Failed draws and "unclear" verdicts are failed items, never outcomes.
-    With `run`, every case is stored as soon as it is judged and cases already stored there are read back
-    instead of drawn again (resume); Ctrl-C raises `RunInterrupted` with what was saved.
-    """
-    if k < 1:
-        raise CritwinError(f"k={k}: draw at least one continuation per cut")
-    if not cases:
-        raise CritwinError("cases: empty; give at least one attack case")
-    judge_fn = as_judge(judge)
-    base = int(seed.integers(2**63)) if isinstance(seed, np.random.Generator) else int(seed)
-    if unit == "tokens" and tokenizer is None:
-        tokenizer = getattr(continuer, "tokenizer", None)
-    plans = [
-        (c, *cut_points(c.prefill, unit, step, tokenizer=tokenizer, max_prefill=max_prefill)) for c in cases
-    ]
-    results: list[CaseCurve] = []
-
-    def draw(i: int) -> pd.DataFrame:
-        c, offsets, kept = plans[i]
-        return _draw_prefill_case(c, offsets, kept, continuer, k, judge_fn, case_rng(base, c.id))
-
-    def finish(i: int, sub: pd.DataFrame, fresh: bool) -> None:
-        c, _offsets, kept = plans[i]
-        by_t = {float(t): list(g["label"]) for t, g in sub.groupby("t")}
-        curve = _curve(by_t, COMPLY, unit, kept[-1])
-        wins = tuple(detect_windows(curve, level=level, min_jump=min_jump)) if len(curve) > 1 else ()
-        res = CaseCurve(c, unit, kept[-1], curve, wins)
-        if fresh and run is not None:
-            _write_prefill_case(res, sub, run, order=i)
-        results.append(res)
-
-    frames = _each_unit([c.id for c, _, _ in plans], run, draw, finish, progress, "cases")
-    draws = pd.concat(frames, ignore_index=True)
-    return PrefillResult(tuple(results), draws, prefill_summary(results, draws))
-
-
-DRAWS_TABLE = "draws"  # raw: one part per case (or per request × word) with every judged draw
-
-
-def _each_unit(
-    names: Sequence[str],
-    run: RunDir | None,
-    draw: Callable[[int], pd.DataFrame],
-    finish: Callable[[int, pd.DataFrame, bool], None],
-    progress: bool,
-    unit: str,
-) -> list[pd.DataFrame]:
-    """The judged draws of every unit of work (a case, or a request × word pair), in order: read back from
-    `run` when an earlier attempt finished it, else `draw(i)`, stored at once; then `finish(i, draws,
-    fresh)`. Ctrl-C raises `RunInterrupted` with how many units are saved."""
-    frames: list[pd.DataFrame] = []
-    bar = None
-    if progress:
-        import sys
-
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(names), desc="critwin jailbreak", unit=unit, file=sys.stderr)
-    try:
-        for i, name in enumerate(names):
-            sub = stored_draws(run, name)
-            fresh = sub is None
-            if fresh:
-                if run is not None:
-                    run.start_case(name)
-                sub = draw(i)
-                if run is not None:
-                    run.write_part(DRAWS_TABLE, case_key(name), sub)
-            finish(i, sub, fresh)
-            frames.append(sub)
-            if bar is not None:
-                bar.update(1)
-    except KeyboardInterrupt:
-        if run is None:
-            raise
-        # Counted from what is on disk: the interrupt may land between a unit's write and its bookkeeping.
-        raise RunInterrupted(sum(map(run.is_finished, names)), len(names), run.path) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    return frames
+def _draws_of(rows: pd.DataFrame, t_col: str, reference: str) -> Draws:
+    """Raw draws of one case in the engine's `Draws` form (unclear verdicts and backend failures failed)."""
+    ts, samples, labels, failures = [], [], [], []
+    for t, g in rows.groupby(t_col, sort=True):
+        ts.append(float(t))
+        samples.append(list(g["response"]))
+        labels.append([lab if lab != UNCLEAR else None for lab in g["label"]])
+        failures.append([
+            None if lab != UNCLEAR else (f if isinstance(f, str) else "unclear verdict")
+            for f, lab in zip(g["failure"], g["label"], strict=True)
+        ])
+    return Draws(tuple(ts), samples, labels, failures, reference)
 
 
 def stored_draws(run: RunDir | None, case: str) -> pd.DataFrame | None:
-    """The judged draws of a case finished in an earlier attempt of `run` (None: compute it)."""
+    """The judged draws of a case that `run` holds finished (None: missing, unfinished or damaged)."""
     if run is None or not run.is_finished(case):
         return None
     return run.read_part(DRAWS_TABLE, case_key(case))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The prefill-window experiment
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PrefillCuts:
+    """Where prefills are cut and how often each cut is continued: every `step` `unit`s ("chars" or
+    "tokens"), `k` continuations per cut, prefills of at most `max_prefill` units."""
+
+    unit: CutUnit = "chars"
+    step: int = 1
+    k: int = 16
+    max_prefill: int = 512
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise CritwinError(f"k={self.k}: draw at least one continuation per cut")
+        if self.unit not in ("chars", "tokens"):
+            raise CritwinError(f"unit={self.unit!r}: use 'chars' or 'tokens'")
+
+
+@dataclass(frozen=True)
+class CaseCurve:
+    """P(comply) of one case against prefill length: the Curve (t = units removed) and its windows."""
+
+    case: AttackCase
+    unit: CutUnit
+    length: int
+    curve: Curve
+    windows: tuple[Window, ...]
+
+    def prefill_kept(self) -> np.ndarray:
+        """Units of prefill kept at each curve point (length − t), ascending with t."""
+        return self.length - self.curve.t
+
+
+@dataclass(frozen=True)
+class PrefillResult:
+    """Per-case curves and windows, every judged draw, and a summary (the content of jailbreak.json)."""
+
+    cases: tuple[CaseCurve, ...]
+    draws: pd.DataFrame
+    summary: dict[str, Any]
+
+
+@dataclass
+class PrefillWindows:
+    """P(comply) against prefill length as an experiment: one case per attack of `attacks`.
+
+    A case cuts its prefill by `cuts`, continues prompt + cut `cuts.k` times at every cut (all cuts in one
+    backend call, from the case's generator `case_rng(seed, attack id)`), judges prompt + (cut +
+    continuation) with `judge`, and scans P(comply) over t = prefill units removed (`PrefillView`, the
+    judge's verdict as the feature); windows by `windows` (drops of P(comply) as t grows, i.e. rises with
+    prefill length). Failed draws and "unclear" verdicts are failed items, never outcomes.
+
+    Token cuts need a tokenizer: `tokenizer` (e.g. the model's, read before its weights load), else the
+    continuer's. `model` and `judge_name` only name the run in config.json (`judge_name` default: the
+    judge's name). Prefills over `cuts.max_prefill` units are refused at construction (or by `check`, for
+    token cuts by the continuer's tokenizer), before any draw.
+    """
+
+    attacks: Sequence[AttackCase]
+    cuts: PrefillCuts = field(default_factory=PrefillCuts)
+    windows: WindowRule = field(default_factory=WindowRule)
+    sampling: AttackSampling = field(default_factory=AttackSampling)
+    judge: Judge | Callable[[str, str], Any] | None = None
+    judge_name: str | None = None
+    model: str = "in-memory model"
+    seed: int = 0
+    tokenizer: Any = None
+
+    name = EXPERIMENT
+    kind = "prefill"
+    resume_keys = ("kind", "model", "unit", "step", "k", "judge", "temperature", "top_p", "max_new_tokens",
+                   "seed", "max_prefill", "chat", "cases", "level", "min_jump")
+
+    def __post_init__(self) -> None:
+        self.attacks = tuple(self.attacks)
+        if not self.attacks:
+            raise CritwinError("cases: empty; give at least one attack case")
+        self.judge_fn = as_judge(self.judge)
+        self._plans: dict[str, tuple[list[int], list[int]]] = {}
+        if self.cuts.unit == "chars" or self.tokenizer is not None:
+            self._plans = {a.id: self._cut(a, self.tokenizer) for a in self.attacks}
+
+    def _cut(self, attack: AttackCase, tokenizer: Any) -> tuple[list[int], list[int]]:
+        c = self.cuts
+        return cut_points(attack.prefill, c.unit, c.step, tokenizer=tokenizer, max_prefill=c.max_prefill)
+
+    def config(self) -> dict[str, Any]:
+        s, c = self.sampling, self.cuts
+        return {
+            "kind": self.kind, "model": self.model, "unit": c.unit, "step": c.step, "k": c.k,
+            "judge": self.judge_name or judge_label(self.judge), "temperature": s.temperature,
+            "top_p": s.top_p, "max_new_tokens": s.max_new_tokens, "seed": self.seed,
+            "max_prefill": c.max_prefill, "chat": s.chat, "cases": [asdict(a) for a in self.attacks],
+            **_changed(self.windows),
+        }
+
+    def cases(self) -> list[Case]:
+        return [Case(a.id, (i,), a) for i, a in enumerate(self.attacks)]
+
+    def check(self, sampler: Any) -> None:
+        """A prefill continuer; for token cuts without a `tokenizer`, every prefill is cut by the
+        continuer's tokenizer here (too-long prefills refused before any draw)."""
+        _check_continuer(sampler)
+        if not self._plans:
+            tok = getattr(sampler, "tokenizer", None)
+            self._plans = {a.id: self._cut(a, tok) for a in self.attacks}
+
+    def run_case(self, sampler: Any, case: Case, rng: np.random.Generator) -> CaseResult:
+        attack: AttackCase = case.data
+        offsets, kept = self._plans.get(attack.id) or self._cut(attack, getattr(sampler, "tokenizer", None))
+        view = PrefillView(attack, offsets, kept, unit=self.cuts.unit, continuer=sampler, judge=self.judge_fn)
+        curve, sub = _scan_prefill_case(view, self.cuts.k, rng)
+        cuts = sub.drop_duplicates("kept").sort_values("kept")
+        meta = {
+            "title": f"{attack.id}: {attack.prompt[:60]}",
+            "kind": "prefill",
+            "prompt": attack.prompt,
+            "prefill": attack.prefill,
+            "unit": self.cuts.unit,
+            "length": view.length,
+            "kept": [int(v) for v in cuts["kept"]],
+            "cut_texts": list(cuts["prefill_cut"]),
+            "feature": "judge verdict (comply counts as kept)",
+            "n": int(sub["draw"].max() + 1) if len(sub) else 0,
+        }
+        return CaseResult(
+            case.id, {"status": "ok"}, (_draws_of(sub, "t", COMPLY),), curve, self.windows.find(curve),
+            meta=meta, parts={DRAWS_TABLE: sub},
+        )
+
+
+def read_prefill_run(run: RunDir) -> PrefillResult:
+    """The finished cases of a prefill run (report order) with their stored curves and windows, every judged
+    draw of them, and their summary (`prefill_summary`): what jailbreak.json and the report show."""
+    attacks = {str(c.get("id")): c for c in run.config.get("cases", []) if isinstance(c, Mapping)}
+    results, frames = [], []
+    for name in run.case_names():
+        sub = stored_draws(run, name)
+        if sub is None:
+            continue
+        rec = run.case(name)
+        m = rec.meta
+        spec = attacks.get(name)
+        attack = (AttackCase(**spec) if spec is not None
+                  else AttackCase(name, str(m.get("prompt", "")), str(m.get("prefill", ""))))
+        unit = m.get("unit", run.config.get("unit", "chars"))
+        results.append(CaseCurve(attack, unit, int(m["length"]), rec.curve, tuple(rec.detected)))
+        frames.append(sub)
+    draws = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(PREFILL_COLUMNS))
+    return PrefillResult(tuple(results), draws, prefill_summary(results, draws))
+
+
+PREFILL_COLUMNS = ("case", "prompt", "kept", "t", "draw", "prefill_cut", "continuation", "response",
+                   "failure", "label")
 
 
 JUDGE_FAILURE = "judge: "
@@ -358,36 +460,125 @@ def _judge_rows(rows: list[dict[str, Any]], judge_fn: Judge) -> None:
             rows[i]["label"] = lab
 
 
-def _draw_prefill_case(
-    c: AttackCase,
-    offsets: Sequence[int],
-    kept: Sequence[int],
-    continuer: PrefillContinuer,
-    k: int,
-    judge_fn: Judge,
-    rng: np.random.Generator,
-) -> pd.DataFrame:
-    """Every judged draw of one prefill case: k continuations per cut."""
-    items = [(c.prompt, c.prefill[:o]) for o in offsets]
-    conts = continuer.continue_prefills(items, k, rng)
-    if len(conts) != len(items) or any(len(row) != k for row in conts):
-        raise CritwinError(f"{type(continuer).__name__} returned the wrong number of continuations; need {k} "
-                           "each")
-    length = kept[-1]
-    rows: list[dict[str, Any]] = []
-    for o, j, per_cut in zip(offsets, kept, conts, strict=True):
-        for d, cont in enumerate(per_cut):
-            failed = isinstance(cont, Failure)
+@dataclass(frozen=True)
+class PrefillDraw:
+    """One judged continuation of a prefill cut: the response is `prefill_cut + continuation`."""
+
+    prefill_cut: str
+    continuation: str
+    label: str
+    """The judge's verdict: comply, refuse or unclear."""
+    failure: str | None = None
+    """Why the judge gave no verdict (JUDGE_FAILURE + its reason), else None."""
+
+    @property
+    def response(self) -> str:
+        return self.prefill_cut + self.continuation
+
+
+def verdict(draw: PrefillDraw) -> str | None:
+    """The feature of a prefill scan: the judge's verdict of a draw; "unclear" is no outcome (None: the draw
+    is a failed item, as are the draws the backend failed)."""
+    return None if draw.label == UNCLEAR else draw.label
+
+
+class PrefillView:
+    """One attack case as a forward–reverse backend over its prefill cuts, for `critwin.curves.scan`.
+
+    t = units (characters or tokens) removed from the end of the prefill: t = 0 is the full prefill,
+    t = `t_max` = the number of units is no prefill; only the cuts of `cut_points` are valid times.
+    `forward_reverse(case, ts, n, rng)` continues prompt + prefill cut n times per t in ONE
+    `continue_prefills` call (cuts in the order of `ts`) and judges all the continuations of the call in ONE
+    judge call, in (cut, draw) order; a draw is a `PrefillDraw` carrying the verdict, or the backend's
+    `Failure`. The judge runs here, once per call, so that a batched (LLM) judge sees the same batches as
+    one call over the whole case, and a judge that breaks its contract stops the run.
+    """
+
+    def __init__(
+        self,
+        case: AttackCase,
+        offsets: Sequence[int],
+        kept: Sequence[int],
+        *,
+        unit: CutUnit,
+        continuer: PrefillContinuer,
+        judge: Judge,
+    ) -> None:
+        self.case = case
+        self.time_unit: str = unit
+        self.length = int(kept[-1])
+        self.t_max = float(self.length)
+        self.continuer = continuer
+        self.judge = judge
+        self.cuts = {float(self.length - j): (int(o), int(j)) for o, j in zip(offsets, kept, strict=True)}
+
+    def schedule(self) -> list[float]:
+        """The forward times of all cuts, most prefill removed first (ascending units kept)."""
+        return sorted(self.cuts, reverse=True)
+
+    def cut(self, t: float) -> tuple[int, int]:
+        """(character offset, units kept) of the cut at forward time t."""
+        try:
+            return self.cuts[float(t)]
+        except KeyError:
+            raise CritwinError(
+                f"t={t:g} is not a cut of the prefill of case {self.case.id}; use its cut times (units "
+                "removed)"
+            ) from None
+
+    def forward_reverse(
+        self, x: Any, ts: Sequence[float], n: int, rng: np.random.Generator
+    ) -> list[list[PrefillDraw | Failure]]:
+        c = self.case
+        cuts = [self.cut(t) for t in ts]
+        items = [(c.prompt, c.prefill[:o]) for o, _ in cuts]
+        conts = self.continuer.continue_prefills(items, n, rng)
+        if len(conts) != len(items) or any(len(row) != n for row in conts):
+            raise CritwinError(f"{type(self.continuer).__name__} returned the wrong number of continuations; "
+                               f"need {n} each")
+        rows = [
+            {"prompt": c.prompt, "response": c.prefill[:o] + ("" if isinstance(cont, Failure) else cont),
+             "failure": cont.reason if isinstance(cont, Failure) else None, "label": UNCLEAR}
+            for (o, _), per_cut in zip(cuts, conts, strict=True) for cont in per_cut
+        ]
+        _judge_rows(rows, self.judge)
+        out: list[list[PrefillDraw | Failure]] = []
+        for i, ((o, _), per_cut) in enumerate(zip(cuts, conts, strict=True)):
+            judged = rows[i * n : (i + 1) * n]
+            out.append([
+                cont if isinstance(cont, Failure)
+                else PrefillDraw(c.prefill[:o], cont, row["label"], row["failure"])
+                for cont, row in zip(per_cut, judged, strict=True)
+            ])
+        return out
+
+
+def _prefill_rows(view: PrefillView, draws: Draws) -> list[dict[str, Any]]:
+    """The judged draws of one `forward_reverse` call of a prefill view as rows of the draws table."""
+    c = view.case
+    rows = []
+    for t, samples in zip(draws.ts, draws.samples, strict=True):
+        o, j = view.cut(t)
+        for d, s in enumerate(samples):
+            failed = isinstance(s, Failure)
             rows.append(
                 {
-                    "case": c.id, "prompt": c.prompt, "kept": j, "t": float(length - j), "draw": d,
-                    "prefill_cut": c.prefill[:o], "continuation": None if failed else cont,
-                    "response": c.prefill[:o] + ("" if failed else cont),
-                    "failure": cont.reason if failed else None, "label": UNCLEAR,
+                    "case": c.id, "prompt": c.prompt, "kept": j, "t": float(view.length - j), "draw": d,
+                    "prefill_cut": c.prefill[:o], "continuation": None if failed else s.continuation,
+                    "response": c.prefill[:o] if failed else s.response,
+                    "failure": s.reason if failed else s.failure, "label": UNCLEAR if failed else s.label,
                 }
             )
-    _judge_rows(rows, judge_fn)
-    return pd.DataFrame(rows)
+    return rows
+
+
+def _scan_prefill_case(view: PrefillView, k: int, rng: np.random.Generator) -> tuple[Curve, pd.DataFrame]:
+    """Scan one prefill case (k continuations at every cut, one backend call): its curve and every judged
+    draw, fewest units kept first."""
+    rows: list[dict[str, Any]] = []
+    curve = scan(view, view.case, view.schedule(), k, verdict, seed=rng, reference=COMPLY,
+                 on_draws=lambda d: rows.extend(_prefill_rows(view, d)))
+    return curve, pd.DataFrame(rows)
 
 
 def prefill_summary(results: Sequence[CaseCurve], draws: pd.DataFrame) -> dict[str, Any]:
@@ -417,58 +608,6 @@ def prefill_summary(results: Sequence[CaseCurve], draws: pd.DataFrame) -> dict[s
         "cases_with_window": sum(1 for r in results if r.windows),
         "per_case": per_case,
     }
-
-
-def _draws_of(rows: pd.DataFrame, t_col: str, reference: str) -> Draws:
-    """Raw draws of one case in the engine's `Draws` form (unclear verdicts and backend failures failed)."""
-    ts, samples, labels, failures = [], [], [], []
-    for t, g in rows.groupby(t_col, sort=True):
-        ts.append(float(t))
-        samples.append(list(g["response"]))
-        labels.append([lab if lab != UNCLEAR else None for lab in g["label"]])
-        failures.append([
-            None if lab != UNCLEAR else (f if isinstance(f, str) else "unclear verdict")
-            for f, lab in zip(g["failure"], g["label"], strict=True)
-        ])
-    return Draws(tuple(ts), samples, labels, failures, reference)
-
-
-def _write_prefill_case(r: CaseCurve, sub: pd.DataFrame, run: RunDir, order: int) -> None:
-    """Store one prefill case's draws, curve and windows (its case record is written last: the mark that
-    the case is finished)."""
-    run.write_draws(r.case.id, _draws_of(sub, "t", COMPLY))
-    run.write_curve(r.case.id, r.curve, order=order)
-    cuts = sub.drop_duplicates("kept").sort_values("kept")
-    run.write_case(
-        r.case.id,
-        detected=r.windows,
-        meta={
-            "title": f"{r.case.id}: {r.case.prompt[:60]}",
-            "kind": "prefill",
-            "prompt": r.case.prompt,
-            "prefill": r.case.prefill,
-            "unit": r.unit,
-            "length": r.length,
-            "kept": [int(v) for v in cuts["kept"]],
-            "cut_texts": list(cuts["prefill_cut"]),
-            "feature": "judge verdict (comply counts as kept)",
-            "n": int(sub["draw"].max() + 1) if len(sub) else 0,
-        },
-        order=order,
-    )
-
-
-def write_prefill_run(result: PrefillResult, run: RunDir) -> RunDir:
-    """Store prefill-attack curves, windows and every judged draw in a run directory (experiment
-    "jailbreak", config kind "prefill"); the summary goes to jailbreak.json. Cases already stored by
-    `run_prefill_windows(run=...)` are not written again."""
-    for i, r in enumerate(result.cases):
-        if not run.is_finished(r.case.id):
-            sub = result.draws[result.draws["case"] == r.case.id]
-            run.write_part(DRAWS_TABLE, case_key(r.case.id), sub.reset_index(drop=True))
-            _write_prefill_case(r, sub, run, order=i)
-    write_json(run.path / "jailbreak.json", jsonable(result.summary), indent=1)
-    return run
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -514,6 +653,34 @@ def repeated_word_cases(
 
 
 @dataclass(frozen=True)
+class RepeatSpec:
+    """The repeated-word grid (see `repeated_word_cases`): `requests` × `words` × `repeats` counts, the word
+    repeated in the prompt (by `template`, joined by `separator`) or as the prefill (`position`), and `k`
+    judged responses per cell."""
+
+    requests: tuple[str, ...]
+    words: tuple[str, ...]
+    repeats: tuple[int, ...]
+    position: Literal["prompt", "prefill"] = "prompt"
+    k: int = 16
+    template: str = DEFAULT_REPEAT_TEMPLATE
+    separator: str = " "
+
+    def __post_init__(self) -> None:
+        for name in ("requests", "words", "repeats"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise CritwinError(f"k={self.k}: draw at least one response per cell")
+
+
+@dataclass(frozen=True)
+class GridStatistics:
+    """How the grid is tabulated (`grid_table`): the confidence level of the Wilson intervals of P(comply)."""
+
+    ci_level: float = 0.95
+
+
+@dataclass(frozen=True)
 class RepeatGridResult:
     """P(comply) per (request, word, repeats) cell, curves of P(refuse) over repeats, and every draw."""
 
@@ -523,63 +690,107 @@ class RepeatGridResult:
     draws: pd.DataFrame
 
 
-def run_repeat_grid(
-    cases: Sequence[AttackCase],
-    continuer: PrefillContinuer,
-    *,
-    k: int = 16,
-    judge: Judge | Callable[[str, str], Any] | None = None,
-    seed: int | np.random.Generator = 0,
-    level: float = 0.99,
-    min_jump: float = 0.2,
-    ci_level: float = 0.95,
-    run: RunDir | None = None,
-    progress: bool = False,
-) -> RepeatGridResult:
-    """Draw k responses per repeated-word case, judge them, and tabulate the grid.
+@dataclass
+class RepeatGrid:
+    """The repeated-word attack as an experiment: one case per (request, word) pair of `grid`, with all its
+    repeat counts (one backend call from the case's generator `case_rng(seed, repeat_case_name(request,
+    word))`), `grid.k` judged responses per cell.
 
-    The unit of work is one (request, word) pair with all its repeat counts (one backend call, seeded by
-    (seed, request, word)). Curves: per (request, word), t = repeat count (the attack grows with t) and
-    "kept" = refuse, so a window is where refusals drop as the word is repeated more often. With `run`,
-    each pair is stored as soon as it is judged and pairs already stored are read back (resume).
+    Curves: per (request, word), t = repeat count (the attack grows with t) and "kept" = refuse, so a window
+    is where refusals drop as the word is repeated more often; the grid table of P(comply) per cell is
+    `grid_table` with `stats` (repeat_grid.csv). `model` and `judge_name` only name the run in config.json.
     """
-    if k < 1:
-        raise CritwinError(f"k={k}: draw at least one response per cell")
-    for c in cases:
-        if not {"request", "word", "repeats"} <= set(c.meta):
-            raise CritwinError(f"case {c.id}: not from repeated_word_cases (needs request/word/repeats meta)")
-    judge_fn = as_judge(judge)
-    base = int(seed.integers(2**63)) if isinstance(seed, np.random.Generator) else int(seed)
-    groups: dict[tuple[int, str], list[AttackCase]] = {}
-    for c in cases:
-        groups.setdefault((int(c.meta["request"]), str(c.meta["word"])), []).append(c)
-    keys = list(groups)
-    curves: dict[tuple[int, str], Curve] = {}
-    windows: dict[tuple[int, str], tuple[Window, ...]] = {}
 
-    def draw(i: int) -> pd.DataFrame:
-        req, word = keys[i]
-        return _draw_repeat_group(groups[keys[i]], continuer, k, judge_fn, case_rng(base, req, word))
+    grid: RepeatSpec
+    stats: GridStatistics = field(default_factory=GridStatistics)
+    windows: WindowRule = field(default_factory=WindowRule)
+    sampling: AttackSampling = field(default_factory=AttackSampling)
+    judge: Judge | Callable[[str, str], Any] | None = None
+    judge_name: str | None = None
+    model: str = "in-memory model"
+    seed: int = 0
 
-    def finish(i: int, sub: pd.DataFrame, fresh: bool) -> None:
-        req, word = keys[i]
+    name = EXPERIMENT
+    kind = "repeat"
+    resume_keys = ("kind", "model", "requests", "words", "repeats", "position", "k", "judge", "seed",
+                   "temperature", "top_p", "max_new_tokens", "chat", "template", "separator", "ci_level",
+                   "level", "min_jump")
+
+    def __post_init__(self) -> None:
+        g = self.grid
+        self.attacks = repeated_word_cases(g.requests, g.words, g.repeats, template=g.template,
+                                           separator=g.separator, position=g.position)
+        self.judge_fn = as_judge(self.judge)
+
+    def config(self) -> dict[str, Any]:
+        g, s = self.grid, self.sampling
+        extra = {k: v for k, v in _changed(g).items() if k in ("template", "separator")}
+        return {
+            "kind": self.kind, "model": self.model, "requests": list(g.requests), "words": ",".join(g.words),
+            "repeats": ",".join(str(r) for r in g.repeats), "position": g.position, "k": g.k,
+            "judge": self.judge_name or judge_label(self.judge), "seed": self.seed,
+            "temperature": s.temperature, "top_p": s.top_p, "max_new_tokens": s.max_new_tokens,
+            "chat": s.chat,
+            **extra, **_changed(self.stats), **_changed(self.windows),
+        }
+
+    def cases(self) -> list[Case]:
+        groups: dict[tuple[int, str], list[AttackCase]] = {}
+        for c in self.attacks:
+            groups.setdefault((int(c.meta["request"]), str(c.meta["word"])), []).append(c)
+        return [Case(repeat_case_name(*key), (i,), (key, tuple(group)), {"request": key[0], "word": key[1]})
+                for i, (key, group) in enumerate(groups.items())]
+
+    def check(self, sampler: Any) -> None:
+        _check_continuer(sampler)
+
+    def run_case(self, sampler: Any, case: Case, rng: np.random.Generator) -> CaseResult:
+        (req, word), group = case.data
+        sub = _draw_repeat_group(group, sampler, self.grid.k, self.judge_fn, rng)
         by_t = {float(r): list(g["label"]) for r, g in sub.groupby("repeats")}
-        cv = _curve(by_t, REFUSE, "repeats", max(by_t))
-        curves[(req, word)] = cv
-        windows[(req, word)] = (
-            tuple(detect_windows(cv, level=level, min_jump=min_jump)) if len(cv) > 1 else ()
+        curve = _curve(by_t, REFUSE, "repeats", max(by_t))
+        meta = {"title": case.id, "kind": "repeat", "request": req, "word": word,
+                "feature": "judge verdict (refuse counts as kept)", "prompt": str(sub["prompt"].iloc[-1])}
+        return CaseResult(
+            case.id, {"status": "ok"}, (_draws_of(sub, "repeats", REFUSE),), curve, self.windows.find(curve),
+            meta=meta, parts={DRAWS_TABLE: sub},
         )
-        if fresh and run is not None:
-            _write_repeat_case(req, word, cv, windows[(req, word)], sub, run, order=i)
-
-    frames = _each_unit([repeat_case_name(*key) for key in keys], run, draw, finish, progress, "pairs")
-    draws = pd.concat(frames, ignore_index=True)
-    return RepeatGridResult(grid_table(draws, ci_level), curves, windows, draws)
 
 
 def repeat_case_name(request: int, word: str) -> str:
     """The run-directory case of one (request, word) pair."""
     return f"request {request} × {word!r}"
+
+
+def repeat_case_names(config: Mapping[str, Any]) -> list[str] | None:
+    """The cases a repeat run's config asks for (None: the config does not say, as in older runs)."""
+    requests, words = config.get("requests"), config.get("words")
+    if not isinstance(requests, list) or not isinstance(words, str):
+        return None
+    names = [w.strip() for w in words.split(",") if w.strip()]
+    return [repeat_case_name(i, w) for i in range(len(requests)) for w in names]
+
+
+def read_repeat_run(run: RunDir, ci_level: float | None = None) -> RepeatGridResult:
+    """The finished (request, word) pairs of a repeat run with their stored curves and windows, every judged
+    draw of them, and the grid table at `ci_level` (default: the run's, 0.95 unless changed)."""
+    level = float(run.config.get("ci_level", GridStatistics.ci_level) if ci_level is None else ci_level)
+    curves: dict[tuple[int, str], Curve] = {}
+    windows: dict[tuple[int, str], tuple[Window, ...]] = {}
+    frames = []
+    for name in run.case_names():
+        sub = stored_draws(run, name)
+        if sub is None:
+            continue
+        rec = run.case(name)
+        key = (int(rec.meta["request"]), str(rec.meta["word"]))
+        curves[key], windows[key] = rec.curve, tuple(rec.detected)
+        frames.append(sub)
+    draws = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(REPEAT_COLUMNS))
+    return RepeatGridResult(grid_table(draws, level), curves, windows, draws)
+
+
+REPEAT_COLUMNS = ("case", "request", "word", "repeats", "draw", "prompt", "response", "failure", "label")
 
 
 def _draw_repeat_group(
@@ -629,33 +840,3 @@ def grid_table(draws: pd.DataFrame, ci_level: float = 0.95) -> pd.DataFrame:
     lo, hi = wilson_interval(table["n_comply"], n_valid, ci_level)
     table["ci_lo"], table["ci_hi"] = lo, hi
     return table
-
-
-def _write_repeat_case(
-    req: int, word: str, curve: Curve, wins: Sequence[Window], sub: pd.DataFrame, run: RunDir, order: int
-) -> None:
-    """Store one (request, word) pair's draws, curve of P(refuse) over repeat counts and windows."""
-    name = repeat_case_name(req, word)
-    run.write_draws(name, _draws_of(sub, "repeats", REFUSE))
-    run.write_curve(name, curve, order=order)
-    run.write_case(
-        name,
-        detected=wins,
-        meta={"title": name, "kind": "repeat", "request": req, "word": word,
-              "feature": "judge verdict (refuse counts as kept)", "prompt": str(sub["prompt"].iloc[-1])},
-        order=order,
-    )
-
-
-def write_repeat_run(result: RepeatGridResult, run: RunDir) -> RunDir:
-    """Store the repeated-word grid (repeat_grid.csv), its curves of P(refuse) over repeat counts and
-    every judged draw in a run directory (experiment "jailbreak", config kind "repeat"). Pairs already
-    stored by `run_repeat_grid(run=...)` are not written again."""
-    for i, ((req, word), curve) in enumerate(result.curves.items()):
-        name = repeat_case_name(req, word)
-        if not run.is_finished(name):
-            sub = result.draws[(result.draws["request"] == req) & (result.draws["word"] == word)]
-            run.write_part(DRAWS_TABLE, case_key(name), sub.reset_index(drop=True))
-            _write_repeat_case(req, word, curve, result.windows[(req, word)], sub, run, order=i)
-    atomic_write(run.path / "repeat_grid.csv", lambda p: result.table.to_csv(p, index=False))
-    return run

@@ -12,6 +12,10 @@ Every score is oriented "higher = jailbreak" a priori (never flipped after looki
 - nll_<model>_*: the negative mean log-likelihood under one model (perplexity-filter baselines: jailbreak
   prompts and harmful completions are surprising).
 
+`Detection` is the experiment (run by `critwin.driver.run` with a `ScorerPair` as its sampler): one case
+per chunk of `ROWS_PER_CASE` rows, settings in parts `Scoring` (how pairs are scored) and
+`DetectStatistics` (how the scores are evaluated, in the report).
+
 `evaluate` reports AUROC (sklearn `roc_auc_score`) and TPR at 1/5/10% FPR (from sklearn `roc_curve`, the
 highest TPR with FPR <= target) per split, with intervals that stay honest at small n (Newcombe's score
 interval for the AUROC, a distribution-free interval for TPR at FPR), the ROC's resolution (1/n_neg,
@@ -23,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,8 +35,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from critwin.errors import CritwinError, RunInterrupted
+from critwin.errors import CritwinError
+from critwin.experiments.base import Case, CaseResult
 from critwin.files import read_text
+from critwin.samplers.lm import LMSampler
 from critwin.stats import auc_interval, min_negatives, percentile_interval, tpr_at_fpr_interval
 
 SEGMENTS = ("prompt", "completion")
@@ -175,6 +181,18 @@ def _messages(prompt: str, completion: str, system: str | None) -> list[dict[str
     return [*msgs, {"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
 
 
+def _text_ops(model: Any) -> tuple[Callable[..., str], Callable[[str], Any]]:
+    """(render_chat, encode_with_offsets) of an `LMSampler`, or of a raw Hugging Face tokenizer."""
+    if isinstance(model, LMSampler):
+        return model.render_chat, model.encode_with_offsets
+    from critwin.samplers import hf
+
+    if not getattr(model, "chat_template", None):
+        raise CritwinError("tokenizer has no chat template, so prompt and completion cannot be located; set "
+                           "one")
+    return (lambda msgs: hf.render_chat(model, msgs)), (lambda text: hf.encode_with_offsets(model, text))
+
+
 def locate_segments(
     tokenizer: Any,
     prompt: str,
@@ -183,24 +201,19 @@ def locate_segments(
     system: str | None = None,
     boundary: Literal["strict", "expand"] = "strict",
 ) -> Located:
-    """Render [user: prompt, assistant: completion] with the tokenizer's chat template and find both segments.
+    """Render [user: prompt, assistant: completion] with the chat template of `tokenizer` (an `LMSampler`,
+    or a Hugging Face tokenizer) and find both segments.
 
     The template is rendered once with sentinel contents; each sentinel must occur exactly once and the
     real rendering must equal the sentinel rendering with the contents put back (the template copies the
     contents verbatim). Tokens are mapped to segments by their character offsets. With boundary "strict"
     a token that straddles a segment edge is an error; "expand" counts it in the segment.
     """
-    if not getattr(tokenizer, "chat_template", None):
-        raise CritwinError("tokenizer has no chat template, so prompt and completion cannot be located; set "
-                           "one")
+    render, encode = _text_ops(tokenizer)
     if boundary not in ("strict", "expand"):
         raise CritwinError(f"boundary={boundary!r}: use 'strict' or 'expand'")
-    try:
-        sent = tokenizer.apply_chat_template(_messages(_SENT_P, _SENT_C, system), tokenize=False)
-        real = tokenizer.apply_chat_template(_messages(prompt, completion, system), tokenize=False)
-    except Exception as err:  # jinja errors of user templates: report on one line
-        raise CritwinError(f"chat template failed to render ({type(err).__name__}: {err}); fix the "
-                           "template") from err
+    sent = render(_messages(_SENT_P, _SENT_C, system))
+    real = render(_messages(prompt, completion, system))
     if sent.count(_SENT_P) != 1 or sent.count(_SENT_C) != 1 or sent.index(_SENT_P) > sent.index(_SENT_C):
         raise CritwinError(
             "chat template cannot locate the segments: it does not copy the user and assistant contents "
@@ -215,12 +228,7 @@ def locate_segments(
         )
     c0 = sent.index(_SENT_C) - len(_SENT_P) + len(prompt)
     spans = {"prompt": (p0, p0 + len(prompt)), "completion": (c0, c0 + len(completion))}
-    try:
-        enc = tokenizer(real, add_special_tokens=False, return_offsets_mapping=True)
-    except (NotImplementedError, ValueError, TypeError) as err:
-        raise CritwinError("tokenizer: locating segments needs a fast tokenizer (offset mapping)") from err
-    ids = tuple(int(i) for i in enc["input_ids"])
-    offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+    ids, offsets = encode(real)
     ranges: dict[str, tuple[int, int]] = {}
     for name, (a, b) in spans.items():
         inside = []
@@ -248,39 +256,33 @@ def locate_segments(
 def token_logprobs(
     model: Any, sequences: Sequence[Sequence[int]], *, batch_size: int = 16
 ) -> list[np.ndarray]:
-    """Raw log-softmax (temperature 1) of every token given the tokens before it:
-    out[i][j] = log p(x_j | x_<j) for j >= 1, and NaN for j = 0 (nothing conditions the first token).
-    Batched with right padding.
-    """
-    import torch
+    """Raw log-softmax (temperature 1) of every token given the tokens before it, for a Hugging Face model:
+    out[i][j] = log p(x_j | x_<j) for j >= 1, and NaN for j = 0 (`critwin.samplers.hf.token_logprobs`;
+    `score_examples` goes through `LMSampler.score`, which computes the same)."""
+    from critwin.samplers.hf import token_logprobs as hf_token_logprobs
 
-    device = next(model.parameters()).device
-    out: list[np.ndarray | None] = [None] * len(sequences)
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    with torch.inference_mode():
-        for lo in range(0, len(order), batch_size):
-            idx = order[lo : lo + batch_size]
-            width = max(len(sequences[i]) for i in idx)
-            ids = torch.zeros((len(idx), width), dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids[r, : len(sequences[i])] = torch.tensor(list(sequences[i]), dtype=torch.long)
-                mask[r, : len(sequences[i])] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            logp = torch.log_softmax(logits[:, :-1, :], dim=-1)
-            tok = torch.gather(logp, 2, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu().numpy()
-            for r, i in enumerate(idx):
-                n = len(sequences[i])
-                out[i] = np.concatenate([[np.nan], tok[r, : n - 1].astype(np.float64)])
-    return [o if o is not None else np.zeros(0) for o in out]
+    return hf_token_logprobs(model, sequences, batch_size=batch_size)
 
 
-def _max_len(model: Any) -> int | None:
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        v = getattr(getattr(model, "config", None), name, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
+def as_scorer(model: Any) -> LMSampler:
+    """An `LMSampler` as is, or a (model, tokenizer) pair of `critwin.samplers.hf.load_causal_lm` wrapped in
+    an `HFSampler` (torch's thread setting left as it is)."""
+    if isinstance(model, LMSampler):
+        return model
+    if isinstance(model, tuple) and len(model) == 2:
+        from critwin.samplers.hf import HFSampler
+
+        return HFSampler(model[0], model[1], cpu_threads=None)
+    raise CritwinError(
+        f"expected a language-model sampler (critwin.samplers.load_sampler('hf', path)) or a (model, "
+        f"tokenizer) pair, got {type(model).__name__}"
+    )
+
+
+def _logprobs(scorer: LMSampler, sequences: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
+    """`token_logprobs` through `LMSampler.score`: each sequence scored after its first token."""
+    got = scorer.score([s[:1] for s in sequences], [s[1:] for s in sequences], batch_size=batch_size)
+    return [np.concatenate([[np.nan], np.asarray(g, dtype=np.float64)]) for g in got]
 
 
 @dataclass(frozen=True)
@@ -293,14 +295,14 @@ class ScoredSet:
 
 def score_examples(
     examples: Sequence[Example],
-    aligned: tuple[Any, Any],
-    unaligned: tuple[Any, Any],
+    aligned: LMSampler | tuple[Any, Any],
+    unaligned: LMSampler | tuple[Any, Any],
     *,
     system: str | None = None,
     boundary: Literal["strict", "expand"] = "strict",
     batch_size: int = 16,
 ) -> ScoredSet:
-    """Score every example under both (model, tokenizer) pairs.
+    """Score every example under both models (`LMSampler`s, or (model, tokenizer) pairs: see `as_scorer`).
 
     Rows with an empty completion or prompt, or longer than a model's context, are kept in the table with
     status "skipped: <reason>" and no statistics. Template/tokenizer problems raise (they affect all rows).
@@ -316,11 +318,12 @@ def score_examples(
         elif not e.prompt.strip():
             rows[i]["status"] = "skipped: empty prompt"
     token_rows: list[dict[str, Any]] = []
-    for name, (model, tok) in (("aligned", aligned), ("unaligned", unaligned)):
+    for name, side in (("aligned", aligned), ("unaligned", unaligned)):
+        scorer = as_scorer(side)
         live = [i for i, r in enumerate(rows) if r["status"] == "ok"]
-        located = {i: locate_segments(tok, examples[i].prompt, examples[i].completion, system=system,
+        located = {i: locate_segments(scorer, examples[i].prompt, examples[i].completion, system=system,
                                       boundary=boundary) for i in live}
-        limit = _max_len(model)
+        limit = scorer.context_length
         for i in live:
             loc = located[i]
             if limit is not None and len(loc.input_ids) > limit:
@@ -328,7 +331,7 @@ def score_examples(
                     f"skipped: {len(loc.input_ids)} tokens exceed the {name} model's context {limit}"
                 )
         live = [i for i in live if rows[i]["status"] == "ok"]
-        lps = token_logprobs(model, [located[i].input_ids for i in live], batch_size=batch_size)
+        lps = _logprobs(scorer, [located[i].input_ids for i in live], batch_size)
         for i, lp in zip(live, lps, strict=True):
             loc = located[i]
             for seg in SEGMENTS:
@@ -362,55 +365,147 @@ def score_examples(
     return ScoredSet(table, pd.DataFrame(token_rows))
 
 
-SCORES, TOKENS = "scores", "token_logprobs"  # raw tables of a detect run, one part per chunk of rows
+SCORES, TOKENS = "scores", "token_logprobs"  # raw tables of a detect run, one part per case (chunk)
 TOKEN_COLUMNS = ("index", "model", "segment", "token_ids", "logprobs")
 
 
-def score_examples_in_parts(
-    examples: Sequence[Example],
-    aligned: tuple[Any, Any],
-    unaligned: tuple[Any, Any],
-    run: Any,
-    *,
-    chunk: int = 256,
-    progress: bool = False,
-    **kwargs: Any,
-) -> ScoredSet:
-    """`score_examples` in chunks of `chunk` rows, each stored in `run` (parts of scores.parquet and
-    token_logprobs.parquet) as soon as it is scored; chunks stored by an earlier attempt are read back
-    instead of scored again (resume). Scores are deterministic, so a resumed run equals an uninterrupted one.
+# ----------------------------------------------------------------------------------------------------------
+# The detection experiment
+# ----------------------------------------------------------------------------------------------------------
+ROWS_PER_CASE = 256  # the unit of resumable work: a chunk of rows scored under both models
+
+
+@dataclass(frozen=True)
+class ScorerPair:
+    """The sampler of a detection run: the `aligned` and the `unaligned` model (each an `LMSampler`, e.g.
+    `load_sampler("hf", path)`, or a (model, tokenizer) pair: see `as_scorer`), scoring `batch_size`
+    sequences per forward pass (how they run, not what they compute: not part of the run's settings)."""
+
+    aligned: Any
+    unaligned: Any
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a pair is scored (the scoring part of a detection run): the chat is rendered with the `system`
+    prompt (None: none) and tokens straddling a segment edge are an error or counted in (`boundary`)."""
+
+    boundary: Literal["strict", "expand"] = "strict"
+    system: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.boundary not in ("strict", "expand"):
+            raise CritwinError(f"boundary={self.boundary!r}: use 'strict' or 'expand'")
+
+
+@dataclass(frozen=True)
+class DetectStatistics:
+    """How the scores are evaluated (`evaluate`): `n_boot` bootstrap resamples (0 = none), intervals at
+    `level`, and where a split's benign rows come from (`negatives`); the bootstrap draws from the run's
+    seed."""
+
+    n_boot: int = 1000
+    level: float = 0.95
+    negatives: Literal["auto", "split", "pooled"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.negatives not in ("auto", "split", "pooled"):
+            raise CritwinError(f"negatives={self.negatives!r}: use 'auto', 'split' or 'pooled'")
+        if not 0 < self.level < 1:
+            raise CritwinError(f"level={self.level}: use a confidence level in (0, 1)")
+
+
+def rows_digest(examples: Sequence[Example]) -> str:
+    """SHA-256 of the rows (names rows that come from no file in config.json, so that a resumed run is
+    the same data)."""
+    import hashlib
+
+    text = "".join(json.dumps([e.prompt, e.completion, e.label, e.split]) + "\n" for e in examples)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Detection:
+    """The likelihood-ratio detector as an experiment: `examples` scored under both models of a
+    `ScorerPair` (the sampler the driver passes), `ROWS_PER_CASE` rows per case (a case stores its rows'
+    statistics as its part of scores.parquet and their per-token log-probs as its part of
+    token_logprobs.parquet; scores are deterministic, so a resumed run equals an uninterrupted one).
+
+    The report (`critwin.report.jailbreak.write_detect_report`) evaluates the stored scores with `stats`
+    and the run's `seed` (metrics.json, metrics.csv). `aligned`, `unaligned` and `data` only name the run in
+    config.json; `data_sha256` (default: `rows_digest(examples)`) ties a resumed run to the same rows.
     """
-    tables, tokens = [], []
-    starts = list(range(0, len(examples), chunk))
-    bar = None
-    if progress:
-        import sys
 
-        from tqdm import tqdm
+    examples: Sequence[Example]
+    scoring: Scoring = field(default_factory=Scoring)
+    stats: DetectStatistics = field(default_factory=DetectStatistics)
+    aligned: str = "in-memory model"
+    unaligned: str = "in-memory model"
+    data: str = "in-memory rows"
+    data_sha256: str | None = None
+    seed: int = 0
 
-        bar = tqdm(total=len(examples), desc="scoring", unit="row", file=sys.stderr)
-    try:
-        for b, start in enumerate(starts):
-            name = f"{b:06d}"
-            part = examples[start : start + chunk]
-            table, toks = run.read_part(SCORES, name), run.read_part(TOKENS, name)
-            if table is None or toks is None or len(table) != len(part):
-                scored = score_examples(part, aligned, unaligned, **kwargs)
-                table = scored.table.assign(index=scored.table["index"] + start)
-                toks = (scored.tokens if len(scored.tokens) else pd.DataFrame(columns=list(TOKEN_COLUMNS)))
-                toks = toks.assign(index=toks["index"].astype("int64") + start)
-                run.write_part(TOKENS, name, toks)
-                run.write_part(SCORES, name, table)  # written last: the mark that the chunk is done
-            tables.append(table)
-            tokens.append(toks)
-            if bar is not None:
-                bar.update(len(part))
-    except KeyboardInterrupt:
-        raise RunInterrupted(len(run.part_names(SCORES)), len(starts), run.path) from None
-    finally:
-        if bar is not None:
-            bar.close()
-    return ScoredSet(pd.concat(tables, ignore_index=True), pd.concat(tokens, ignore_index=True))
+    name = "jailbreak"
+    kind = "detect"
+    resume_keys = ("kind", "aligned", "unaligned", "data_sha256", "boundary", "system", "n_boot", "level",
+                   "negatives", "seed")
+
+    def __post_init__(self) -> None:
+        self.examples = tuple(self.examples)
+        if not self.examples:
+            raise CritwinError("data: no rows; give at least one prompt/completion/label row")
+        if self.data_sha256 is None:
+            self.data_sha256 = rows_digest(self.examples)
+
+    def config(self) -> dict[str, Any]:
+        st, sc = self.stats, self.scoring
+        return {"kind": self.kind, "aligned": self.aligned, "unaligned": self.unaligned, "data": self.data,
+                "data_sha256": self.data_sha256, "n_boot": st.n_boot, "level": st.level, "seed": self.seed,
+                "boundary": sc.boundary, "negatives": st.negatives, "system": sc.system}
+
+    def cases(self) -> list[Case]:
+        out = []
+        for b, start in enumerate(range(0, len(self.examples), ROWS_PER_CASE)):
+            rows = self.examples[start : start + ROWS_PER_CASE]
+            out.append(Case(f"rows {start}-{start + len(rows) - 1}", (b,), (start, rows)))
+        return out
+
+    def check(self, sampler: Any) -> None:
+        if not isinstance(sampler, ScorerPair):
+            raise CritwinError(f"a detection run needs a ScorerPair(aligned, unaligned), got "
+                               f"{type(sampler).__name__}")
+        as_scorer(sampler.aligned), as_scorer(sampler.unaligned)
+
+    def run_case(self, sampler: ScorerPair, case: Case, rng: np.random.Generator) -> CaseResult:
+        start, rows = case.data
+        scored = score_examples(rows, sampler.aligned, sampler.unaligned, system=self.scoring.system,
+                                boundary=self.scoring.boundary, batch_size=sampler.batch_size)
+        table = scored.table.assign(index=scored.table["index"] + start)
+        toks = scored.tokens if len(scored.tokens) else pd.DataFrame(columns=list(TOKEN_COLUMNS))
+        toks = toks.assign(index=toks["index"].astype("int64") + start)
+        return CaseResult(case.id, {"status": "ok", "rows": len(rows)}, parts={TOKENS: toks, SCORES: table})
+
+
+def read_detect_run(run: Any) -> ScoredSet | None:
+    """The stored scores of a detection run (rows in data order) and per-token log-probs, or None when no
+    chunk is stored."""
+    table = run.read_parts(SCORES)
+    if table is None:
+        return None
+    if "index" in table.columns:  # parts are named by case key: put the rows back in data order
+        table = table.sort_values("index", kind="stable").reset_index(drop=True)
+    tokens = run.read_parts(TOKENS)
+    return ScoredSet(table, pd.DataFrame(columns=list(TOKEN_COLUMNS)) if tokens is None else tokens)
+
+
+def evaluate_run(run: Any, table: pd.DataFrame) -> dict[str, Any]:
+    """`evaluate` of a run's score table with the run's statistics settings and seed (every statistic of
+    `STATISTICS` the table holds)."""
+    cfg = run.config
+    stats = [s for s in STATISTICS if s in table.columns]
+    return evaluate(table, stats, n_boot=int(cfg.get("n_boot", 1000)), level=float(cfg.get("level", 0.95)),
+                    seed=int(cfg.get("seed", 0)), negatives=cfg.get("negatives", "auto"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -612,17 +707,3 @@ def metrics_frame(metrics: dict[str, Any]) -> pd.DataFrame:
             row.update({k: v for k, v in e.items() if k != "roc"})
             rows.append(row)
     return pd.DataFrame(rows)
-
-
-def write_detect_run(scored: ScoredSet, metrics: dict[str, Any], run: Any) -> Any:
-    """Store a detector evaluation in a run directory (experiment "jailbreak", config kind "detect"):
-    scores.parquet (every row, skipped ones with their reason), token_logprobs.parquet, metrics.json
-    (with ROC points) and metrics.csv."""
-    from critwin.rundir import atomic_write, write_json
-
-    if not run.part_names(SCORES):  # scored outside `score_examples_in_parts`: store as one part
-        run.write_part(TOKENS, "000000", scored.tokens)
-        run.write_part(SCORES, "000000", scored.table)
-    write_json(run.path / "metrics.json", plain(metrics), indent=1)
-    atomic_write(run.path / "metrics.csv", lambda p: metrics_frame(metrics).to_csv(p, index=False))
-    return run

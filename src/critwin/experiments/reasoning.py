@@ -2,27 +2,25 @@
 
 For every problem the model writes one response with chain of thought (the original). The response is cut
 at token positions (fractions of it kept, or every few tokens), K endings are resampled from every cut
-with the same sampling settings (`HFSampler`, shared-prefix cache), and the answer of every ending is read
-either from the free continuation ("The answer is …", \\boxed{…}, last number) or by the paper's elicitation
-turn (a follow-up user message asking for the answer, decoded greedily). The curve is P(same answer as the
-original | cut) against the forward time t = tokens removed; windows are where it drops as t grows, found by
-`detect_windows` (ours) and by the paper's rule side by side.
+with the same sampling settings (any `LMSampler`; on HF with a shared-prefix cache), and the answer of
+every ending is read either from the free continuation ("The answer is …", \\boxed{…}, last number) or
+by the paper's elicitation turn (a follow-up user message asking for the answer, decoded greedily). The
+curve is P(same answer as the original | cut) against the forward time t = tokens removed; windows are
+where it drops as t grows, found by `detect_windows` (ours) and by the paper's rule side by side.
 
 Per dataset the run reports the share of problems with a window and the accuracy of the original answers
 with and without a window, each with a Wilson interval (Newcombe's for their gap). For the bundled
 running-sum task (`--task arith`) the first wrong step of every chain is known exactly, so the run also
 reports how often a detected window sits at the first wrong step (`window_at_first_error_rate`).
 
-A run directory (`critwin.rundir`) holds config, raw draws, curves and windows, plus originals.jsonl (the
-original responses, generated before any scan) and problems.jsonl (one record per finished or failed
-problem, appended as each one finishes). A rerun with the same settings skips finished problems.
+The experiment is data (`ReasoningExperiment`: one case per problem); `critwin.run` runs it into a run
+directory (`critwin.rundir`): config, raw draws, curves and windows, plus originals.jsonl (each problem's
+original response) and problems.jsonl (one record per finished or failed problem, appended as each one
+finishes). A rerun with the same settings skips finished problems.
 """
 
 from __future__ import annotations
 
-import math
-import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,24 +28,26 @@ from typing import Any
 
 import numpy as np
 
+from critwin.curves import Draws, scan
 from critwin.data import Problem, ProblemSet, RowIssue, load_problems
-from critwin.errors import CritwinError, RunInterrupted, first_line
+from critwin.data.problem import TASKS as PROBLEM_TASKS
+from critwin.errors import CritwinError
 from critwin.experiments import arith
+from critwin.experiments.base import Case, CaseResult
 from critwin.features.answers import elicitation_prompt
 from critwin.features.grading import ExactMatchGrader, Grader, grader_for
+from critwin.params import PARAMS, check, whole_number
 from critwin.rundir import RunDir
-from critwin.samplers.base import Failure
-from critwin.scan import Draws, scan
 from critwin.schedules import DENSE_FRACTIONS, PAPER_FRACTIONS, kept_positions
-from critwin.serialize import jsonable
 from critwin.stats import newcombe_interval, wilson_interval
-from critwin.windows import Window, detect_windows, paper_rule_windows
+from critwin.types import Failure
+from critwin.windows import Window, WindowRule
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 BUNDLED_MODEL = ASSETS / "reasoning_model"
 BUNDLED_PROBLEMS = ASSETS / "reasoning_problems.jsonl"
 
-TASKS = ("math", "mc", "exact", "arith")
+TASKS = (*PROBLEM_TASKS, "arith")
 ANSWER_FROM = ("continuation", "elicit")
 
 ORIGINALS = "originals.jsonl"
@@ -82,87 +82,129 @@ _RESUME_KEYS = (
 # Settings
 # --------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class ReasoningConfig:
-    """Settings of a reasoning scan.
+class LMSettings:
+    """How the language model samples (the sampler's part of a reasoning run): `temperature` (0 = greedy),
+    nucleus `top_p`, at most `max_new_tokens` per response, the chat template on/off/auto (`chat` None),
+    and rows per decoding batch."""
 
-    Cuts: `fractions` of the response kept (paper: 0.05 … 0.9), or every `dense_step` tokens when
-    `dense_step` is set. `k` endings are resampled per cut. `answer_from` "continuation" reads the answer of
-    each ending from its text; "elicit" asks for it in a follow-up user turn (`elicit_prompt`, default: the
-    task's elicitation prompt) decoded greedily. Windows: `detect_windows(level, min_jump)` and the paper's
-    rule (`paper_threshold`, `paper_max_drop`). Dataset intervals (Wilson, Newcombe) at `ci_level`.
-    `error_tolerance`: tokens of slack when asking whether a window sits at the first wrong step (arith
-    only; see `window_at_error`).
-    """
-
-    task: str = "arith"
-    k: int = 16
-    fractions: tuple[float, ...] = PAPER_FRACTIONS
-    dense_step: int | None = None
-    answer_from: str = "continuation"
-    seed: int = 0
     temperature: float = 0.6
     top_p: float = 0.9
     max_new_tokens: int = 2048
     chat: bool | None = None
-    elicit_prompt: str | None = None
-    elicit_max_tokens: int = 32
-    level: float = 0.99
-    min_jump: float = 0.2
-    paper_threshold: float = 0.5
-    paper_max_drop: float = 0.3
-    ci_level: float = 0.95
-    error_tolerance: int = 3
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise CritwinError(f"--task {self.task!r} unknown: use one of {', '.join(TASKS)}")
+        check("temperature", self.temperature, "--temperature")
+        check("top_p", self.top_p, "--top-p")
+        check("max_new_tokens", self.max_new_tokens, "--max-new-tokens")
+        check("batch_size", self.batch_size, "--batch-size")
+
+
+@dataclass(frozen=True)
+class CutSettings:
+    """Where responses are cut and how the answer of an ending is read (the scan's part).
+
+    `fractions` of the response kept (paper: 0.05 … 0.9), or every `dense_step` tokens when set; `k`
+    endings resampled per cut. `answer_from` "continuation" reads the answer from an ending's own text;
+    "elicit" asks for it in a follow-up user turn (`elicit_prompt`, default: the task's elicitation prompt)
+    decoded greedily for at most `elicit_max_tokens` tokens.
+    """
+
+    k: int = 16
+    fractions: tuple[float, ...] = PAPER_FRACTIONS
+    dense_step: int | None = None
+    answer_from: str = "continuation"
+    elicit_prompt: str | None = None
+    elicit_max_tokens: int = 32
+
+    def __post_init__(self) -> None:
         if self.answer_from not in ANSWER_FROM:
             raise CritwinError(f"--answer-from {self.answer_from!r} unknown: use continuation or elicit")
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
-            raise CritwinError(f"-k {self.k!r}: resample at least 1 ending per cut")
-        if self.dense_step is not None and (not isinstance(self.dense_step, int) or self.dense_step < 1):
-            raise CritwinError(f"--dense-step {self.dense_step!r}: use a whole number of tokens >= 1")
+        whole_number(1, "a whole number >= 1 (resample at least 1 ending per cut)").check(self.k, "k", "-k")
+        if self.dense_step is not None:
+            check("dense_step", self.dense_step, "--dense-step")
         fr = tuple(float(f) for f in self.fractions)
         if self.dense_step is None and not fr:
             raise CritwinError("--fractions is empty: give fractions kept such as 0.1,0.5,0.9")
         for f in fr:
-            if not (math.isfinite(f) and 0.0 <= f <= 1.0):
+            if not PARAMS["fraction"].ok(f):
                 raise CritwinError(
                     f"--fractions: cut position {f:g} is out of range; fractions kept lie in "
                     "[0, 1] (0 keeps none of the response, 1 all of it)"
                 )
         object.__setattr__(self, "fractions", fr)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise CritwinError(f"--seed {self.seed!r}: use a whole number >= 0")
-        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise CritwinError(f"--temperature {self.temperature}: use a finite value >= 0")
-        if not 0.0 < self.top_p <= 1.0:
-            raise CritwinError(f"--top-p {self.top_p}: use a value in (0, 1]")
-        if self.max_new_tokens < 1 or self.elicit_max_tokens < 1:
-            raise CritwinError("--max-new-tokens must be >= 1")
-        for name in ("level", "ci_level"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise CritwinError(f"{name}={getattr(self, name)}: use a value strictly between 0 and 1")
-        if not 0.0 <= self.min_jump <= 1.0:
-            raise CritwinError(f"--min-jump {self.min_jump}: use a difference of probabilities in [0, 1]")
-        if self.error_tolerance < 0:
-            raise CritwinError(f"error_tolerance={self.error_tolerance}: use a number of tokens >= 0")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able settings (stored in config.json)."""
-        d = asdict(self)
-        d["fractions"] = list(self.fractions)
-        return d
+        check("max_new_tokens", self.elicit_max_tokens, "--elicit-max-tokens")
 
     def kept_positions(self, length: int) -> list[int]:
         """Response tokens KEPT at each cut for a response of `length` tokens, ascending, without repeats."""
         return kept_positions(length, self.fractions, self.dense_step)
 
+
+@dataclass(frozen=True)
+class DatasetStatistics:
+    """How a dataset is summarised (the statistics part): Wilson and Newcombe intervals at `ci_level`;
+    `error_tolerance` tokens of slack when asking whether a window sits at the first wrong step (arith
+    only; see `window_at_error`)."""
+
+    ci_level: float = 0.95
+    error_tolerance: int = 3
+
+    def __post_init__(self) -> None:
+        check("ci_level", self.ci_level)
+        check("error_tolerance", self.error_tolerance)
+
+
+_PARTS = {"sampling": LMSettings, "cuts": CutSettings, "windows": WindowRule, "stats": DatasetStatistics}
+
+
+@dataclass(frozen=True)
+class ReasoningConfig:
+    """Settings of a reasoning run: the `task` (how answers are graded), the run's `seed`, and one part per
+    role — `sampling` (the sampler), `cuts` (the scan), `windows` (detection), `stats` (dataset
+    summaries). `ReasoningConfig.from_flat(k=…, level=…)` builds one from flat settings (the CLI's and
+    config.json's form); `to_dict()` gives that flat form back.
+    """
+
+    task: str = "arith"
+    seed: int = 0
+    sampling: LMSettings = field(default_factory=LMSettings)
+    cuts: CutSettings = field(default_factory=CutSettings)
+    windows: WindowRule = field(default_factory=WindowRule)
+    stats: DatasetStatistics = field(default_factory=DatasetStatistics)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise CritwinError(f"--task {self.task!r} unknown: use one of {', '.join(TASKS)}")
+        check("seed", self.seed, "--seed")
+
+    @classmethod
+    def from_flat(cls, **settings: Any) -> ReasoningConfig:
+        """A config from flat settings (task, seed and any field of the parts); an unknown name is an
+        error."""
+        parts: dict[str, dict[str, Any]] = {name: {} for name in _PARTS}
+        top = {}
+        for key, value in settings.items():
+            home = next((n for n, part in _PARTS.items() if key in part.__dataclass_fields__), None)
+            if home is not None:
+                parts[home][key] = value
+            elif key in ("task", "seed"):
+                top[key] = value
+            else:
+                raise CritwinError(f"reasoning setting {key!r} is unknown")
+        return cls(**top, **{name: _PARTS[name](**kw) for name, kw in parts.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON-able settings (stored in config.json)."""
+        d: dict[str, Any] = {"task": self.task, "seed": self.seed}
+        for name in _PARTS:
+            d.update(asdict(getattr(self, name)))
+        d["fractions"] = list(self.cuts.fractions)
+        return d
+
     def elicitation(self) -> str:
         """The follow-up user message of the elicitation turn."""
-        if self.elicit_prompt is not None:
-            return self.elicit_prompt
+        if self.cuts.elicit_prompt is not None:
+            return self.cuts.elicit_prompt
         if self.task == "arith":
             return arith.ELICIT_PROMPTS[0]
         return elicitation_prompt(self.task)
@@ -272,31 +314,9 @@ class ElicitFeature(ContinuationFeature):
                                          for r in replies])
 
 
-class _OneResponse:
-    """The `Sampler` view of one response: t = tokens removed, t_max = its length (so that curves know the
-    fraction kept), forward–reverse through the shared HF sampler."""
-
-    time_unit = "tokens"
-
-    def __init__(self, sampler: Any, length: int):
-        self.sampler = sampler
-        self.t_max = float(length)
-
-    def forward_reverse(
-        self, x: Any, ts: Sequence[float], n: int, rng: np.random.Generator
-    ) -> list[list[Any]]:
-        return self.sampler.forward_reverse(x, ts, n, rng)
-
-
 # --------------------------------------------------------------------------------------------------------
 # Windows in the text
 # --------------------------------------------------------------------------------------------------------
-def _char_offsets(tokenizer: Any, ids: Sequence[int]) -> list[int]:
-    """offsets[k] = characters of the decoded text of the first k tokens (k = 0 … len(ids))."""
-    dec = tokenizer.decode
-    return [len(dec(list(ids[:k]), skip_special_tokens=True)) for k in range(len(ids) + 1)]
-
-
 def window_record(w: Window, length: int, offsets: Sequence[int]) -> dict[str, Any]:
     """A window in all coordinates: forward time [t_lo, t_hi], tokens kept [kept_lo, kept_hi) (the tokens
     in which the answer got decided), fractions kept, and the characters [char_lo, char_hi) of those
@@ -360,22 +380,22 @@ def scan_problem(
     dataset: str,
     seed: np.random.Generator,
     can_elicit: bool,
-    run: RunDir | None = None,
-    order: Sequence[int] | None = None,
-) -> dict[str, Any]:
+) -> CaseResult:
     """Scan one original response: its answers (both ways), correctness, curve, windows (ours and the
-    paper's) and, for arith, the first wrong step. Writes curve, windows and draws into `run` when given and
-    returns the problem's record (status "ok", or "failed" with the reason when the original has no answer).
+    paper's) and, for arith, the first wrong step. Returns the problem's result: its record (status "ok",
+    or "failed" with the reason when the original has no answer), raw draws, curve and windows.
     """
     case = f"{dataset}/{problem.id}"
-    if run is not None:
-        run.start_case(case)
     grader = grader_for_problem(cfg.task, problem)
     question = problem.prompt()
     cont = ContinuationFeature(grader)
     elic = (
         ElicitFeature(
-            grader_for_problem(cfg.task, problem), sampler, question, cfg.elicitation(), cfg.elicit_max_tokens
+            grader_for_problem(cfg.task, problem),
+            sampler,
+            question,
+            cfg.elicitation(),
+            cfg.cuts.elicit_max_tokens,
         )
         if can_elicit
         else None
@@ -396,51 +416,47 @@ def scan_problem(
         "answer_elicit": ans_elic,
         "correct_continuation": _verdict(verdicts[0]),
         "correct_elicit": _verdict(verdicts[1]) if elic is not None else None,
-        "answer_from": cfg.answer_from,
+        "answer_from": cfg.cuts.answer_from,
     }
-    answer = ans_cont if cfg.answer_from == "continuation" else ans_elic
+    answer = ans_cont if cfg.cuts.answer_from == "continuation" else ans_elic
     rec["answer"] = answer
     rec["correct"] = (
-        rec["correct_continuation"] if cfg.answer_from == "continuation" else rec["correct_elicit"]
+        rec["correct_continuation"] if cfg.cuts.answer_from == "continuation" else rec["correct_elicit"]
     )
     if cfg.task == "arith":
         slips = [
             {
                 **asdict(e),
-                "token": arith.char_to_token_index(sampler.tokenizer, response.response_ids, e.char),
+                "token": arith.char_to_token_index(sampler.decode, response.response_ids, e.char),
             }
             for e in arith.wrong_steps(problem.question, response.response_text)
         ]
         rec["first_error"] = slips[0] if slips else None
         rec["wrong_steps"] = slips
     if response.length == 0:
-        return {**rec, "status": "failed", "error": "empty response: nothing to cut"}
+        return CaseResult(case, {**rec, "status": "failed", "error": "empty response: nothing to cut"})
     if answer is None:
-        return {**rec, "status": "failed", "error": f"no answer in the original response ({cfg.answer_from})"}
+        error = f"no answer in the original response ({cfg.cuts.answer_from})"
+        return CaseResult(case, {**rec, "status": "failed", "error": error})
 
-    feature = cont if cfg.answer_from == "continuation" else elic
+    feature = cont if cfg.cuts.answer_from == "continuation" else elic
     reference = feature(response)
-    kept = cfg.kept_positions(response.length)
+    kept = cfg.cuts.kept_positions(response.length)
     ts = sorted(response.length - k for k in kept)
-    on_draws = None if run is None else (lambda d: run.write_draws(case, _slim(d)))
+    draws: list[Draws] = []
     curve = scan(
-        _OneResponse(sampler, response.length),
+        sampler,
         response,
         ts,
-        cfg.k,
+        cfg.cuts.k,
         feature,
         seed=seed,
         reference=reference,
-        on_draws=on_draws,
+        on_draws=lambda d: draws.append(_slim(d)),
     )
-    detected = detect_windows(curve, level=cfg.level, min_jump=cfg.min_jump)
-    paper = (
-        paper_rule_windows(curve, threshold=cfg.paper_threshold, max_drop=cfg.paper_max_drop, level=cfg.level)
-        if len(curve) >= 2
-        else []
-    )
-    offsets = _char_offsets(sampler.tokenizer, response.response_ids)
-    lo, hi = curve.wilson(cfg.level)
+    detected, paper = cfg.windows.find(curve), cfg.windows.paper(curve)
+    offsets = sampler.char_offsets(response.response_ids)
+    lo, hi = curve.wilson(cfg.windows.level)
     rec["curve"] = {
         "t": curve.t.tolist(),
         "kept": [int(response.length - t) for t in curve.t],
@@ -451,7 +467,7 @@ def scan_problem(
         "p_same": [None if not np.isfinite(v) else float(v) for v in curve.p_hat],
         "ci_lo": [None if not np.isfinite(v) else float(v) for v in lo],
         "ci_hi": [None if not np.isfinite(v) else float(v) for v in hi],
-        "ci_level": cfg.level,
+        "ci_level": cfg.windows.level,
         "reference": reference,
     }
     rec["windows"] = [window_record(w, response.length, offsets) for w in detected]
@@ -459,22 +475,15 @@ def scan_problem(
     rec["has_window"] = bool(detected)
     rec["has_paper_window"] = bool(paper)
     if cfg.task == "arith":
-        rec.update(error_alignment(rec, cfg.error_tolerance))
+        rec.update(error_alignment(rec, cfg.stats.error_tolerance))
     rec["status"] = "ok"
-    if run is not None:
-        run.write_curve(case, curve, order=order)
-        run.write_case(
-            case,
-            detected=detected,
-            paper=paper,
-            meta={
-                "title": f"{dataset} · {problem.id}",
-                "sampler": "HFSampler",
-                "feature": f"answer ({cfg.answer_from})",
-                "n": cfg.k,
-            },
-        )
-    return rec
+    meta = {
+        "title": f"{dataset} · {problem.id}",
+        "sampler": type(sampler).__name__,
+        "feature": f"answer ({cfg.cuts.answer_from})",
+        "n": cfg.cuts.k,
+    }
+    return CaseResult(case, rec, tuple(draws), curve, tuple(detected), tuple(paper), meta)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -552,19 +561,19 @@ def summarize(
         ok = [r for r in recs if r.get("status") == "ok" and r.get("correct") is not None]
         correct = [r["correct"] for r in ok]
         entry, paper = (
-            window_stats([r[key] for r in ok], correct, level=cfg.ci_level)
+            window_stats([r[key] for r in ok], correct, level=cfg.stats.ci_level)
             for key in ("has_window", "has_paper_window")
         )
         entry["paper_rule"] = {k: v for k, v in paper.items() if k not in ("ci_level", "ci_method")}
-        entry["paper_rule"]["threshold"] = cfg.paper_threshold
-        entry["paper_rule"]["max_drop"] = cfg.paper_max_drop
+        entry["paper_rule"]["threshold"] = cfg.windows.paper_threshold
+        entry["paper_rule"]["max_drop"] = cfg.windows.paper_max_drop
         entry["n_failed"] = sum(r.get("status") == "failed" for r in recs)
         entry["n_ungraded"] = sum(r.get("status") == "ok" and r.get("correct") is None for r in recs)
         entry["failures"] = sorted({r.get("error", "") for r in recs if r.get("status") == "failed"})[:10]
         if skipped and name in skipped:
             entry["rows"] = dict(skipped[name])
         if cfg.task == "arith":
-            entry.update(first_error_stats(ok, cfg.error_tolerance))
+            entry.update(first_error_stats(ok, cfg.stats.error_tolerance))
         out[name] = entry
     return out
 
@@ -633,80 +642,36 @@ def first_error_stats(records: Sequence[Mapping[str, Any]], tolerance: int) -> d
 
 
 # --------------------------------------------------------------------------------------------------------
-# Run directory: originals, per-problem records, resume
+# The experiment: one case per problem; records, resume and the report belong to the driver
 # --------------------------------------------------------------------------------------------------------
 def read_records(run_path: str | Path) -> list[dict[str, Any]]:
-    """The latest record per (dataset, id) from problems.jsonl, in order of first appearance."""
+    """The latest record per case from problems.jsonl, in the cases' order (dataset, then problem), so that
+    a run computed in any order or in shards reads back the same."""
     from critwin.rundir import read_jsonl
 
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    latest: dict[str, dict[str, Any]] = {}
     for row in read_jsonl(Path(run_path) / PROBLEMS):
-        latest[(row.get("dataset", ""), row.get("id", ""))] = row
-    return list(latest.values())
+        latest[row.get("case") or f"{row.get('dataset', '')}/{row.get('id', '')}"] = row
+    return sorted(latest.values(), key=lambda r: tuple(r.get("order") or ()))
 
 
-def check_resumable(out: str | Path, config: Mapping[str, Any]) -> RunDir | None:
-    """The existing reasoning run in `out` when its settings match `config` (None when `out` is new or
-    empty); CritwinError when `out` holds something else."""
-    return RunDir.check_resumable(out, EXPERIMENT, config, _RESUME_KEYS)
+def original_row(dataset: str, problem: Problem, r: Any) -> dict[str, Any]:
+    """The originals.jsonl row of one original response (or {"failure": reason})."""
+    if isinstance(r, Failure):
+        return {"dataset": dataset, "id": problem.id, "failure": r.reason}
+    return {
+        "dataset": dataset,
+        "id": problem.id,
+        "prompt_ids": list(r.prompt_ids),
+        "response_ids": list(r.response_ids),
+        "prompt_text": r.prompt_text,
+        "response_text": r.response_text,
+        "stop_reason": r.stop_reason,
+    }
 
 
-def _response_from_row(row: Mapping[str, Any]) -> Any:
-    from critwin.samplers.lm import Response
-
-    return Response(
-        tuple(row["prompt_ids"]),
-        tuple(row["response_ids"]),
-        row["prompt_text"],
-        row["response_text"],
-        row.get("stop_reason"),
-    )
-
-
-def generate_originals(
-    sampler: Any,
-    run: RunDir,
-    datasets: Sequence[tuple[str, ProblemSet]],
-    cfg: ReasoningConfig,
-    chunk: int = 64,
-    log: Callable[[str], None] | None = None,
-) -> dict[tuple[str, str], Any]:
-    """The original response of every problem: read from originals.jsonl, or generated in chunks of
-    `chunk` problems (seeded by the dataset and chunk position, so a resumed run draws the same ones) and
-    appended there as each chunk finishes. A failed generation is stored as {"failure": reason}."""
-    have = {(r["dataset"], r["id"]): r for r in run.records(ORIGINALS_STREAM)}
-    out: dict[tuple[str, str], Any] = {}
-    for d, (name, ps) in enumerate(datasets):
-        for start in range(0, len(ps), chunk):
-            probs = ps.problems[start : start + chunk]
-            if all((name, p.id) in have for p in probs):
-                continue
-            if log:
-                log(f"generating original responses {start + 1}–{start + len(probs)} of {len(ps)} ({name})")
-            seed = np.random.default_rng([cfg.seed, 1, d, start])
-            resp = sampler.generate_responses([p.prompt() for p in probs], seed=seed)
-            for p, r in zip(probs, resp, strict=True):
-                row = (
-                    {"dataset": name, "id": p.id, "failure": r.reason}
-                    if isinstance(r, Failure)
-                    else {
-                        "dataset": name,
-                        "id": p.id,
-                        "prompt_ids": list(r.prompt_ids),
-                        "response_ids": list(r.response_ids),
-                        "prompt_text": r.prompt_text,
-                        "response_text": r.response_text,
-                        "stop_reason": r.stop_reason,
-                    }
-                )
-                run.append_record(ORIGINALS_STREAM, row)
-                have[(name, p.id)] = row
-    for key, row in have.items():
-        out[key] = Failure(row["failure"]) if "failure" in row else _response_from_row(row)
-    return out
-
-
-def _dataset_names(datasets: Sequence[ProblemSet]) -> list[str]:
+def dataset_names(datasets: Sequence[ProblemSet]) -> list[str]:
+    """One name per dataset (its name or file stem; repeats get -2, -3 …)."""
     names, seen = [], {}
     for ps in datasets:
         base = ps.name or Path(ps.source).stem or "data"
@@ -716,173 +681,106 @@ def _dataset_names(datasets: Sequence[ProblemSet]) -> list[str]:
 
 
 @dataclass
-class ReasoningResult:
-    """What `run_reasoning` returns: the summary written to summary.json and run facts."""
+class ReasoningExperiment:
+    """The reasoning experiment as data: one case per problem of `datasets`, settings `cfg`, run with a
+    language-model sampler whose sampling settings match `cfg` (`sampler_settings`).
 
-    out: Path
-    summary: dict[str, Any]
-    records: list[dict[str, Any]] = field(default_factory=list)
-    n_skipped_finished: int = 0
-    seconds: float = 0.0
+    A case draws the problem's original response and then its scan from the case's own generator (split
+    in two), so every problem's numbers depend only on the run's seed and the problem's id.
+    """
 
+    datasets: Sequence[ProblemSet]
+    cfg: ReasoningConfig
+    model: str = "in-memory model"
+    config_extra: Mapping[str, Any] = field(default_factory=dict)
 
-def run_reasoning(
-    model: str | Path | Any,
-    datasets: Sequence[ProblemSet],
-    cfg: ReasoningConfig,
-    out: str | Path,
-    *,
-    device: str = "auto",
-    dtype: str = "auto",
-    threads: int | str | None = "auto",
-    config_extra: Mapping[str, Any] | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> ReasoningResult:
-    """Run the reasoning scan of `datasets` with `model` (a local model directory, or an `HFSampler`) into
-    the run directory `out`, resuming it when it holds the same run, and write the report.
+    name = EXPERIMENT
+    resume_keys = _RESUME_KEYS
+    records_stream = PROBLEMS_STREAM
 
-    Every problem's record is appended to problems.jsonl as soon as it is finished (or failed); finished
-    problems of an earlier attempt are skipped. Returns the summary ({"datasets": …, "cases": …})."""
-    from tqdm import tqdm
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            raise CritwinError("--data: give at least one dataset")
+        self.names = dataset_names(self.datasets)
 
-    from critwin.samplers.hf import HFSampler
+    def config(self) -> dict[str, Any]:
+        return {
+            **self.cfg.to_dict(),
+            "model": self.model,
+            "data": [ps.source for ps in self.datasets],
+            "datasets": self.names,
+            "title": "critwin — critical windows in reasoning",
+            "subtitle": f"{len(self.datasets)} dataset(s), task {self.cfg.task}, answers from the "
+            f"{self.cfg.cuts.answer_from}",
+            "description": "Each original response is cut at the listed fractions kept; k endings are "
+            "resampled from every cut and P(same answer as the original) is measured per cut, with 99% "
+            "Wilson intervals. Windows: where that probability drops as fewer tokens are kept.",
+            **dict(self.config_extra),
+        }
 
-    start_time = time.perf_counter()
-    log = log or (lambda _m: None)
-    if not datasets:
-        raise CritwinError("--data: give at least one dataset")
-    names = _dataset_names(datasets)
-    if isinstance(model, HFSampler):
-        sampler = model
-        model_name = str(
-            getattr(getattr(model.model, "config", None), "_name_or_path", "") or "in-memory model"
-        )
-    else:
-        sampler = None
-        model_name = str(Path(model).resolve())
-    config = {
-        **cfg.to_dict(),
-        "model": model_name,
-        "data": [ps.source for ps in datasets],
-        "datasets": names,
-        "title": "critwin — critical windows in reasoning",
-        "subtitle": f"{len(datasets)} dataset(s), task {cfg.task}, answers from the {cfg.answer_from}",
-        "description": "Each original response is cut at the listed fractions kept; k endings are resampled "
-        "from every cut and P(same answer as the original) is measured per cut, with 99% Wilson "
-        "intervals. Windows: where that probability drops as fewer tokens are kept.",
-        **dict(config_extra or {}),
-    }
-    # Refuse a mismatched resume before the (slow) model load, and only create the run directory once the
-    # model has loaded and fits the settings, so that a bad model leaves no half-made run behind.
-    existing = check_resumable(out, config)
-    if sampler is None:
-        sampler = HFSampler.from_pretrained(
-            Path(model),
-            dtype=dtype,
-            device=device,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens,
-            chat=cfg.chat,
-            batch_size=cfg.batch_size,
-            cpu_threads=threads,
-        )
-    can_elicit = bool(sampler.chat)
-    if cfg.answer_from == "elicit" and not can_elicit:
-        raise CritwinError(
-            "--answer-from elicit needs a tokenizer with a chat template (the elicitation is a "
-            "second user turn); add a chat template or use --answer-from continuation"
-        )
-    run = existing or RunDir.create(out, EXPERIMENT, config)
-    for line in run.healed:
-        log(f"repaired {run.path}: {line}")
-    done = {
-        (r["dataset"], r["id"])
-        for r in read_records(run.path)
-        if r.get("status") == "ok" and run.is_finished(f"{r['dataset']}/{r['id']}")
-    }
-    n_resumed = len(done)
-    if existing is not None:
-        log(f"resuming {run.path}: {n_resumed} problem(s) already finished")
-    skipped = {
-        name: {"n_rows": ps.n_rows, "n_skipped": ps.n_skipped, "missing": ps.missing_counts}
-        for name, ps in zip(names, datasets, strict=True)
-    }
-    run.append_record(DATASETS, skipped)
-    n_total = sum(len(ps) for ps in datasets)
-    try:
-        originals = generate_originals(sampler, run, list(zip(names, datasets, strict=True)), cfg, log=log)
-        todo = [
-            (d, name, i, p)
-            for d, (name, ps) in enumerate(zip(names, datasets, strict=True))
+    def sampler_settings(self) -> dict[str, Any]:
+        """The sampling settings the sampler must be built with (`load_sampler(kind, path, **these)`)."""
+        return asdict(self.cfg.sampling)
+
+    def cases(self) -> list[Case]:
+        return [
+            Case(f"{name}/{p.id}", (d, i), (name, p), {"dataset": name, "id": p.id})
+            for d, (name, ps) in enumerate(zip(self.names, self.datasets, strict=True))
             for i, p in enumerate(ps)
-            if (name, p.id) not in done
         ]
-        bar = tqdm(todo, desc="critwin scan", unit="problem", file=sys.stderr, disable=not progress)
-        for d, name, index, problem in bar:
-            seed = np.random.default_rng([cfg.seed, 2, d, index])
-            response = originals[(name, problem.id)]
-            if isinstance(response, Failure):
-                rec = {
-                    "dataset": name,
-                    "id": problem.id,
-                    "status": "failed",
-                    "error": f"original response failed: {response.reason}",
-                }
-            else:
-                try:
-                    rec = scan_problem(
-                        sampler, problem, response, cfg, dataset=name, seed=seed, can_elicit=can_elicit,
-                        run=run, order=(d, index),
-                    )
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except Exception as err:  # one broken problem must not cost the finished ones
-                    rec = {"dataset": name, "id": problem.id, "status": "failed", "error": first_line(err)}
-            run.append_record(PROBLEMS_STREAM, rec)
-            if rec["status"] == "ok":
-                done.add((name, problem.id))
-            else:
-                log(f"problem {name}/{problem.id} failed: {rec['error']}")
-        records = read_records(run.path)
-        summary = write_reasoning_report(run, cfg, skipped)
-    except KeyboardInterrupt:
-        # Counted from what is on disk: the interrupt may land between a record's write and its bookkeeping.
-        saved = {(r["dataset"], r["id"]) for r in read_records(run.path) if r.get("status") == "ok"}
-        raise RunInterrupted(len(saved), n_total, run.path) from None
-    return ReasoningResult(run.path, summary, records, n_resumed, time.perf_counter() - start_time)
+
+    def start_records(self) -> dict[str, list[dict[str, Any]]]:
+        """Rows read and skipped per dataset (a record stream, so re-drawn reports can show them)."""
+        skipped = {
+            name: {"n_rows": ps.n_rows, "n_skipped": ps.n_skipped, "missing": ps.missing_counts}
+            for name, ps in zip(self.names, self.datasets, strict=True)
+        }
+        return {DATASETS: [skipped]}
+
+    def check(self, sampler: Any) -> None:
+        if self.cfg.cuts.answer_from == "elicit" and not sampler.chat:
+            raise CritwinError(
+                "--answer-from elicit needs a tokenizer with a chat template (the elicitation is a "
+                "second user turn); add a chat template or use --answer-from continuation"
+            )
+
+    def run_case(self, sampler: Any, case: Case, rng: np.random.Generator) -> CaseResult:
+        name, problem = case.data
+        original_rng, scan_rng = rng.spawn(2)
+        (response,) = sampler.generate_responses([problem.prompt()], seed=original_rng)
+        originals = {ORIGINALS_STREAM: (original_row(name, problem, response),)}
+        if isinstance(response, Failure):
+            rec = {"dataset": name, "id": problem.id, "status": "failed",
+                   "error": f"original response failed: {response.reason}"}
+            return CaseResult(case.id, rec, streams=originals)
+        res = scan_problem(
+            sampler, problem, response, self.cfg, dataset=name, seed=scan_rng, can_elicit=bool(sampler.chat)
+        )
+        return replace(res, streams=originals)
 
 
-def write_reasoning_report(
-    run: RunDir, cfg: ReasoningConfig | None = None, skipped: Mapping[str, Mapping[str, Any]] | None = None
-) -> dict[str, Any]:
-    """Write index.html and summary.json ({"datasets": per-dataset summary, "cases": per-case summary})."""
-    from critwin.report.reasoning import build_reasoning_report
-    from critwin.rundir import atomic_write, write_json
+def lm_factory(
+    kind: str, model: str | Path, experiment: ReasoningExperiment, **options: Any
+) -> Callable[[], Any]:
+    """A zero-argument builder of the `kind` language-model sampler ("hf", …) of `model` with the sampling
+    settings of `experiment` and engine `options` (device, dtype, cpu_threads …): built only when called,
+    so a run can check its folder and settings first."""
 
-    if cfg is None:
-        cfg = config_from_run(run)
-    if skipped is None:
-        rows = run.records(DATASETS)
-        skipped = rows[-1] if rows else None
-    records = read_records(run.path)
-    datasets = summarize(records, cfg, skipped)
-    write_json(run.path / "reasoning_summary.json", jsonable(datasets))
-    html, cases = build_reasoning_report(run)
-    summary = jsonable({"datasets": datasets, **cases})
-    atomic_write(run.path / "index.html", lambda p: p.write_text(html))
-    write_json(run.path / SUMMARY, summary)
-    return summary
+    def build() -> Any:
+        from critwin.samplers.registry import load_sampler
+
+        return load_sampler(kind, model, **options, **experiment.sampler_settings())
+
+    return build
 
 
 def config_from_run(run: RunDir) -> ReasoningConfig:
     """The ReasoningConfig stored in a run's config.json."""
-    known = set(ReasoningConfig.__dataclass_fields__)
+    known = {"task", "seed"}.union(*(part.__dataclass_fields__ for part in _PARTS.values()))
     kwargs = {k: v for k, v in run.config.items() if k in known}
     if "fractions" in kwargs:
         kwargs["fractions"] = tuple(kwargs["fractions"])
-    return ReasoningConfig(**kwargs)
+    return ReasoningConfig.from_flat(**kwargs)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -891,18 +789,14 @@ def config_from_run(run: RunDir) -> ReasoningConfig:
 DEMO_K = 16
 
 
-def run_reasoning_demo(
-    out_dir: str | Path, seed: int = 0, progress: bool = False, log: Callable[[str], None] | None = None
-) -> dict[str, Any]:
-    """The reasoning scan of the bundled model on the ~20 bundled running-sum problems (dense cuts 0.05 …
-    0.95, k = 16, answers from the continuation) into `out_dir`; returns the numbers for the demo's
-    summary.json: window_at_first_error_rate and the number of problems it is computed on, share with a
-    window, accuracy with / without a window, and the run's seconds."""
-    # The sampler picks its thread count by measurement ("auto"): one thread for the tiny bundled model.
-    cfg = ReasoningConfig(task="arith", k=DEMO_K, fractions=DENSE_FRACTIONS, seed=seed, max_new_tokens=300)
+def demo_experiment(seed: int = 0) -> ReasoningExperiment:
+    """The reasoning part of the demo: the bundled model's settings on the ~20 bundled running-sum problems
+    (dense cuts 0.05 … 0.95, k = 16, answers from the continuation)."""
+    cfg = ReasoningConfig.from_flat(
+        task="arith", k=DEMO_K, fractions=DENSE_FRACTIONS, seed=seed, max_new_tokens=300
+    )
     ps = load_reasoning_problems(BUNDLED_PROBLEMS, "arith")
-    res = run_reasoning(BUNDLED_MODEL, [ps], cfg, out_dir, device="cpu", progress=progress, log=log)
-    return {"out": str(res.out), **demo_numbers(res.summary), "seconds": res.seconds}
+    return ReasoningExperiment([ps], cfg, str(BUNDLED_MODEL.resolve()))
 
 
 def demo_numbers(summary: Mapping[str, Any]) -> dict[str, Any]:

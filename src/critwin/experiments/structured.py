@@ -5,7 +5,7 @@ drawn ONCE. For each distinct output s (identified by its tuple of choices, or b
 curve P(output = s | prefix of s) is estimated at every token and character position from the N samples
 themselves, without re-generation: among the samples that start with the first j tokens of s, the fraction
 whose output equals s. In the forward-time convention t = L − j (tokens removed from the end of s), so the
-curve is a `Curve`, and `step_windows` finds its one-token jumps.
+curve is a `Curve`, and `critwin.windows.step_windows` finds its one-token jumps.
 
 Theory overlay (DESIGN §1, autoregressive truncation): if the text before the token that decides blank m
 has the same law whatever is chosen later, the curve is flat except for one-token windows at the deciding
@@ -16,6 +16,10 @@ product of conditional choice frequencies on samples the prediction did not use 
 choice law from one half, the plateaus from the other; or a second sample; or exact probabilities for
 exact testbeds), so the check can fail: with the same samples on both sides the residuals would be 0 by
 construction whenever the prefix counts equal the choice counts.
+
+As an experiment (`StructuredExperiment`, run by `critwin.driver.run`): one case per batch of outputs, batch
+b drawn from `case_rng(seed, b)` and stored as its part of outputs.parquet; `critwin.report.structured.
+write_report` analyses all batches from the run directory alone, once every one is stored.
 """
 
 from __future__ import annotations
@@ -23,20 +27,25 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from critwin import params
+from critwin.curves import Curve
 from critwin.errors import CritwinError
+from critwin.experiments.base import Case, CaseResult
 from critwin.features.choices import ChoiceTemplate, normalize, parse_choices
-from critwin.rundir import RunDir, TheoryInterval, atomic_write, write_json
+from critwin.rundir import RunDir, TheoryInterval, atomic_write, case_key, write_json
 from critwin.samplers.base import Failure
-from critwin.scan import Curve
+from critwin.seeds import case_rng
+from critwin.serialize import jsonable
 from critwin.stats import holm_reject, newcombe_interval, wilson_interval
-from critwin.windows import Window, drop_p_value
+from critwin.windows import Window, step_windows
 
 Unit = Literal["tokens", "chars"]
 Equality = Literal["choices", "exact"]
@@ -127,6 +136,23 @@ def make_output(
     return StructuredOutput(text, toks, starts, parsed.choices, parsed.spans, parsed.status)
 
 
+def draw_batch(
+    sampler: Any,
+    m: int,
+    template: ChoiceTemplate,
+    rng: np.random.Generator,
+    *,
+    decode: Decode | None = None,
+    mode: Literal["full", "search"] = "full",
+) -> list[StructuredOutput]:
+    """Draw m outputs from `sampler.sample(m, rng)` in one call and parse each one (a backend `Failure` is
+    kept as an output with status "failed")."""
+    got = list(sampler.sample(m, rng))
+    if len(got) != m:
+        raise CritwinError(f"{type(sampler).__name__}.sample returned {len(got)} samples for {m}")
+    return [make_output(s, template, decode=decode, mode=mode) for s in got]
+
+
 def draw_outputs(
     sampler: Any,
     n: int,
@@ -137,19 +163,16 @@ def draw_outputs(
     decode: Decode | None = None,
     mode: Literal["full", "search"] = "full",
     progress: bool = False,
-    run: RunDir | None = None,
 ) -> list[StructuredOutput]:
     """Draw n outputs from `sampler.sample` once, in batches of `batch_size`, and parse each one.
 
-    Batch b is drawn with its own seed (seed, b), so the same seed and batch size give the same outputs
-    however the work is split. With `run`, each batch is stored as a raw part of outputs.parquet as soon
-    as it is drawn and batches already stored are read back instead of drawn again (resume). Backend
-    `Failure`s are kept as outputs with status "failed".
+    Batch b is drawn with its own generator `case_rng(seed, b)` (= `default_rng([seed, b])`), the one
+    `StructuredExperiment` gives its case b, so the same seed and batch size give the same outputs however
+    the work is split, here or in a run directory. Backend `Failure`s are kept as outputs with status
+    "failed".
     """
-    if n < 1:
-        raise CritwinError(f"n={n} must be >= 1 (number of samples to draw)")
-    if batch_size < 1:
-        raise CritwinError(f"batch_size={batch_size} must be >= 1")
+    params.check("n", n)
+    params.check("batch_size", batch_size)
     base = int(seed.integers(2**63)) if isinstance(seed, np.random.Generator) else int(seed)
     bar = None
     if progress:
@@ -159,24 +182,18 @@ def draw_outputs(
 
         bar = tqdm(total=n, desc="sampling", unit="sample", file=sys.stderr)
     out: list[StructuredOutput] = []
-    for b, start in enumerate(range(0, n, batch_size)):
-        m = min(batch_size, n - start)
-        stored = None if run is None else run.read_part(OUTPUTS_TABLE, f"{b:06d}")
-        if stored is not None and len(stored) == m:
-            batch = outputs_from_frame(stored)
-        else:
-            got = list(sampler.sample(m, np.random.default_rng([base, b])))
-            if len(got) != m:
-                raise CritwinError(f"{type(sampler).__name__}.sample returned {len(got)} samples for {m}")
-            batch = [make_output(s, template, decode=decode, mode=mode) for s in got]
-            if run is not None:
-                run.write_part(OUTPUTS_TABLE, f"{b:06d}", outputs_frame(batch))
-        out += batch
+    for b, (_start, m) in enumerate(batches(n, batch_size)):
+        out += draw_batch(sampler, m, template, case_rng(base, b), decode=decode, mode=mode)
         if bar is not None:
             bar.update(m)
     if bar is not None:
         bar.close()
     return out
+
+
+def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """(first output, number of outputs) of each batch of n outputs drawn batch_size at a time."""
+    return [(start, min(batch_size, n - start)) for start in range(0, n, batch_size)]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -264,33 +281,6 @@ def deciding_chars(template: ChoiceTemplate, out: StructuredOutput) -> tuple[int
         k = origin.index(a) + shared
         result.append(origin[k] if k < len(origin) else len(out.text))
     return tuple(result)
-
-
-def step_windows(curve: Curve, *, level: float = 0.99, min_jump: float = 0.05) -> list[Window]:
-    """One-unit windows of a staircase: every step t -> t + 1 where P(output = s | prefix) drops.
-
-    The theory puts each window of a structured output at a single token, and neighbouring windows can be
-    one token apart (two words in a row), so the steps are tested one by one instead of being merged into
-    stretches: a one-sided two-proportion test per step, Holm's correction over all steps at family-wise
-    level `level`, and a drop of at least `min_jump`. Returns windows (t_lo = t, t_hi = t + 1), rule "step".
-    """
-    if not 0.0 < level < 1.0:
-        raise CritwinError(f"level={level} must lie strictly between 0 and 1 (e.g. 0.99)")
-    k, n, t = curve.n_kept, curve.n_valid, curve.t
-    steps = [i for i in range(len(t) - 1) if n[i] > 0 and n[i + 1] > 0]
-    if not steps:
-        return []
-    idx = np.array(steps)
-    pv = drop_p_value(k[idx], n[idx], k[idx + 1], n[idx + 1])
-    keep = holm_reject(pv, 1.0 - level)
-    out = []
-    for i, p, ok in zip(steps, pv, keep, strict=True):
-        p0, p1 = k[i] / n[i], k[i + 1] / n[i + 1]
-        if ok and p0 - p1 >= min_jump:
-            ci = newcombe_interval(int(k[i]), int(n[i]), int(k[i + 1]), int(n[i + 1]), level)
-            out.append(Window(float(t[i]), float(t[i + 1]), float(p0), float(p1), float(p0 - p1), ci,
-                              float(p), level, "step"))
-    return out
 
 
 def char_to_token(starts: Sequence[int], char: int) -> int:
@@ -583,8 +573,7 @@ def analyze(
     bad_units = [u for u in units if u not in ("tokens", "chars")]
     if bad_units or not units:
         raise CritwinError(f"units={list(units)!r}: use 'tokens' and/or 'chars'")
-    if min_count < 1:
-        raise CritwinError("min_count: must be >= 1")
+    params.check("min_count", min_count)
     if prefix_mass is not None and predict_from is not None:
         raise CritwinError("prefix_mass and predict_from: give at most one source of predictions")
     outputs = tuple(outputs)
@@ -760,7 +749,8 @@ FIT = "fit.csv"
 # Settings that must agree for a rerun to resume a structured run (everything the outputs depend on, and
 # the analysis settings stored with them).
 RESUME_KEYS = ("model", "prompt", "n", "temperature", "top_p", "max_new_tokens", "seed", "mode", "batch_size",
-               "template", "equality", "top", "min_count", "reanalyzed_from")
+               "template", "equality", "top", "min_count", "level", "min_jump", "ci_level", "split_seed",
+               "reanalyzed_from")
 SUMMARY = "structured.json"
 
 
@@ -809,32 +799,262 @@ def write_run(result: StructuredResult, run: RunDir) -> RunDir:
                     "unit of each chosen word.",
                 },
             )
-    if not run.part_names(OUTPUTS_TABLE):  # outputs drawn elsewhere (re-analysis): store them as one part
+    if not run.part_names(OUTPUTS_TABLE):  # outputs drawn outside a run (`draw_outputs`): one part for all
         run.write_part(OUTPUTS_TABLE, "000000", outputs_frame(result.outputs))
     atomic_write(run.path / FIT, lambda p: result.fit.to_csv(p, index=False))
-    write_json(run.path / SUMMARY, to_plain(result.summary), indent=1)
+    write_json(run.path / SUMMARY, jsonable(result.summary), indent=1)
     return run
 
 
-def to_plain(obj: Any) -> Any:
-    """JSON-able copy (tuples to lists, numpy scalars to Python, dict keys to strings)."""
-    if isinstance(obj, dict):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
+def _stored_frame(run: RunDir) -> pd.DataFrame | None:
+    """The readable stored outputs in draw order: the parts of the batch cases of a `StructuredExperiment`
+    run (named by their case key) in batch order, or else all parts in name order (`write_run`, earlier
+    versions: one part per batch, named by its number); None when there are none."""
+    names = set(run.part_names(OUTPUTS_TABLE))
+    cfg = run.config
+    if "n" in cfg:
+        n_batches = len(batches(int(cfg["n"]), int(cfg.get("batch_size", 256))))
+        keys = [case_key(batch_id(b)) for b in range(n_batches)]
+        if names & set(keys):
+            frames = [df for k in keys if (df := run.read_part(OUTPUTS_TABLE, k)) is not None]
+            return pd.concat(frames, ignore_index=True) if frames else None
+    return run.read_parts(OUTPUTS_TABLE)
+
+
+def _check_structured(run: RunDir) -> None:
+    if run.config.get("experiment") != "structured":
+        raise CritwinError(f"run dir {run.path}: not a `critwin structured` run; pass one")
 
 
 def read_run(run: RunDir) -> tuple[ChoiceTemplate, list[StructuredOutput]]:
-    """The template and the raw outputs of a structured run directory (to re-analyze without a model)."""
-    if run.config.get("experiment") != "structured":
-        raise CritwinError(f"run dir {run.path}: not a `critwin structured` run; pass one")
-    frame = run.read_parts(OUTPUTS_TABLE)
+    """The template and the raw outputs of a structured run directory, in draw order (to re-analyze
+    without a model)."""
+    _check_structured(run)
+    frame = _stored_frame(run)
     if frame is None:
         raise CritwinError(f"run dir {run.path}: no readable {OUTPUTS}; rerun `critwin structured` into it")
     template = ChoiceTemplate.parse(run.config["template"])
     return template, outputs_from_frame(frame)
+
+
+def missing_outputs(run: RunDir) -> list[str]:
+    """[] when every output of the run is stored (an analysis of some of them would be another result),
+    else one line saying how many are: ["outputs (have of want drawn)"]."""
+    frame = _stored_frame(run)
+    have, want = (0 if frame is None else len(frame)), int(run.config.get("n", 0))
+    if frame is None or (want and have < want):
+        return [f"outputs ({have} of {want} drawn)"]
+    return []
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The experiment as data: settings in parts, one case per seeded batch of outputs
+# ----------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How the model samples (the sampler's part): `temperature` (0 = greedy), nucleus `top_p`, at most
+    `max_new_tokens` per output."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("temperature", "top_p", "max_new_tokens"):
+            params.check(name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """How the outputs are drawn (the cases' part): `n` outputs, once, in batches of `batch_size` (one case
+    each, seeded by its batch number), each parsed against the template in `mode` ("full": the output is
+    the filled template; "search": find it inside longer text)."""
+
+    n: int = 1000
+    batch_size: int = 256
+    mode: Literal["full", "search"] = "full"
+
+    def __post_init__(self) -> None:
+        params.check("n", self.n)
+        params.check("batch_size", self.batch_size)
+        if self.mode not in ("full", "search"):
+            raise CritwinError(f"mode={self.mode!r}: use 'full' or 'search'")
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Which staircases are drawn and how their windows are found (`analyze`'s part): the `top` most
+    frequent distinct outputs with at least `min_count` samples, outputs equal by `equality` ("choices" or
+    "exact"), one-step windows by `step_windows(level, min_jump)`."""
+
+    top: int | None = 8
+    min_count: int = 1
+    equality: Equality = "choices"
+    level: float = 0.99
+    min_jump: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.top is not None:
+            params.check("top", self.top)
+        for name in ("min_count", "level", "min_jump"):
+            params.check(name, getattr(self, name))
+        if self.equality not in ("choices", "exact"):
+            raise CritwinError(f"equality={self.equality!r}: use 'choices' or 'exact'")
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """The plateau check (the statistics part): intervals and Holm's procedure at `ci_level`, the held-out
+    half-split seeded by `split_seed`."""
+
+    ci_level: float = 0.95
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        params.check("ci_level", self.ci_level)
+        params.PARAMS["seed"].check(self.split_seed, "split_seed")
+
+
+_PARTS = {"sampling": SamplerSettings, "drawing": Drawing, "analysis": Analysis, "stats": Statistics}
+_TOP_LEVEL = ("template", "prompt", "seed")
+
+
+@dataclass(frozen=True)
+class StructuredConfig:
+    """Settings of a structured-output run: the `template` (text with blanks), the user `prompt` (None:
+    the template's own prompt), the run's `seed`, and one part per role — `sampling` (the sampler),
+    `drawing` (the batches), `analysis` (staircases and windows), `stats` (the plateau check).
+    `from_flat(n=…, top=…)` builds one from flat settings (the CLI's and config.json's form); `to_dict()`
+    gives that flat form back."""
+
+    template: str
+    prompt: str | None = None
+    seed: int = 0
+    sampling: SamplerSettings = field(default_factory=SamplerSettings)
+    drawing: Drawing = field(default_factory=Drawing)
+    analysis: Analysis = field(default_factory=Analysis)
+    stats: Statistics = field(default_factory=Statistics)
+
+    def __post_init__(self) -> None:
+        ChoiceTemplate.parse(self.template)  # a one-line error for a template without blanks
+        params.check("seed", self.seed)
+
+    @classmethod
+    def from_flat(cls, **settings: Any) -> StructuredConfig:
+        """A config from flat settings (template, prompt, seed and any field of the parts); an unknown name
+        is an error."""
+        parts: dict[str, dict[str, Any]] = {name: {} for name in _PARTS}
+        top: dict[str, Any] = {}
+        for key, value in settings.items():
+            home = next((n for n, part in _PARTS.items() if key in part.__dataclass_fields__), None)
+            if home is not None:
+                parts[home][key] = value
+            elif key in _TOP_LEVEL:
+                top[key] = value
+            else:
+                raise CritwinError(f"structured setting {key!r} is unknown")
+        return cls(**top, **{name: _PARTS[name](**kw) for name, kw in parts.items()})
+
+    @classmethod
+    def from_run(cls, run: RunDir) -> StructuredConfig:
+        """The config stored in a structured run's config.json (settings it lacks take their defaults)."""
+        known = set(_TOP_LEVEL).union(*(part.__dataclass_fields__ for part in _PARTS.values()))
+        return cls.from_flat(**{k: v for k, v in run.config.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat JSON-able settings (stored in config.json)."""
+        s, d, a, st = self.sampling, self.drawing, self.analysis, self.stats
+        return {"prompt": self.prompt, "n": d.n, "temperature": s.temperature, "top_p": s.top_p,
+                "max_new_tokens": s.max_new_tokens, "seed": self.seed, "mode": d.mode,
+                "batch_size": d.batch_size, "template": self.template, "equality": a.equality, "top": a.top,
+                "min_count": a.min_count, "level": a.level, "min_jump": a.min_jump, "ci_level": st.ci_level,
+                "split_seed": st.split_seed}
+
+
+def batch_id(b: int) -> str:
+    """Case id of batch b of a structured run."""
+    return str(b)
+
+
+@dataclass
+class StructuredExperiment:
+    """The structured-output experiment as data: one case per batch of `cfg.drawing` (case "b" draws
+    outputs batch_size·b … from `case_rng(seed, b)` and returns them as its part of outputs.parquet); the
+    analysis over all batches is the report writer's (`critwin.report.structured.write_report`), from the
+    run directory alone.
+
+    With `source` (a structured run directory) the outputs are not drawn but copied, batch by batch, from
+    that run (re-analysis with other `analysis` settings; no sampler).
+    """
+
+    cfg: StructuredConfig
+    model: str | None = "in-memory model"
+    source: RunDir | None = None
+
+    name = "structured"
+    resume_keys = RESUME_KEYS
+
+    def __post_init__(self) -> None:
+        self.template = ChoiceTemplate.parse(self.cfg.template)
+        self._source_outputs: list[StructuredOutput] | None = None
+
+    @classmethod
+    def reanalysis(cls, source: str | Path, **analysis: Any) -> StructuredExperiment:
+        """The re-analysis of the outputs stored in the run `source` (all of them drawn) with other
+        `Analysis` settings (e.g. equality, top, min_count)."""
+        old = RunDir.open(source)
+        _, outputs = read_run(old)
+        cfg = StructuredConfig.from_run(old)
+        if "n" in old.config and len(outputs) < cfg.drawing.n:  # what `missing_outputs` says, read once
+            raise CritwinError(f"--from-run {source}: only {len(outputs)} of its {cfg.drawing.n} outputs are "
+                               "stored; rerun the command that made it to draw the rest, then re-analyze")
+        flat = {**cfg.to_dict(), **analysis, "n": len(outputs)}
+        exp = cls(StructuredConfig.from_flat(**flat), old.config.get("model"), old)
+        exp._source_outputs = outputs
+        return exp
+
+    def config(self) -> dict[str, Any]:
+        out = {"model": self.model, **self.cfg.to_dict()}
+        if self.source is not None:
+            out["reanalyzed_from"] = str(self.source.path)
+        return out
+
+    def sampler_settings(self) -> dict[str, Any]:
+        """The settings the sampler must be built with (`load_sampler(kind, path, **these)`, then
+        `.with_prompt(prompt)`)."""
+        return {**asdict(self.cfg.sampling), "batch_size": self.cfg.drawing.batch_size}
+
+    @property
+    def prompt(self) -> str:
+        """The user prompt the sampler answers."""
+        return self.cfg.prompt if self.cfg.prompt is not None else self.template.prompt()
+
+    def cases(self) -> list[Case]:
+        return [
+            Case(batch_id(b), (b,), (start, m), {"batch": b}, seed_key=b)
+            for b, (start, m) in enumerate(batches(self.cfg.drawing.n, self.cfg.drawing.batch_size))
+        ]
+
+    def check(self, sampler: Any) -> None:
+        if self.source is None and not callable(getattr(sampler, "sample", None)):
+            raise CritwinError(f"sampler: a {type(sampler).__name__} cannot draw outputs; pass one with "
+                               ".sample(n, rng), e.g. load_sampler(...).with_prompt(prompt)")
+
+    def run_case(self, sampler: Any, case: Case, rng: np.random.Generator) -> CaseResult:
+        start, m = case.data
+        if self._source_outputs is not None:
+            outputs = self._source_outputs[start : start + m]
+        else:
+            outputs = draw_batch(sampler, m, self.template, rng, decode=getattr(sampler, "decode", None),
+                                 mode=self.cfg.drawing.mode)
+        status = Counter(o.status for o in outputs)
+        record = {"status": "ok", "n": m, "status_counts": dict(status)}
+        return CaseResult(case.id, record, parts={OUTPUTS_TABLE: outputs_frame(outputs)})
+
+
+def analyze_run(run: RunDir) -> StructuredResult:
+    """`analyze` the stored outputs of a structured run with the settings of its config.json."""
+    template, outputs = read_run(run)
+    a, st = (cfg := StructuredConfig.from_run(run)).analysis, cfg.stats
+    return analyze(outputs, template, top=a.top, min_count=a.min_count, equality=a.equality,
+                   level=a.level, min_jump=a.min_jump, ci_level=st.ci_level, split_seed=st.split_seed)

@@ -1,1 +1,31 @@
-"""Plots and self-contained HTML reports."""
+"""Plots and self-contained HTML reports, one module per experiment.
+
+`writers` maps a run's experiment name (and kind, for experiments that come in kinds) to the function that
+writes its report and summary.json from the run directory alone, returning the summary (imported on first
+use, so looking one up costs no plotting import)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+_WRITERS = {
+    ("reasoning", None): "critwin.report.reasoning:write_report",
+    ("structured", None): "critwin.report.structured:write_report",
+    ("jailbreak", "prefill"): "critwin.report.jailbreak:write_prefill_report",
+    ("jailbreak", "repeat"): "critwin.report.jailbreak:write_repeat_report",
+    ("jailbreak", "detect"): "critwin.report.jailbreak:write_detect_report",
+}
+
+
+class _Writers:
+    def get(self, experiment: str, kind: str | None = None) -> Callable[[Any], dict[str, Any]] | None:
+        spec = _WRITERS.get((experiment, kind))
+        if spec is None:
+            return None
+        module, attr = spec.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+writers = _Writers()

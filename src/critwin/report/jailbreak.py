@@ -5,6 +5,12 @@
   generic per-curve sections;
 - detect: AUROC and TPR at fixed FPRs per split with small-sample intervals, the ROC's resolution and
   "not estimable" where there are too few benign rows for a target FPR, and ROC curves per split.
+
+The writers `write_prefill_report`, `write_repeat_report` and `write_detect_report` (registered in
+`critwin.report.writers` for ("jailbreak", kind)) recompute each kind's own files from the run directory
+alone — jailbreak.json, repeat_grid.csv, metrics.json and metrics.csv — then write index.html and
+summary.json; the driver calls them at the end of a run and `critwin report` / `critwin repair` call the
+same ones, so a re-drawn report equals the one the run wrote.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from typing import Any
 
 import matplotlib
 
@@ -21,7 +28,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from critwin.report.build import case_section, register_sections  # noqa: E402
+from critwin.experiments import jailbreak as J  # noqa: E402
+from critwin.experiments import jailbreak_detect as D  # noqa: E402
+from critwin.report.build import case_section, register_sections, write_report  # noqa: E402
 from critwin.report.html import Figure, Section, Table  # noqa: E402
 from critwin.report.plots import (  # noqa: E402
     DETECTED_COLOUR,
@@ -30,7 +39,8 @@ from critwin.report.plots import (  # noqa: E402
     outside_legend,
     png_bytes,
 )
-from critwin.rundir import CaseRecord, RunDir  # noqa: E402
+from critwin.rundir import CaseRecord, RunDir, atomic_write, write_json  # noqa: E402
+from critwin.serialize import jsonable  # noqa: E402
 
 LEVEL = 0.99
 
@@ -267,3 +277,54 @@ def jailbreak_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
     if kind == "repeat":
         return _repeat_sections(run, cases)
     return _prefill_sections(run, cases)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Writers: each kind's files, then the report, from the run directory alone
+# ----------------------------------------------------------------------------------------------------------
+PREFILL_SUMMARY = "jailbreak.json"
+REPEAT_GRID = "repeat_grid.csv"
+METRICS, METRICS_CSV = "metrics.json", "metrics.csv"
+
+
+def write_prefill_report(run: RunDir) -> dict[str, Any]:
+    """jailbreak.json (`J.prefill_summary` of the finished cases), index.html and summary.json of a prefill
+    run; returns summary.json's content."""
+    result = J.read_prefill_run(run)
+    if result.cases:
+        write_json(run.path / PREFILL_SUMMARY, jsonable(result.summary), indent=1)
+    return write_report(run)
+
+
+def write_repeat_report(run: RunDir) -> dict[str, Any]:
+    """repeat_grid.csv (`J.grid_table` of the finished pairs' draws), index.html and summary.json of a
+    repeated-word run; returns summary.json's content."""
+    result = J.read_repeat_run(run)
+    if len(result.draws):
+        atomic_write(run.path / REPEAT_GRID, lambda p: result.table.to_csv(p, index=False))
+    return write_report(run)
+
+
+def write_detect_report(run: RunDir) -> dict[str, Any]:
+    """metrics.json (with ROC points) and metrics.csv (`D.evaluate` of the stored scores with the run's
+    statistics settings), index.html and summary.json of a detection run; returns summary.json's content."""
+    scored = D.read_detect_run(run)
+    if scored is not None:
+        metrics = D.evaluate_run(run, scored.table)
+        write_json(run.path / METRICS, D.plain(metrics), indent=1)
+        atomic_write(run.path / METRICS_CSV, lambda p: D.metrics_frame(metrics).to_csv(p, index=False))
+    return write_report(run)
+
+
+def missing_units(run: RunDir) -> list[str]:
+    """The units of work of a jailbreak run that are not stored finished (they need the model): cases of a
+    prefill run, (request, word) pairs of a repeat run, or ["scores"] for a detection run without any."""
+    kind = run.config.get("kind")
+    if kind == "detect":
+        return [] if run.read_parts(D.SCORES) is not None else ["scores"]
+    if kind == "repeat":
+        names = J.repeat_case_names(run.config) or run.case_names()
+    else:
+        names = [str(c.get("id")) for c in run.config.get("cases", []) if isinstance(c, dict)]
+        names = names or run.case_names()
+    return [n for n in names if J.stored_draws(run, n) is None]

@@ -16,7 +16,14 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
-from critwin.experiments.reasoning import config_from_run, main_window, read_records, summarize
+from critwin.experiments.reasoning import (
+    DATASETS,
+    SUMMARY,
+    config_from_run,
+    main_window,
+    read_records,
+    summarize,
+)
 from critwin.report.build import build_report, register_sections
 from critwin.report.html import Figure, Section, Table
 from critwin.report.plots import (
@@ -27,7 +34,8 @@ from critwin.report.plots import (
     outside_legend,
     png_bytes,
 )
-from critwin.rundir import CaseRecord, RunDir
+from critwin.rundir import CaseRecord, RunDir, atomic_write, write_json
+from critwin.serialize import jsonable
 from critwin.stats import wilson_interval
 
 #: Problems drawn one by one in the report (problems with windows first); the rest are listed in a table.
@@ -400,7 +408,7 @@ def reasoning_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
     # The chain-of-thought styles ride along with the first section (the page template has no head hook).
     sections = [Section(head.title, head.intro, head.tables, head.figures, html=_CSS)]
     chosen = _order(ok)[:MAX_PROBLEM_SECTIONS]
-    sections += [problem_section(r, cfg.level) for r in chosen]
+    sections += [problem_section(r, cfg.windows.level) for r in chosen]
     if len(ok) > len(chosen):
         rest = [r for r in ok if r not in chosen]
         sections.append(
@@ -450,3 +458,17 @@ def build_reasoning_report(run: RunDir) -> tuple[str, dict[str, Any]]:
     writes and the page re-drawn later are identical.
     """
     return build_report(run)
+
+
+def write_report(run: RunDir) -> dict[str, Any]:
+    """Write index.html, reasoning_summary.json and summary.json ({"datasets": per-dataset summary, "cases":
+    per-case summary}) of a reasoning run, from the run directory alone; returns the summary."""
+    cfg = config_from_run(run)
+    rows = run.records(DATASETS)
+    datasets = summarize(read_records(run.path), cfg, rows[-1] if rows else None)
+    write_json(run.path / "reasoning_summary.json", jsonable(datasets))
+    html, cases = build_reasoning_report(run)
+    summary = jsonable({"datasets": datasets, **cases})
+    atomic_write(run.path / "index.html", lambda p: p.write_text(html))
+    write_json(run.path / SUMMARY, summary)
+    return summary

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from critwin.rundir import RunDir, write_json
-from critwin.serialize import jsonable
+from critwin.rundir import RunDir
 
 
 @dataclass
@@ -30,102 +29,37 @@ class Rebuilt:
 
 def rebuild_run(run: RunDir) -> Rebuilt:
     """Recompute the derived files of `run` (see the module docstring) and write its report."""
-    from critwin.experiments.reasoning import write_reasoning_report
     from critwin.report.build import write_report
+    from critwin.report.reasoning import write_report as write_reasoning_report
 
     run.sync_derived()
     experiment = run.config.get("experiment")
     if experiment == "reasoning":  # its summary has per-dataset numbers only its own writer computes
         return Rebuilt(write_reasoning_report(run), list(run.healed), sorted(run.damaged_cases))
-    if experiment == "jailbreak":
-        rebuild = _JAILBREAK.get(run.config.get("kind"))
-    else:
-        rebuild = {"structured": _structured, "demo": _demo}.get(experiment)
+    if experiment == "jailbreak":  # the writers the driver calls at the end of a run: one code path
+        from critwin.report import writers
+        from critwin.report.jailbreak import missing_units
+
+        write = writers.get("jailbreak", run.config.get("kind"))
+        if write is not None:
+            summary = write(run)
+            missing = missing_units(run)
+            return Rebuilt(summary, list(run.healed), missing)
+    if experiment == "structured":  # the writer the driver calls at the end of a run
+        from critwin.experiments.structured import missing_outputs
+        from critwin.report.structured import write_report as write_structured_report
+
+        return Rebuilt(write_structured_report(run), list(run.healed), missing_outputs(run))
+    rebuild = {"demo": _demo}.get(experiment)
     missing = sorted(run.damaged_cases) if rebuild is None else rebuild(run)
     return Rebuilt(write_report(run), list(run.healed), missing)
-
-
-def _structured(run: RunDir) -> list[str]:
-    """Redo the analysis of the stored outputs once all of them are drawn (an analysis of some of them
-    would be a different result); else say how many are missing."""
-    from critwin.experiments import structured as S
-
-    frame = run.read_parts(S.OUTPUTS_TABLE)
-    have, want = (0 if frame is None else len(frame)), int(run.config.get("n", 0))
-    if frame is None or (want and have < want):
-        return [f"outputs ({have} of {want} drawn)"]
-    template, outputs = S.read_run(run)
-    cfg = run.config
-    result = S.analyze(outputs, template, top=int(cfg.get("top", 8)), min_count=int(cfg.get("min_count", 1)),
-                       equality=cfg.get("equality", "choices"))
-    S.write_run(result, run)
-    return []
-
-
-def _stored_frames(run: RunDir, names: list[str]) -> tuple[dict[str, Any], list[str]]:
-    """The judged draws of every finished unit by name, and the names of those that are not."""
-    from critwin.experiments.jailbreak import stored_draws
-
-    frames = {name: df for name in names if (df := stored_draws(run, name)) is not None}
-    return frames, [name for name in names if name not in frames]
-
-
-def _prefill(run: RunDir) -> list[str]:
-    import pandas as pd
-
-    from critwin.experiments import jailbreak as J
-
-    cases = [J.AttackCase(**c) for c in run.config.get("cases", [])]
-    frames, missing = _stored_frames(run, [c.id for c in cases])
-    if frames:
-        results = []
-        for c in cases:
-            if c.id in frames:
-                rec = run.case(c.id)
-                unit = rec.meta.get("unit", run.config.get("unit"))
-                results.append(J.CaseCurve(c, unit, int(rec.meta["length"]), rec.curve, tuple(rec.detected)))
-        summary = J.prefill_summary(results, pd.concat(frames.values(), ignore_index=True))
-        write_json(run.path / "jailbreak.json", jsonable(summary), indent=1)
-    return missing
-
-
-def _repeat(run: RunDir) -> list[str]:
-    import pandas as pd
-
-    from critwin.experiments import jailbreak as J
-    from critwin.rundir import atomic_write
-
-    cfg = run.config
-    words = [w.strip() for w in str(cfg.get("words", "")).split(",") if w.strip()]
-    names = [J.repeat_case_name(i, w) for i in range(len(cfg.get("requests", []))) for w in words]
-    frames, missing = _stored_frames(run, names)
-    if frames:
-        table = J.grid_table(pd.concat(frames.values(), ignore_index=True))
-        atomic_write(run.path / "repeat_grid.csv", lambda p: table.to_csv(p, index=False))
-    return missing
-
-
-def _detect(run: RunDir) -> list[str]:
-    from critwin.experiments import jailbreak_detect as D
-
-    table = run.read_parts(D.SCORES)
-    if table is None:
-        return ["scores"]
-    tokens = run.read_parts(D.TOKENS)
-    cfg = run.config
-    metrics = D.evaluate(table, n_boot=int(cfg.get("n_boot", 1000)), level=float(cfg.get("level", 0.95)),
-                         seed=int(cfg.get("seed", 0)), negatives=cfg.get("negatives", "auto"))
-    D.write_detect_run(D.ScoredSet(table, tokens), metrics, run)
-    return []
-
-
-_JAILBREAK = {"prefill": _prefill, "repeat": _repeat, "detect": _detect}
 
 
 def _demo(run: RunDir) -> list[str]:
     """Re-derive the demo's "reasoning" numbers from its reasoning sub-run (rebuilt itself first)."""
     from critwin.experiments.demo import set_json_key
-    from critwin.experiments.reasoning import demo_numbers, write_reasoning_report
+    from critwin.experiments.reasoning import demo_numbers
+    from critwin.report.reasoning import write_report as write_reasoning_report
 
     sub = run.path / "reasoning"
     if (sub / "config.json").is_file():

@@ -1,8 +1,10 @@
-"""Report sections of structured-output runs: the staircase of each distinct output, read left to right.
+"""The report of structured-output runs: the analysis over all batches of outputs (`write_report`, the
+writer `critwin.driver.run` and `critwin report` call), and the staircase of each distinct output, read
+left to right.
 
-Registered for experiment "structured" (replacing the generic overview and per-case sections: the cases'
-stored "exact" curves are predictions, not exact values). Each figure shows P(output = s | first j units
-of s) against the number of units kept j, with the units' text as tick labels, the predicted plateaus
+Sections registered for experiment "structured" (replacing the generic overview and per-case sections: the
+cases' stored "exact" curves are predictions, not exact values). Each figure shows P(output = s | first j
+units of s) against the number of units kept j, with the units' text as tick labels, the predicted plateaus
 p(s | choices decided so far), the one-unit theory windows at the deciding unit of each chosen word, and
 the detected one-step windows; tables give positions as units kept j, like the figures.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import matplotlib
 
@@ -20,7 +23,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from critwin.experiments import structured as S  # noqa: E402
 from critwin.report.build import register_sections  # noqa: E402
+from critwin.report.build import write_report as write_generic_report  # noqa: E402
 from critwin.report.html import Figure, Section, Table  # noqa: E402
 from critwin.report.plots import (  # noqa: E402
     DETECTED_COLOUR,
@@ -200,3 +205,14 @@ def structured_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
                      "each chosen word; red: detected steps.")
         sections.append(Section(str(rec.meta.get("title", rec.name)), "", [table], [fig]))
     return sections
+
+
+def write_report(run: RunDir) -> dict[str, Any]:
+    """The analysis of a structured run, from its run directory alone: once every batch of outputs is
+    stored, `analyze` them with the settings of config.json and store the staircases (curves, windows),
+    fit.csv and structured.json (`write_run`); then index.html and summary.json. Returns the summary.
+    With outputs missing (a run not finished), only the report of what is stored is drawn: an analysis of
+    some of the outputs would be another result (`S.missing_outputs` says how many are missing)."""
+    if not S.missing_outputs(run):
+        S.write_run(S.analyze_run(run), run)
+    return write_generic_report(run)

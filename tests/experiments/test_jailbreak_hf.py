@@ -25,8 +25,13 @@ def continuer():
     return J.HFContinuer(s)
 
 
-def test_prefill_opens_a_window_at_the_first_characters(continuer):
-    res = J.run_prefill_windows([J.AttackCase("rob", PROMPT, PREFILL)], continuer, k=24, unit="chars", seed=0)
+def test_prefill_opens_a_window_at_the_first_characters(continuer, tmp_path):
+    from critwin.driver import run
+    from critwin.rundir import RunDir
+
+    exp = J.PrefillWindows([J.AttackCase("rob", PROMPT, PREFILL)], J.PrefillCuts("chars", k=24), seed=0)
+    run(exp, continuer, out=tmp_path / "run")
+    res = J.read_prefill_run(RunDir.open(tmp_path / "run"))
     r = res.cases[0]
     p = r.curve.p_hat
     kept = r.prefill_kept()

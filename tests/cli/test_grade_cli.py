@@ -12,7 +12,7 @@ import pytest
 
 from critwin.cli import main
 
-FIXTURES = Path(__file__).parent / "fixtures" / "grading"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "grading"
 CRITWIN = Path(sys.executable).parent / "critwin"
 # Rows of math_pairs.jsonl on which math-verify's reading differs from the human verdict (see
 # test_grading_graders.test_math_grading_agrees_with_human_verdicts_on_known_answers).

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from critwin.curves import scan
 from critwin.report.build import build_report, register_sections, write_report
 from critwin.report.html import Section, Table, render_html
 from critwin.rundir import RunDir, TheoryInterval
-from critwin.scan import scan
 
 CHROMIUM_FLAGS = [
     "--headless",

@@ -13,7 +13,7 @@ import pytest
 from critwin.data import DATASETS, load_hub, load_problems
 from critwin.errors import CritwinError
 
-FIX = Path(__file__).parent / "fixtures" / "data"
+FIX = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import matplotlib.image as mpimg
 import pytest
 from scipy import integrate, special, stats
 
-FIXTURES = Path(__file__).parent / "fixtures" / "theory"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "theory"
 
 
 def _argv(*args: str) -> list[str]:

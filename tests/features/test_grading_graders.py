@@ -25,7 +25,7 @@ from critwin.features.grading import (
     parse_math_answer,
     verdict_counts,
 )
-from critwin.samplers.base import Failure
+from critwin.types import Failure
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_math_grader_needs_no_worker_for_trivial_pairs_and_caches():
         MathGrader(boxed_priority=-1)
 
 
-FIXTURES = Path(__file__).parent / "fixtures" / "grading"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "grading"
 
 
 def test_math_grading_agrees_with_human_verdicts_on_known_answers(pool):

@@ -338,3 +338,60 @@ def test_rows_without_a_statistic_are_left_out_of_that_statistic_only():
     assert e["n_nonfinite"] == 1 and e["n_pos"] == 19 and o["n_nonfinite"] == 0 and o["n_pos"] == 20
     ok = tab.iloc[1:]
     assert e["auroc"] == pytest.approx(roc_auc_score(ok["label"], ok["score"]))
+
+
+def test_scores_through_the_sampler_protocol_equal_the_raw_model_pairs():
+    """score_examples on `LMSampler`s (what the CLI passes) gives exactly the table of (model, tokenizer)
+    pairs, and its per-token log-probs are the model's own log-softmax (`token_logprobs`)."""
+    from critwin.samplers.hf import HFSampler
+    from critwin.samplers.hf_tiny import CHAT_TEMPLATE, char_tokenizer, tiny_causal_lm
+
+    tok = char_tokenizer(chat_template=CHAT_TEMPLATE)
+    m_a, m_u = tiny_causal_lm(len(tok), seed=1), tiny_causal_lm(len(tok), arch="llama", seed=2)
+    ex = [D.Example("how do i rob a bank?", "sure, here is how.", 1, "s"),
+          D.Example("how do i bake?", "mix flour.", 0, "s"), D.Example("hi", "", 0, "s")]
+    pairs = D.score_examples(ex, (m_a, tok), (m_u, tok), batch_size=2)
+    lms = D.score_examples(ex, HFSampler(m_a, tok), HFSampler(m_u, tok, cpu_threads=None), batch_size=2)
+    pd.testing.assert_frame_equal(pairs.table, lms.table)
+    pd.testing.assert_frame_equal(pairs.tokens, lms.tokens)
+    loc = D.locate_segments(tok, ex[0].prompt, ex[0].completion)
+    assert D.locate_segments(HFSampler(m_a, tok), ex[0].prompt, ex[0].completion) == loc
+    ref = D.token_logprobs(m_a, [loc.input_ids])[0]
+    row = lms.tokens[(lms.tokens["index"] == 0) & (lms.tokens["model"] == "aligned")
+                     & (lms.tokens["segment"] == "completion")].iloc[0]
+    np.testing.assert_array_equal(row["logprobs"], ref[slice(*loc.completion)])
+
+
+@pytest.mark.slow
+def test_detection_runs_by_the_driver_in_chunks_and_its_report_evaluates_the_stored_scores(models, tmp_path):
+    """`Detection` scores chunks of rows (one case each) under a `ScorerPair`; the report's metrics are
+    `evaluate` of all rows in data order (whatever order the chunks are stored in), a damaged chunk is
+    scored again on resume, and a sampler that is no pair is refused before the run directory exists."""
+    from critwin.driver import run
+    from critwin.rundir import RunDir, case_key
+
+    aligned, unaligned, _, _ = models
+    ex = [D.Example(**r) for r in detection_set(seed=1, n_per_split=150)]
+    exp = D.Detection(ex, stats=D.DetectStatistics(n_boot=50), seed=3)
+    cases = exp.cases()
+    assert [c.id for c in cases] == [f"rows 0-{D.ROWS_PER_CASE - 1}", f"rows {D.ROWS_PER_CASE}-{len(ex) - 1}"]
+    pair = D.ScorerPair(aligned, unaligned, batch_size=32)
+    out = tmp_path / "run"
+    res = run(exp, pair, out=out)
+    assert res.n_computed == 2 and res.n_failed == 0
+    whole = D.score_examples(ex, aligned, unaligned)
+    stored = D.read_detect_run(RunDir.open(out))
+    pd.testing.assert_frame_equal(stored.table, whole.table)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(D.plain(D.evaluate(whole.table, n_boot=50, seed=3))))
+    assert "Jailbreak detection" in (out / "index.html").read_text()
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["data_sha256"] == D.rows_digest(ex)
+    assert (cfg["kind"], cfg["n_boot"], cfg["seed"]) == ("detect", 50, 3)
+    (out / "scores.parquet" / f"part-{case_key(cases[1].id)}.parquet").write_bytes(b"\x00garbage")
+    again = run(exp, pair, out=out)
+    assert again.n_computed == 1 and again.n_resumed == 1
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    with pytest.raises(CritwinError, match="ScorerPair"):
+        run(exp, aligned, out=tmp_path / "other")
+    assert not (tmp_path / "other").exists()

@@ -11,7 +11,7 @@ import pytest
 from critwin.errors import CritwinError
 from critwin.features.grading import CallableGrader, MathGrader
 from critwin.features.grading_pool import GradingPool
-from critwin.samplers.base import Failure
+from critwin.types import Failure
 
 # A per-item limit far below the sleeps below: if the kill did not work, the pytest-timeout
 # marker stops the test (it would otherwise sleep for an hour) rather than a wall-clock assert.

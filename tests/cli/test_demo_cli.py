@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from critwin.experiments.demo import run_demo
+from critwin.demo import run_demo
 from critwin.windows import window_agreement
 
 CRITWIN = str(Path(sys.executable).parent / "critwin")

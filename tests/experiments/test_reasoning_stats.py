@@ -100,10 +100,10 @@ def test_error_alignment_main_window_and_later_slips():
 
 
 def test_config_validation_and_cuts():
-    cfg = R.ReasoningConfig(fractions=(0.5, 0.1, 0.1, 0.0))
-    assert cfg.kept_positions(10) == [0, 1, 5]  # ascending, repeats merged
-    assert R.ReasoningConfig(dense_step=3).kept_positions(7) == [0, 3, 6]
-    assert R.ReasoningConfig().kept_positions(100) == [5, 10, 30, 50, 70, 90]
+    cuts = R.CutSettings(fractions=(0.5, 0.1, 0.1, 0.0))
+    assert cuts.kept_positions(10) == [0, 1, 5]  # ascending, repeats merged
+    assert R.CutSettings(dense_step=3).kept_positions(7) == [0, 3, 6]
+    assert R.ReasoningConfig().cuts.kept_positions(100) == [5, 10, 30, 50, 70, 90]
     for kwargs, match in [
         ({"fractions": (0.2, 1.2)}, "out of range"),
         ({"fractions": ()}, "empty"),
@@ -113,9 +113,15 @@ def test_config_validation_and_cuts():
         ({"dense_step": 0}, "--dense-step"),
         ({"top_p": 0.0}, "--top-p"),
         ({"seed": -1}, "--seed"),
+        ({"levle": 0.9}, "unknown"),
     ]:
         with pytest.raises(CritwinError, match=match):
-            R.ReasoningConfig(**kwargs)
+            R.ReasoningConfig.from_flat(**kwargs)
+    cfg = R.ReasoningConfig.from_flat(k=3, level=0.9, ci_level=0.8, temperature=0.2)
+    assert (cfg.cuts.k, cfg.windows.level, cfg.stats.ci_level, cfg.sampling.temperature) == (3, 0.9, 0.8, 0.2)
+    flat = cfg.to_dict()
+    assert R.ReasoningConfig.from_flat(**flat) == cfg  # config.json's flat form reads back
+    assert (flat["k"], flat["level"], flat["ci_level"], flat["temperature"]) == (3, 0.9, 0.8, 0.2)
 
 
 def test_load_arith_problems_counts_bad_rows(tmp_path):

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from critwin.cli import main
+from critwin.demo import run_reasoning_demo
+from critwin.driver import run
 from critwin.experiments import arith
 from critwin.experiments import reasoning as R
 
@@ -129,7 +131,7 @@ def test_rerun_resumes_and_a_lost_record_is_redone_identically(small_run, tmp_pa
 
 def test_a_failing_problem_is_recorded_and_retried(tmp_path, monkeypatch):
     ps = R.load_reasoning_problems(R.BUNDLED_PROBLEMS, "arith", limit=2)
-    cfg = R.ReasoningConfig(k=2, fractions=(0.5,), max_new_tokens=300)
+    cfg = R.ReasoningConfig.from_flat(k=2, fractions=(0.5,), max_new_tokens=300)
     real = R.scan_problem
 
     def flaky(sampler, problem, *args, **kwargs):
@@ -137,17 +139,19 @@ def test_a_failing_problem_is_recorded_and_retried(tmp_path, monkeypatch):
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(sampler, problem, *args, **kwargs)
 
+    experiment = R.ReasoningExperiment([ps], cfg, str(R.BUNDLED_MODEL))
+    factory = R.lm_factory("hf", R.BUNDLED_MODEL, experiment, device="cpu")
     monkeypatch.setattr(R, "scan_problem", flaky)
-    res = R.run_reasoning(R.BUNDLED_MODEL, [ps], cfg, tmp_path / "r", device="cpu", progress=False)
-    recs = {r["id"]: r for r in res.records}
+    res = run(experiment, factory=factory, out=tmp_path / "r")
+    recs = {r["id"]: r for r in R.read_records(res.out)}
     assert recs[ps[0].id]["status"] == "failed" and "out of memory" in recs[ps[0].id]["error"]
     assert recs[ps[1].id]["status"] == "ok"
     d = next(iter(res.summary["datasets"].values()))
     assert d["n_failed"] == 1 and d["n_problems"] == 1
     monkeypatch.setattr(R, "scan_problem", real)
-    res = R.run_reasoning(R.BUNDLED_MODEL, [ps], cfg, tmp_path / "r", device="cpu", progress=False)
-    assert res.n_skipped_finished == 1
-    assert all(r["status"] == "ok" for r in res.records)
+    res = run(experiment, factory=factory, out=tmp_path / "r")
+    assert res.n_resumed == 1 and res.n_computed == 1
+    assert all(r["status"] == "ok" for r in R.read_records(res.out))
 
 
 def test_unanswered_originals_are_failed_items(tmp_path, capsys):
@@ -219,7 +223,7 @@ def test_bad_input_gives_one_line_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_demo_reports_window_at_first_error(tmp_path):
-    res = R.run_reasoning_demo(tmp_path / "demo", seed=0)
+    res = run_reasoning_demo(tmp_path / "demo", seed=0)
     assert res["n_problems"] == 20
     recs = R.read_records(tmp_path / "demo")
     with_w = [r for r in recs if r["windows"]]

@@ -1,0 +1,182 @@
+"""`run`: one experiment, one sampler, one run directory — for every experiment.
+
+The driver owns what experiments must not: the run directory (created only after the settings and the
+sampler check out, resumed when it holds the same run), the loop over cases (through a `Runner`), storing
+each case's result as it arrives, resume, Ctrl-C, and the report. Each case is computed from
+`case_rng(seed, case.id)` only, so a run split into shards (`shard=(i, m)`), run in any order or on any
+number of workers, gives the same records, summary and report as one run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from critwin.errors import CritwinError, RunInterrupted
+from critwin.experiments.base import Case, CaseResult, CaseTask, Experiment
+from critwin.rundir import RunDir, case_key
+from critwin.runners import Local, Runner
+
+RECORDS = "records"  # default record stream: one JSON line per finished (or failed) case
+
+
+@dataclass
+class RunResult:
+    """What `run` returns: the run directory, the summary the report wrote, and run facts."""
+
+    out: Path
+    summary: dict[str, Any]
+    n_cases: int = 0
+    n_resumed: int = 0
+    n_computed: int = 0
+    n_failed: int = 0
+    seconds: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+
+def records_stream(experiment: Experiment) -> str:
+    """The record stream an experiment's case records go to (its `records_stream`, default "records")."""
+    return str(getattr(experiment, "records_stream", RECORDS))
+
+
+def latest_records(run: RunDir, stream: str) -> dict[str, dict[str, Any]]:
+    """The latest record of each case in `stream` (a case computed twice counts once: its last try)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for row in run.records(stream):
+        if "case" in row:
+            latest[row["case"]] = row
+    return latest
+
+
+def shard_of(cases: Sequence[Case], shard: tuple[int, int] | None) -> list[Case]:
+    """Shard i of m: every m-th case from the i-th, in the experiment's order (None: all cases)."""
+    if shard is None:
+        return list(cases)
+    i, m = shard
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1 or not isinstance(i, int) or not 0 <= i < m:
+        raise CritwinError(f"--shard {i}/{m}: use I/M with 0 <= I < M, e.g. 0/3 for the first of three")
+    return list(cases)[i::m]
+
+
+def _store(run: RunDir, stream: str, case: Case, res: CaseResult) -> None:
+    """Write one case's result; its record goes last, so a record on disk means the case is complete."""
+    run.start_case(case.id)
+    for draws in res.draws:
+        run.write_draws(case.id, draws)
+    for table, frame in res.parts.items():
+        run.write_part(table, case_key(case.id), frame)
+    record = {**case.fields, **res.record, "case": case.id, "order": list(case.order)}
+    if res.parts:
+        record["stored_tables"] = sorted(res.parts)
+    if res.curve is not None:
+        run.write_curve(case.id, res.curve, res.exact, res.exact_se, order=case.order)
+        run.write_case(
+            case.id, detected=res.detected, paper=res.paper, theory=res.theory, eps=res.eps, meta=res.meta,
+            order=case.order,
+        )
+        record["stored_curve"] = True
+    for name, rows in res.streams.items():
+        for row in rows:
+            run.append_record(name, row)
+    run.append_record(stream, record)
+
+
+def _finished(run: RunDir, rec: Mapping[str, Any] | None) -> bool:
+    """Whether a case's latest record says it is done and what it stored is intact: its curve and samples
+    (`is_finished`) and its parts of the run tables (a damaged one is moved aside, and the case redone)."""
+    if rec is None or rec.get("status") != "ok":
+        return False
+    if rec.get("stored_curve") and not run.is_finished(rec["case"]):
+        return False
+    key = case_key(rec["case"])
+    return all(run.read_part(table, key) is not None for table in rec.get("stored_tables", ()))
+
+
+def _reporter(name: str, kind: str | None) -> Callable[[RunDir], dict[str, Any]] | None:
+    from critwin.report import writers
+
+    return writers.get(name, kind)
+
+
+def run(
+    experiment: Experiment,
+    sampler: Any = None,
+    *,
+    out: str | Path,
+    factory: Callable[[], Any] | None = None,
+    seed: int | None = None,
+    runner: Runner | None = None,
+    shard: tuple[int, int] | None = None,
+    report: bool = True,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Run `experiment` with `sampler` (or the sampler `factory()` builds, only once the run directory is
+    known to be usable) into the run directory `out`, resuming it when it holds the same run.
+
+    seed: the run's seed (default: the experiment config's "seed", else 0); case c draws from
+    `case_rng(seed, c.id)`. runner: where cases run (default `Local()`). shard=(i, m): compute only
+    every m-th case from the i-th (several shards, in any order or at once, fill one run directory).
+    report: write the report and summary.json at the end (from everything in the directory).
+    Finished cases of an earlier attempt are skipped; failed ones are tried again. Ctrl-C raises
+    `RunInterrupted` after saving what finished.
+    """
+    start = time.perf_counter()
+    log = log or (lambda _m: None)
+    config = experiment.config()
+    cases = list(experiment.cases())
+    ids = [c.id for c in cases]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise CritwinError(f"case id {dup!r} appears twice; give every case a unique id")
+    todo_cases = shard_of(cases, shard)
+    # Experiments of one name that come in kinds (jailbreak windows / repeat / detect) name it in "kind".
+    kind = config.get("kind")
+    existing = RunDir.check_resumable(
+        out, experiment.name, config, experiment.resume_keys, kind_key="kind" if kind is not None else None
+    )
+    if sampler is None and factory is not None:
+        sampler = factory()
+    experiment.check(sampler)
+    rundir = existing or RunDir.create(out, experiment.name, config)
+    for line in rundir.healed:
+        log(f"repaired {rundir.path}: {line}")
+    stream = records_stream(experiment)
+    for name, rows in getattr(experiment, "start_records", lambda: {})().items():
+        for row in rows:
+            rundir.append_record(name, row)
+    latest = latest_records(rundir, stream)
+    todo = [c for c in todo_cases if not _finished(rundir, latest.get(c.id))]
+    n_resumed = len(todo_cases) - len(todo)
+    if existing is not None:
+        log(f"resuming {rundir.path}: {n_resumed} case(s) already finished")
+    task = CaseTask(experiment, sampler, int(config.get("seed", 0) if seed is None else seed))
+    failures: list[str] = []
+    try:
+        results: Iterable[tuple[Case, CaseResult]] = (runner or Local()).map(task, todo)
+        if progress:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=len(todo), desc=f"critwin {experiment.name}", unit="case",
+                           file=sys.stderr)
+        for case, res in results:
+            _store(rundir, stream, case, res)
+            if not res.ok:
+                failures.append(f"{case.id}: {res.record.get('error', '')}")
+                log(f"case {case.id} failed: {res.record.get('error', '')}")
+        summary: dict[str, Any] = {}
+        if report:
+            write = _reporter(experiment.name, kind)
+            summary = write(rundir) if write is not None else {}
+    except KeyboardInterrupt:
+        # Counted from what is on disk: the interrupt may land between a record's write and its bookkeeping.
+        saved = sum(_finished(rundir, r) for r in latest_records(rundir, stream).values())
+        raise RunInterrupted(saved, len(cases), rundir.path) from None
+    return RunResult(
+        rundir.path, summary, len(todo_cases), n_resumed, len(todo), len(failures),
+        time.perf_counter() - start, failures,
+    )
