@@ -65,3 +65,14 @@ def test_test_caches_live_inside_the_checkout(monkeypatch, tmp_path):
         assert checkout in Path(os.environ[var]).resolve().parents, var
     if os.environ.get("CRITWIN_TEST_CACHE"):  # under `make test`: pytest's temp folders too
         assert checkout in tmp_path.resolve().parents
+
+
+def test_test_folders_mirror_the_source_tree():
+    """tests/<pkg>/ holds the tests of critwin/<pkg>/ (fixtures aside); top-level tests, top-level modules."""
+    tests = Path(__file__).resolve().parent
+    src = tests.parent / "src" / "critwin"
+    folders = {p.name for p in tests.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+    folders -= {"fixtures"}
+    assert folders and all((src / name / "__init__.py").is_file() for name in folders), folders
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert len(names) == len(set(names))  # one module name per test file (pytest's default import mode)
