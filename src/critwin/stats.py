@@ -37,6 +37,17 @@ def wilson_interval(k: Any, n: Any, level: float = 0.95) -> tuple[np.ndarray, np
     """Wilson score interval for a binomial proportion k/n at confidence `level` (vectorised).
 
     Same numbers as `scipy.stats.binomtest(k, n).proportion_ci(level, "wilson")`; NaN where n == 0.
+
+    Example:
+        12 successes out of 12 do not give the point [1, 1]; arrays give one interval per entry:
+
+        >>> from critwin.stats import wilson_interval
+        >>> lo, hi = wilson_interval(12, 12)
+        >>> round(float(lo), 4), float(hi)
+        (0.7575, 1.0)
+        >>> lo, hi = wilson_interval([0, 5, 10], [10, 10, 10])
+        >>> lo.round(4).tolist(), hi.round(4).tolist()
+        ([0.0, 0.2366, 0.7225], [0.2775, 0.7634, 1.0])
     """
     _check_level(level)
     k = np.asarray(k, dtype=float)
@@ -57,6 +68,14 @@ def clopper_pearson_interval(k: Any, n: Any, level: float = 0.95) -> tuple[np.nd
 
     Beta quantiles: lo = B⁻¹(α/2; k, n − k + 1) (0 when k = 0), hi = B⁻¹(1 − α/2; k + 1, n − k) (1 when
     k = n); the same numbers as `scipy.stats.binomtest(k, n).proportion_ci(level, "exact")`. NaN where n == 0.
+
+    Example:
+        At k = n the lower end is (α/2)^{1/n}, here 0.025^{1/12}; wider than Wilson's [0.7575, 1]:
+
+        >>> from critwin.stats import clopper_pearson_interval
+        >>> lo, hi = clopper_pearson_interval(12, 12)
+        >>> round(float(lo), 4), float(hi), round(0.025 ** (1 / 12), 4)
+        (0.7354, 1.0, 0.7354)
     """
     _check_level(level)
     k = np.asarray(k, dtype=float)
@@ -86,6 +105,14 @@ def newcombe_interval(k1: int, n1: int, k2: int, n2: int, level: float) -> tuple
     of eleven methods", Statistics in Medicine 17:873–890, method 10: built from the two Wilson intervals
     (l_i, u_i) as [d − √((p1 − l1)² + (u2 − p2)²), d + √((u1 − p1)² + (p2 − l2)²)]. Unlike the Wald
     interval it stays inside [−1, 1] and does not collapse when a proportion is 0 or 1.
+
+    Example:
+        Newcombe's own example, 56/70 − 48/80 = 0.2 (he reports 0.0524 to 0.3339):
+
+        >>> from critwin.stats import newcombe_interval
+        >>> lo, hi = newcombe_interval(56, 70, 48, 80, level=0.95)
+        >>> round(lo, 4), round(hi, 4)
+        (0.0524, 0.3339)
     """
     if n1 <= 0 or n2 <= 0:
         raise CritwinError(f"newcombe_interval: both groups need at least one item (n1={n1}, n2={n2})")
@@ -97,7 +124,15 @@ def newcombe_interval(k1: int, n1: int, k2: int, n2: int, level: float) -> tuple
 
 
 def holm_reject(p_values: Any, alpha: float) -> np.ndarray:
-    """Holm's step-down procedure: which hypotheses to reject at family-wise error rate alpha."""
+    """Holm's step-down procedure: which hypotheses to reject at family-wise error rate alpha.
+
+    Example:
+        Sorted p-values 0.005 ≤ 0.05/4 and 0.01 ≤ 0.05/3 are rejected; 0.03 > 0.05/2 stops the procedure:
+
+        >>> from critwin.stats import holm_reject
+        >>> holm_reject([0.01, 0.04, 0.03, 0.005], alpha=0.05).tolist()
+        [True, False, False, True]
+    """
     p = np.asarray(p_values, dtype=float)
     m = len(p)
     reject = np.zeros(m, dtype=bool)
@@ -117,6 +152,11 @@ def auc_variance(theta: Any, n_pos: int, n_neg: int) -> np.ndarray:
     V(θ) = θ(1 − θ)/(m n) · [1 + (N* − 1)(1 − θ)/(2 − θ) + (N* − 1) θ/(1 + θ)],  N* = (m + n)/2.
 
     At θ = ½ it equals the exact null variance of the Mann–Whitney statistic, (m + n + 1)/(12 m n).
+
+    Example:
+        >>> from critwin.stats import auc_variance
+        >>> round(float(auc_variance(0.5, 10, 15)), 12), round((10 + 15 + 1) / (12 * 10 * 15), 12)
+        (0.014444444444, 0.014444444444)
     """
     t = np.asarray(theta, dtype=float)
     half = (n_pos + n_neg) / 2.0 - 1.0
@@ -133,6 +173,16 @@ def auc_interval(auc: float, n_pos: int, n_neg: int, level: float = 0.95) -> tup
     (AUC = 1 on 10 + 15 rows gives [0.83, 1]), and in Newcombe's evaluation its coverage stays close to
     nominal down to very small samples, where Wald and bootstrap intervals fail. The same numbers as the
     SingleCaseES R package's NAP interval (which implements this method).
+
+    Example:
+        A perfect separation of 10 positives from 15 negatives still leaves room below 1:
+
+        >>> from critwin.stats import auc_interval
+        >>> lo, hi = auc_interval(1.0, n_pos=10, n_neg=15)
+        >>> round(lo, 4), hi
+        (0.8322, 1.0)
+        >>> [round(v, 4) for v in auc_interval(0.5, 10, 15)]
+        [0.29, 0.71]
     """
     _check_level(level)
     if n_pos < 1 or n_neg < 1:
@@ -158,7 +208,13 @@ def auc_interval(auc: float, n_pos: int, n_neg: int, level: float = 0.95) -> tup
 def min_negatives(fpr: float) -> int:
     """Negatives needed before "TPR at FPR `fpr`" means anything: n_neg ≥ 1/fpr, so that at least one
     negative may score above the threshold (with fewer, FPR moves in steps of 1/n_neg > fpr and the only
-    threshold allowed is "above every negative", whatever the target)."""
+    threshold allowed is "above every negative", whatever the target).
+
+    Example:
+        >>> from critwin.stats import min_negatives
+        >>> min_negatives(0.01), min_negatives(0.05)
+        (100, 20)
+    """
     if not 0.0 < fpr < 1.0:
         raise CritwinError(f"fpr={fpr} must lie in (0, 1)")
     return int(math.ceil(1.0 / fpr - 1e-9))
@@ -169,6 +225,14 @@ def quantile_ranks(n: int, q: float, level: float) -> tuple[int, int]:
     i.i.d. values: P(X_(r) ≤ ξ_q ≤ X_(s)) ≥ `level` (equal tails, from Binomial(n, q); any distribution).
 
     r = 0 stands for −∞ and s = n + 1 for +∞ (too few values to bound that side).
+
+    Example:
+        The median of 100 values lies between the 40th and the 61st smallest with probability ≥ 95%; the
+        0.99-quantile of 10 values has no upper bound (s = 11 = n + 1):
+
+        >>> from critwin.stats import quantile_ranks
+        >>> quantile_ranks(100, 0.5, 0.95), quantile_ranks(10, 0.99, 0.95)
+        ((40, 61), (9, 11))
     """
     _check_level(level)
     a = (1.0 - level) / 2.0
@@ -194,6 +258,15 @@ def tpr_at_fpr_interval(
     (α/4 each) of the positives scoring above X_(s) and above X_(r). Bonferroni over the three events gives
     coverage ≥ 1 − α for any score distributions (ties included); it is conservative, and with few
     negatives the lower end is 0: the data cannot bound how far past f the threshold's FPR lies.
+
+    Example:
+        Negatives score 0..99 and positives 50..149: at FPR 10% the threshold is about 89.5, so the true
+        TPR is 0.6, inside the interval:
+
+        >>> from critwin.stats import tpr_at_fpr_interval
+        >>> lo, hi = tpr_at_fpr_interval(neg=range(100), pos=range(50, 150), fpr=0.1)
+        >>> round(lo, 4), round(hi, 4)
+        (0.4138, 0.7722)
     """
     neg = np.sort(np.asarray(neg, dtype=float))
     pos = np.asarray(pos, dtype=float)
@@ -217,6 +290,15 @@ def percentile_interval(samples: Any, level: float) -> tuple[float, float] | Non
 
     For comparisons only: at small n it collapses to a point whenever every resample gives the same value
     (e.g. [1, 1] when all 12 answers are right), so critwin's reported intervals use the methods above.
+
+    Example:
+        >>> from critwin.stats import percentile_interval
+        >>> percentile_interval([1.0] * 12, 0.95)
+        (1.0, 1.0)
+        >>> [round(v, 6) for v in percentile_interval(range(101), 0.9)]
+        [5.0, 95.0]
+        >>> percentile_interval([float("nan")], 0.9) is None
+        True
     """
     _check_level(level)
     x = np.asarray(samples, dtype=float)
