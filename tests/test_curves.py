@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from _testbeds import CoinSampler, parity
 from scipy import stats
 
 from critwin.curves import Curve, decode_label, encode_label, scan, wilson_interval
@@ -39,21 +40,6 @@ class ScriptedSampler:
         return out
 
 
-class CoinSampler:
-    """Each draw keeps the feature with probability p(t) = 1 - t / t_max (Bernoulli)."""
-
-    time_unit = "ou"
-    t_max = 4.0
-
-    def sample(self, n, rng):
-        return [True] * n
-
-    def forward_reverse(self, x, ts, n, rng):
-        return [list(rng.random(n) < 1 - t / self.t_max) for t in ts]
-
-
-def parity(sample: int) -> str:
-    return "even" if sample % 2 == 0 else "odd"
 
 
 def test_wilson_matches_scipy():

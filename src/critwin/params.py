@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,3 +115,23 @@ def check(name: str, value: Any, flag: str | None = None) -> Any:
     except KeyError:
         raise CritwinError(f"parameter {name!r} has no constraint; use one of {', '.join(PARAMS)}") from None
     return constraint.check(value, name, flag)
+
+
+def parts_from_flat(
+    settings: Mapping[str, Any], parts: Mapping[str, type], top: Sequence[str], what: str
+) -> dict[str, Any]:
+    """Keyword arguments of a config made of settings parts, from flat settings (the CLI's and
+    config.json's form): each name goes to the part (a dataclass in `parts`, by attribute name) that has
+    that field, or stays top-level when listed in `top`; an unknown name is a one-line CritwinError naming
+    the `what` ("reasoning setting 'levle' is unknown")."""
+    grouped: dict[str, dict[str, Any]] = {name: {} for name in parts}
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        home = next((n for n, part in parts.items() if key in part.__dataclass_fields__), None)
+        if home is not None:
+            grouped[home][key] = value
+        elif key in top:
+            out[key] = value
+        else:
+            raise CritwinError(f"{what} setting {key!r} is unknown")
+    return {**out, **{name: parts[name](**kw) for name, kw in grouped.items()}}

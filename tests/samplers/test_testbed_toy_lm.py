@@ -7,27 +7,14 @@ import itertools
 
 import numpy as np
 import pytest
+from _testbeds import small_language
 
 from critwin.curves import scan
 from critwin.errors import CritwinError
 from critwin.features.base import ChoiceFeature
-from critwin.samplers.toy_lm import Choice, Filler, ToyLanguage, ToyLMSampler, demo_language
+from critwin.samplers.toy_lm import Choice, ToyLanguage, ToyLMSampler, demo_language
 from critwin.theory import staircase
 from critwin.windows import detect_windows, window_agreement
-
-
-def small_language() -> ToyLanguage:
-    return ToyLanguage(
-        (
-            Filler(1, ("a", "b")),
-            Choice("c1", (("x",), ("y",)), (0.7, 0.3)),
-            Filler(1, ("a", "b")),
-            Choice(
-                "c2", (("p", "q"), ("p", "r"), ("s", "q")), {"x": (0.2, 0.5, 0.3), "y": (0.6, 0.0, 0.4)}, "c1"
-            ),
-            Filler(1, ("a",)),
-        )
-    )
 
 
 def all_texts(lang: ToyLanguage) -> dict[tuple[int, ...], float]:

@@ -8,11 +8,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from _testbeds import CoinSampler, parity, small_language
 
 from critwin.curves import Curve, scan
 from critwin.errors import CritwinError
 from critwin.features.base import ChoiceFeature
-from critwin.samplers.toy_lm import Choice, Filler, ToyLanguage, ToyLMSampler
+from critwin.samplers.toy_lm import ToyLMSampler
 from critwin.schedules import ou_grid, prefill_cuts, token_grid
 from critwin.strategies import Fixed, Request, Strategy
 from critwin.types import Failure
@@ -35,21 +36,6 @@ class ScriptedSampler:
         return [[int(10 * t + j) for j in range(n)] for t in ts]
 
 
-class CoinSampler:
-    """Each draw keeps the feature with probability 1 - t / t_max, from the generator it is given."""
-
-    time_unit = "ou"
-    t_max = 4.0
-
-    def sample(self, n, rng):
-        return [True] * n
-
-    def forward_reverse(self, x, ts, n, rng):
-        return [list(rng.random(n) < 1 - t / self.t_max) for t in ts]
-
-
-def parity(sample: int) -> str:
-    return "even" if sample % 2 == 0 else "odd"
 
 
 class Rounds:
@@ -241,18 +227,6 @@ def test_scan_uses_the_samples_t_max_over_the_samplers():
 # ----------------------------------------------------------------------------------------------------------
 # Against exact truth: the toy language, every text enumerated
 # ----------------------------------------------------------------------------------------------------------
-def small_language() -> ToyLanguage:
-    return ToyLanguage(
-        (
-            Filler(1, ("a", "b")),
-            Choice("c1", (("x",), ("y",)), (0.7, 0.3)),
-            Filler(1, ("a", "b")),
-            Choice(
-                "c2", (("p", "q"), ("p", "r"), ("s", "q")), {"x": (0.2, 0.5, 0.3), "y": (0.6, 0.0, 0.4)}, "c1"
-            ),
-            Filler(1, ("a",)),
-        )
-    )
 
 
 class Refine:

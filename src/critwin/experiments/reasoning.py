@@ -36,7 +36,7 @@ from critwin.experiments import arith
 from critwin.experiments.base import Case, CaseResult
 from critwin.features.answers import elicitation_prompt
 from critwin.features.grading import ExactMatchGrader, Grader, grader_for
-from critwin.params import PARAMS, check, whole_number
+from critwin.params import PARAMS, check, parts_from_flat, whole_number
 from critwin.rundir import RunDir
 from critwin.schedules import DENSE_FRACTIONS, PAPER_FRACTIONS, kept_positions
 from critwin.stats import newcombe_interval, wilson_interval
@@ -181,17 +181,7 @@ class ReasoningConfig:
     def from_flat(cls, **settings: Any) -> ReasoningConfig:
         """A config from flat settings (task, seed and any field of the parts); an unknown name is an
         error."""
-        parts: dict[str, dict[str, Any]] = {name: {} for name in _PARTS}
-        top = {}
-        for key, value in settings.items():
-            home = next((n for n, part in _PARTS.items() if key in part.__dataclass_fields__), None)
-            if home is not None:
-                parts[home][key] = value
-            elif key in ("task", "seed"):
-                top[key] = value
-            else:
-                raise CritwinError(f"reasoning setting {key!r} is unknown")
-        return cls(**top, **{name: _PARTS[name](**kw) for name, kw in parts.items()})
+        return cls(**parts_from_flat(settings, _PARTS, ("task", "seed"), "reasoning"))
 
     def to_dict(self) -> dict[str, Any]:
         """Flat JSON-able settings (stored in config.json)."""

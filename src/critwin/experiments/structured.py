@@ -943,17 +943,7 @@ class StructuredConfig:
     def from_flat(cls, **settings: Any) -> StructuredConfig:
         """A config from flat settings (template, prompt, seed and any field of the parts); an unknown name
         is an error."""
-        parts: dict[str, dict[str, Any]] = {name: {} for name in _PARTS}
-        top: dict[str, Any] = {}
-        for key, value in settings.items():
-            home = next((n for n, part in _PARTS.items() if key in part.__dataclass_fields__), None)
-            if home is not None:
-                parts[home][key] = value
-            elif key in _TOP_LEVEL:
-                top[key] = value
-            else:
-                raise CritwinError(f"structured setting {key!r} is unknown")
-        return cls(**top, **{name: _PARTS[name](**kw) for name, kw in parts.items()})
+        return cls(**params.parts_from_flat(settings, _PARTS, _TOP_LEVEL, "structured"))
 
     @classmethod
     def from_run(cls, run: RunDir) -> StructuredConfig:
