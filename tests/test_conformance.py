@@ -270,3 +270,20 @@ def test_generate_responses_that_ignore_overrides_fail(bundled):
     with pytest.raises(ConformanceError) as err:
         check_sampler(_subclass(bundled, IgnoresOverrides), n=100)
     assert err.value.check == "lm.generate"
+
+
+def test_a_backend_that_streams_its_rows_conforms():
+    """forward_reverse may yield one row per t: the checks read the stream as scan does."""
+    inner = load_sampler("toy_lm")
+
+    class Streaming:
+        time_unit, t_max = inner.time_unit, inner.t_max
+
+        def sample(self, n, rng):
+            return inner.sample(n, rng)
+
+        def forward_reverse(self, x, ts, n, rng):
+            yield from inner.forward_reverse(x, ts, n, rng)
+
+    notes = check_sampler(Streaming(), n=40)
+    assert notes["shape"] == notes["reproducible"] == "ok"

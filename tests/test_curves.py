@@ -212,3 +212,40 @@ def test_curve_rejects_inconsistent_counts():
         Curve([0.0], [2], [1], [0], ({"a": 2},), "a", "ou")
     with pytest.raises(CritwinError, match="lacks columns"):
         Curve.from_frame(pd.DataFrame({"t": [0.0]}))
+
+
+class _Streaming(CoinSampler):
+    """Yields one row per t (a backend that streams its draws), counting how many it has produced."""
+
+    def __init__(self):
+        self.yielded = 0
+
+    def forward_reverse(self, x, ts, n, rng):
+        for row in super().forward_reverse(x, ts, n, rng):
+            self.yielded += 1
+            yield row
+
+
+def test_a_streaming_backend_gives_the_same_curve_as_a_list():
+    ts = [0.0, 1.0, 2.0, 3.0]
+    listed = scan(CoinSampler(), True, ts, 50, lambda s: s, seed=3)
+    streaming = _Streaming()
+    seen = []
+    streamed = scan(streaming, True, ts, 50, lambda s: s, seed=3, on_draws=seen.append)
+    assert streaming.yielded == 4 and streamed.to_frame().equals(listed.to_frame())
+    assert [len(r) for r in seen[0].samples] == [50] * 4
+
+
+def test_a_stream_with_too_few_or_too_many_rows_breaks_the_contract():
+    class Short(CoinSampler):
+        def forward_reverse(self, x, ts, n, rng):
+            yield from list(super().forward_reverse(x, ts, n, rng))[:-1]
+
+    class Long(CoinSampler):
+        def forward_reverse(self, x, ts, n, rng):
+            rows = list(super().forward_reverse(x, ts, n, rng))
+            yield from rows + rows[:1]
+
+    for sampler, got in ((Short(), "returned 1 rows for 2 times"), (Long(), "more than 2 rows")):
+        with pytest.raises(CritwinError, match=got):
+            scan(sampler, True, [0.0, 1.0], 5, lambda s: s, seed=0)

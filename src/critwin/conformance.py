@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,6 +104,15 @@ def _same_kind(x: Any, d: Any) -> bool:
     if isinstance(x, np.ndarray):
         return isinstance(d, np.ndarray) and d.shape == x.shape
     return type(d) is type(x)
+
+
+def _rows(sampler: Any, *args: Any) -> Any:
+    """`sampler.forward_reverse(*args)` with streamed rows (an iterator) read whole, so that the checks
+    see what `scan` sees; a list is returned as it is."""
+    out = sampler.forward_reverse(*args)
+    if isinstance(out, Sequence) or not isinstance(out, Iterable):
+        return out
+    return [row if isinstance(row, Sequence) or not isinstance(row, Iterable) else list(row) for row in out]
 
 
 def _call(check: str, what: str, fn, *args, **kwargs) -> Any:
@@ -281,7 +290,7 @@ def check_sampler(
     if ts is None:
         ts = _default_ts(t_hi, tokens)
     ts = [float(t) for t in ts]
-    rows = _call("t_range", f"forward_reverse(x, {ts}, {n}, rng)", sampler.forward_reverse, x, ts, n,
+    rows = _call("t_range", f"forward_reverse(x, {ts}, {n}, rng)", _rows, sampler, x, ts, n,
                  np.random.default_rng(seed))
     if not isinstance(rows, Sequence) or len(rows) != len(ts):
         _fail("shape", f"forward_reverse gave {_count(rows)} rows for {len(ts)} times; give one list per t")
@@ -298,7 +307,7 @@ def check_sampler(
         _fail("shape", f"every draw failed (first: {every[0].reason})")
     notes["shape"] = notes["failures"] = "ok"
     _check_t_range(sampler, x, t_hi, tokens, notes)
-    again = _call("reproducible", "forward_reverse", sampler.forward_reverse, x, ts, n,
+    again = _call("reproducible", "forward_reverse", _rows, sampler, x, ts, n,
                   np.random.default_rng(seed))
     if _key(again) != _key(rows):
         _fail("reproducible", f"forward_reverse(x, ts, n, default_rng({seed})) gave different draws on a "
@@ -312,7 +321,7 @@ def check_sampler(
     elif not varied:
         notes["seed_changes"] = "skipped: every t gave a single outcome"
     else:
-        other = _call("seed_changes", "forward_reverse", sampler.forward_reverse, x, ts, n,
+        other = _call("seed_changes", "forward_reverse", _rows, sampler, x, ts, n,
                       np.random.default_rng(seed + 1))
         if all(_key(other[i]) == _key(rows[i]) for i in varied):
             _fail("seed_changes", f"seeds {seed} and {seed + 1} gave the same draws at t={ts[varied[0]]:g}, "
@@ -337,7 +346,7 @@ def _check_t_range(sampler: Any, x: Any, t_hi: float, tokens: bool, notes: dict[
     bad = [-1.0, t_hi + 1.0, float("nan")] + ([0.5] if tokens and t_hi >= 1 else [])
     for t in bad:
         try:
-            sampler.forward_reverse(x, [t], 2, np.random.default_rng(0))
+            _rows(sampler, x, [t], 2, np.random.default_rng(0))
         except CritwinError:
             continue
         except Exception as err:  # the backend's own error: not the one-line message users need

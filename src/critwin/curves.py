@@ -387,17 +387,27 @@ def _draw(
     on_draws: Callable[[Draws], None] | None,
 ) -> Curve:
     """One batched `forward_reverse` call: n draws at every t of `ts`, labelled, handed to `on_draws`,
-    counted into a curve."""
-    out = sampler.forward_reverse(x, ts, n, rng)
-    if len(out) != len(ts) or any(len(row) != n for row in out):
-        raise CritwinError(
-            f"{type(sampler).__name__}.forward_reverse returned {len(out)} rows for {len(ts)} times "
-            f"(need {n} draws each); the backend breaks the Sampler contract"
-        )
+    counted into a curve. The backend may return its rows as a list or yield them one t at a time
+    (streaming): each row is labelled as it arrives, and kept only when `on_draws` needs the samples."""
     labels: list[list[Label | None]] = []
     failures: list[list[str | None]] = []
+    kept_rows: list[list[Any]] = []
     batch = getattr(feature, "batch", None)
-    for t, row in zip(ts, out, strict=True):
+    rows = iter(sampler.forward_reverse(x, ts, n, rng))
+
+    def broken(got: str) -> CritwinError:
+        return CritwinError(
+            f"{type(sampler).__name__}.forward_reverse returned {got} for {len(ts)} times (need {n} draws "
+            "each); the backend breaks the Sampler contract"
+        )
+
+    for i, t in enumerate(ts):
+        row = next(rows, None)
+        if row is None:
+            raise broken(f"{i} rows")
+        row = list(row)
+        if len(row) != n:
+            raise broken(f"a row of {len(row)} draws at t={t:g}")
         ok = [j for j, sample in enumerate(row) if not isinstance(sample, Failure)]
         lab_row: list[Label | None] = [None] * n
         fail_row: list[str | None] = [
@@ -412,8 +422,12 @@ def _draw(
                 lab_row[j], fail_row[j] = _draw_label(feature, row[j], f"draw {j} at t={t:g}")
         labels.append(lab_row)
         failures.append(fail_row)
+        if on_draws is not None:
+            kept_rows.append(row)
+    if next(rows, None) is not None:
+        raise broken(f"more than {len(ts)} rows")
     if on_draws is not None:
-        on_draws(Draws(tuple(ts), [list(r) for r in out], labels, failures, reference))
+        on_draws(Draws(tuple(ts), kept_rows, labels, failures, reference))
 
     order = np.argsort(ts, kind="stable")
     counts = [Counter(lab for lab in labels[i] if lab is not None) for i in order]

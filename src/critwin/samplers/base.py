@@ -6,7 +6,7 @@ Time t grows with degradation: t = 0 is the clean sample, t = `t_max` is full no
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -31,10 +31,12 @@ class ForwardReverse(Protocol):
 
     def forward_reverse(
         self, x: Any, ts: Sequence[float], n: int, rng: np.random.Generator
-    ) -> list[list[Any]]:
+    ) -> Iterable[Sequence[Any]]:
         """For each t in `ts`, n draws X' ~ p(· | Y_t) where Y_t is `x` degraded to level t.
 
-        Returns len(ts) lists of n draws, in the order of `ts`. Each of the n draws uses its own independent
+        Returns len(ts) rows of n draws, in the order of `ts`: a list, or an iterator that yields each row
+        as it is ready (a backend that streams or chunks its draws; `scan` labels each row as it arrives
+        and keeps the samples only when they are stored). Each of the n draws uses its own independent
         forward draw (fresh noise / mask), so the n outcomes are i.i.d. given x; the same `rng` state gives
         the same draws. Backends batch all (t, draw) pairs together. A draw that fails is returned as a
         `Failure` in its slot (never raised); a t outside [0, t_max] is a CritwinError.
