@@ -129,10 +129,12 @@ def run(
     log = log or (lambda _m: None)
     config = experiment.config()
     cases = list(experiment.cases())
-    ids = [c.id for c in cases]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise CritwinError(f"case id {dup!r} appears twice; give every case a unique id")
+    for what, keys in (("case id", [c.id for c in cases]),
+                       ("seed key", [c.id if c.seed_key is None else c.seed_key for c in cases])):
+        seen: set[Any] = set()
+        dup = next((k for k in keys if k in seen or seen.add(k)), None)
+        if dup is not None:
+            raise CritwinError(f"{what} {dup!r} appears twice; give every case its own")
     todo_cases = shard_of(cases, shard)
     # Experiments of one name that come in kinds (jailbreak windows / repeat / detect) name it in "kind".
     kind = config.get("kind")
