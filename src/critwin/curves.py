@@ -19,7 +19,7 @@ import json
 import math
 import numbers
 from collections import Counter
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +30,8 @@ from critwin.errors import CritwinError
 from critwin.samplers.base import ForwardReverse
 from critwin.serialize import decode_label, encode_label, label_from_plain, plain_label
 from critwin.stats import wilson_interval
-from critwin.types import Failure
+from critwin.types import Failure, Feature, Label
 
-Label = Hashable
-Feature = Callable[[Any], Label | None]
 __all__ = ["CURVE_COLUMNS", "Curve", "Draws", "Feature", "Label", "decode_label", "encode_label", "scan"]
 
 # Columns of `Curve.to_frame()`; `Curve.from_frame` needs at least these.

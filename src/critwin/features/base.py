@@ -7,23 +7,19 @@ int, float, bool or tuples of these.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from critwin.errors import CritwinError
 from critwin.theory.classes import check_partition, classify
+from critwin.types import Feature
+
+__all__ = ["ChoiceFeature", "Feature", "MixtureClass"]
 
 if TYPE_CHECKING:  # annotations only: features never need the toy sampler at run time
     from critwin.samplers.toy_lm import ToyLanguage
-
-
-@runtime_checkable
-class Feature(Protocol):
-    """sample -> hashable label, or None if the sample cannot be read."""
-
-    def __call__(self, sample: Any) -> Hashable | None: ...
 
 
 class MixtureClass:
