@@ -115,6 +115,17 @@ def _rows(sampler: Any, *args: Any) -> Any:
     return [row if isinstance(row, Sequence) or not isinstance(row, Iterable) else list(row) for row in out]
 
 
+def _check_sample(draw: Any, k: int, seed: int, what: str) -> list[Any]:
+    """k unconditional draws, twice from the same seed: a list of k, the same both times."""
+    a = _call("sample", "sample", draw, k, np.random.default_rng(seed))
+    b = _call("sample", "sample", draw, k, np.random.default_rng(seed))
+    if not isinstance(a, list) or len(a) != k:
+        _fail("sample", f"{what}({k}, rng) gave {_count(a)} draws, not {k}")
+    if _key(a) != _key(b):
+        _fail("sample", f"{what}({k}, rng) gave different draws for the same seed")
+    return a
+
+
 def _call(check: str, what: str, fn, *args, **kwargs) -> Any:
     """Run one backend call that must succeed: a CritwinError fails `check`, any other exception
     "failures" (failed draws are values, never exceptions)."""
@@ -261,23 +272,12 @@ def check_sampler(
     # -- unconditional draws ------------------------------------------------------------------------------
     if is_lm:
         if isinstance(sampler, Unconditional):
-            bound = sampler.with_prompt(prompt)
-            a = _call("sample", "sample", bound.sample, 3, np.random.default_rng(seed))
-            b = _call("sample", "sample", bound.sample, 3, np.random.default_rng(seed))
-            if not isinstance(a, list) or len(a) != 3:
-                _fail("sample", f"with_prompt(prompt).sample(3, rng) gave {_count(a)} draws, not 3")
-            if _key(a) != _key(b):
-                _fail("sample", "with_prompt(prompt).sample gave different draws for the same seed")
+            _check_sample(sampler.with_prompt(prompt).sample, 3, seed, "with_prompt(prompt).sample")
             notes["sample"] = "ok"
         if x is None:
             x = _lm_x(sampler, prompt, seed)
     elif isinstance(sampler, Unconditional):
-        a = _call("sample", "sample", sampler.sample, 8, np.random.default_rng(seed))
-        b = _call("sample", "sample", sampler.sample, 8, np.random.default_rng(seed))
-        if not isinstance(a, list) or len(a) != 8:
-            _fail("sample", f"sample(8, rng) gave {_count(a)} draws, not 8")
-        if _key(a) != _key(b):
-            _fail("sample", "sample(8, rng) gave different draws for the same seed")
+        a = _check_sample(sampler.sample, 8, seed, "sample")
         notes["sample"] = "ok"
         if x is None:
             x = next((d for d in a if not isinstance(d, Failure)), None)

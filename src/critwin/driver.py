@@ -96,12 +96,6 @@ def _finished(run: RunDir, rec: Mapping[str, Any] | None) -> bool:
     return all(run.read_part(table, key) is not None for table in rec.get("stored_tables", ()))
 
 
-def _reporter(name: str, kind: str | None) -> Callable[[RunDir], dict[str, Any]] | None:
-    from critwin.report import writers
-
-    return writers.get(name, kind)
-
-
 def run(
     experiment: Experiment,
     sampler: Any = None,
@@ -172,7 +166,9 @@ def run(
                 log(f"case {case.id} failed: {res.record.get('error', '')}")
         summary: dict[str, Any] = {}
         if report:
-            write = _reporter(experiment.name, kind)
+            from critwin.report import writer_for
+
+            write = writer_for(experiment.name, kind)
             summary = write(rundir) if write is not None else {}
     except KeyboardInterrupt:
         # Counted from what is on disk: the interrupt may land between a record's write and its bookkeeping.

@@ -119,7 +119,7 @@ def detect_run(root: Path) -> Path:
     """A score table with 12 jailbreaks and 15 benign rows per split: small enough for "not estimable";
     stored as a detection run's scores and evaluated by the report's writer."""
     from critwin.experiments import jailbreak_detect as D
-    from critwin.report import writers
+    from critwin.report import writer_for
 
     rng = np.random.default_rng(0)
     rows = []
@@ -131,7 +131,7 @@ def detect_run(root: Path) -> Path:
     table = pd.DataFrame(rows)
     run = RunDir.create(root / "detect", "jailbreak", {"kind": "detect", "n_boot": 200, "seed": 0})
     run.write_part(D.SCORES, "000000", table)
-    writers.get("jailbreak", "detect")(run)
+    writer_for("jailbreak", "detect")(run)
     metrics = json.loads((run.path / "metrics.json").read_text())
     want = D.evaluate(table, ["lr_completion_mean", "nll_aligned_completion"], n_boot=200, seed=0)
     assert metrics == json.loads(json.dumps(D.plain(want)))

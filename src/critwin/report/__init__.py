@@ -1,8 +1,8 @@
 """Plots and self-contained HTML reports, one module per experiment.
 
-`writers` maps a run's experiment name (and kind, for experiments that come in kinds) to the function that
-writes its report and summary.json from the run directory alone, returning the summary (imported on first
-use, so looking one up costs no plotting import)."""
+`writer_for(experiment, kind)` is the function that writes the report and summary.json of a run of that
+experiment (and kind, for experiments that come in kinds) from the run directory alone, returning the
+summary; it is imported on first use, so looking one up costs no plotting import."""
 
 from __future__ import annotations
 
@@ -19,13 +19,10 @@ _WRITERS = {
 }
 
 
-class _Writers:
-    def get(self, experiment: str, kind: str | None = None) -> Callable[[Any], dict[str, Any]] | None:
-        spec = _WRITERS.get((experiment, kind))
-        if spec is None:
-            return None
-        module, attr = spec.split(":")
-        return getattr(importlib.import_module(module), attr)
-
-
-writers = _Writers()
+def writer_for(experiment: str, kind: str | None = None) -> Callable[[Any], dict[str, Any]] | None:
+    """The registered report writer of (experiment, kind), or None when it has none."""
+    spec = _WRITERS.get((experiment, kind))
+    if spec is None:
+        return None
+    module, attr = spec.split(":")
+    return getattr(importlib.import_module(module), attr)

@@ -7,7 +7,7 @@
   "not estimable" where there are too few benign rows for a target FPR, and ROC curves per split.
 
 The writers `write_prefill_report`, `write_repeat_report` and `write_detect_report` (registered in
-`critwin.report.writers` for ("jailbreak", kind)) recompute each kind's own files from the run directory
+`critwin.report.writer_for` for ("jailbreak", kind)) recompute each kind's own files from the run directory
 alone — jailbreak.json, repeat_grid.csv, metrics.json and metrics.csv — then write index.html and
 summary.json; the driver calls them at the end of a run and `critwin report` / `critwin repair` call the
 same ones, so a re-drawn report equals the one the run wrote.

@@ -27,35 +27,35 @@ class Rebuilt:
     missing: list[str] = field(default_factory=list)
 
 
-def rebuild_run(run: RunDir) -> Rebuilt:
-    """Recompute the derived files of `run` (see the module docstring) and write its report."""
-    from critwin.report.build import write_report
-    from critwin.report.reasoning import write_report as write_reasoning_report
-
-    run.sync_derived()
+def _missing(run: RunDir) -> list[str]:
+    """The cases of `run` that lost raw records and need the model again."""
     experiment = run.config.get("experiment")
-    if experiment == "reasoning":  # its summary has per-dataset numbers only its own writer computes
-        return Rebuilt(write_reasoning_report(run), list(run.healed), sorted(run.damaged_cases))
-    if experiment == "jailbreak":  # the writers the driver calls at the end of a run: one code path
-        from critwin.report import writers
+    if experiment == "jailbreak":
         from critwin.report.jailbreak import missing_units
 
-        write = writers.get("jailbreak", run.config.get("kind"))
-        if write is not None:
-            summary = write(run)
-            missing = missing_units(run)
-            return Rebuilt(summary, list(run.healed), missing)
-    if experiment == "structured":  # the writer the driver calls at the end of a run
+        return missing_units(run)
+    if experiment == "structured":
         from critwin.experiments.structured import missing_outputs
-        from critwin.report.structured import write_report as write_structured_report
 
-        return Rebuilt(write_structured_report(run), list(run.healed), missing_outputs(run))
-    rebuild = {"demo": _demo}.get(experiment)
-    missing = sorted(run.damaged_cases) if rebuild is None else rebuild(run)
-    return Rebuilt(write_report(run), list(run.healed), missing)
+        return missing_outputs(run)
+    return sorted(run.damaged_cases)
 
 
-def _demo(run: RunDir) -> list[str]:
+def rebuild_run(run: RunDir) -> Rebuilt:
+    """Recompute the derived files of `run` (see the module docstring) and write its report: with the
+    writer the driver calls at the end of a run of that experiment (one code path), else the generic one."""
+    from critwin.report import writer_for
+    from critwin.report.build import write_report
+
+    run.sync_derived()
+    if run.config.get("experiment") == "demo":
+        _demo(run)  # first: the demo's report keeps the "reasoning" key this sets
+    write = writer_for(run.config.get("experiment"), run.config.get("kind"))
+    summary = write(run) if write is not None else write_report(run)
+    return Rebuilt(summary, list(run.healed), _missing(run))
+
+
+def _demo(run: RunDir) -> None:
     """Re-derive the demo's "reasoning" numbers from its reasoning sub-run (rebuilt itself first)."""
     from critwin.experiments.demo import set_json_key
     from critwin.experiments.reasoning import demo_numbers
@@ -65,7 +65,6 @@ def _demo(run: RunDir) -> list[str]:
     if (sub / "config.json").is_file():
         numbers = {**demo_numbers(write_reasoning_report(RunDir.open(sub))), "out": "reasoning"}
         set_json_key(run.path / "summary.json", "reasoning", numbers)
-    return sorted(run.damaged_cases)
 
 
 def missing_line(rebuilt: Rebuilt, path: Path) -> str | None:
