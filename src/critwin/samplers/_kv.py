@@ -29,23 +29,11 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from critwin.errors import CritwinError
 from critwin.samplers.lm import Continuation, SamplingSettings
+from critwin.samplers.tokenized import Row
 
 # Top-p by rejection: each round accepts a row with probability = its nucleus mass (>= top_p), so after 16
 # rounds a row is left with probability <= (1 - top_p)^16; those few rows are drawn from the sorted nucleus.
 _REJECTION_ROUNDS = 16
-
-
-@dataclass(frozen=True)
-class Row:
-    """One continuation: keep the first `n_keep` tokens of bank sequence `seq`, add <= `max_new` tokens.
-
-    `stop_context` is how many kept tokens just before the cut stop strings may span (0: only new text).
-    """
-
-    seq: int
-    n_keep: int
-    max_new: int
-    stop_context: int = 0
 
 
 @dataclass(frozen=True)
