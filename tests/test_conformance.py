@@ -21,7 +21,18 @@ SETTINGS = {
     "toy_lm": [{}],
 }
 DRAWS = {"hf": 100}  # draws per t (the checks' tolerances follow from it)
-CASES = [(kind, kw) for kind in sampler_kinds() for kw in SETTINGS.get(kind, [{}])]
+# Engines that start a vLLM engine or need a server are checked where one runs for the whole module (and
+# where check_sampler is called on them): tests/samplers/test_vllm_engine.py, test_openai_api.py.
+ENGINE_TESTS = {"vllm": "test_vllm_engine.py", "openai": "test_openai_api.py"}
+CASES = [(k, kw) for k in sampler_kinds() if k not in ENGINE_TESTS for kw in SETTINGS.get(k, [{}])]
+
+
+def test_engines_left_out_here_are_checked_in_their_own_tests():
+    from pathlib import Path
+
+    for kind, name in ENGINE_TESTS.items():
+        if kind in sampler_kinds():
+            assert "check_sampler(" in (Path(__file__).parent / "samplers" / name).read_text()
 
 
 @pytest.mark.parametrize(("kind", "settings"), CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(CASES)])

@@ -18,7 +18,7 @@ from typing import Any
 
 from critwin.errors import CritwinError, RunInterrupted
 from critwin.experiments.base import Case, CaseResult, CaseTask, Experiment
-from critwin.rundir import RunDir, case_key
+from critwin.rundir import ENGINES, RunDir, append_jsonl, case_key, writer_id
 from critwin.runners import Local, Runner
 
 RECORDS = "records"  # default record stream: one JSON line per finished (or failed) case
@@ -150,6 +150,7 @@ def run(
     n_resumed = len(todo_cases) - len(todo)
     if existing is not None:
         log(f"resuming {rundir.path}: {n_resumed} case(s) already finished")
+    _record_engine(rundir, sampler, "start")
     task = CaseTask(experiment, sampler, int(config.get("seed", 0) if seed is None else seed))
     failures: list[str] = []
     try:
@@ -164,6 +165,7 @@ def run(
             if not res.ok:
                 failures.append(f"{case.id}: {res.record.get('error', '')}")
                 log(f"case {case.id} failed: {res.record.get('error', '')}")
+        _record_engine(rundir, sampler, "end")
         summary: dict[str, Any] = {}
         if report:
             from critwin.report import writer_for
@@ -178,3 +180,11 @@ def run(
         rundir.path, summary, len(todo_cases), n_resumed, len(todo), len(failures),
         time.perf_counter() - start, failures,
     )
+
+
+def _record_engine(rundir: RunDir, sampler: Any, phase: str) -> None:
+    """Append what draws this attempt's samples (`engine_info()`, for samplers that have one) to
+    engines.jsonl: at "start", and at "end" with the engine's counters."""
+    info = getattr(sampler, "engine_info", None)
+    if callable(info):
+        append_jsonl(rundir.path / ENGINES, {"phase": phase, "writer": writer_id(), **info()})

@@ -20,6 +20,9 @@ RUN_DIR/
                        atomically by the one writer computing that case
   <stream>.jsonl     raw  append-only record streams of an experiment (e.g. problems.jsonl), shared by all
                        writers; a torn last line (a crash mid-append) is ignored and closed by the next append
+  engines.jsonl      raw  one line when each run attempt starts and one when it ends: the engine that drew
+                       its samples (the sampler's `engine_info()`: engine, version, model, settings,
+                       engine counters such as the prefix-cache hit rate) and the attempt's writer id
   <table>.parquet/   raw  experiment tables stored in named units of work, part-<name>.parquet each
   curves.parquet     derived  one row per (case, t): case (str), then `Curve.to_frame()` columns
                        t, n_valid, n_kept, n_failed, p_hat, label_counts, reference, time_unit, t_max,
@@ -116,6 +119,7 @@ SAMPLES = "samples.parquet"
 CASES = "cases"
 CURVES = "curves.parquet"
 WINDOWS = "windows.json"
+ENGINES = "engines.jsonl"
 DAMAGED = "damaged"
 SAMPLE_COLUMNS = ("case", "call", "t", "draw", "label", "failed", "failure", "codec", "sample")
 _V2_COLUMNS = ("case", "call", "t", "draw", "label", "failed", "failure", "sample")

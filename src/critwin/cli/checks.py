@@ -101,11 +101,34 @@ def engine(kind: str, flag: str = "--engine") -> None:
     check_kind(kind, "lm", flag)
 
 
-def model(path: Path, flag: str = "--model") -> Any:
-    """The `ModelInfo` of a model directory (config, weight headers, tokenizer checked; no weights read)."""
-    from critwin.samplers.hf import inspect_model
+def model(path: Path, flag: str = "--model", *, weights: bool = True) -> Any:
+    """The `ModelInfo` of a model directory (config, weight headers, tokenizer checked; no weights read).
 
-    return inspect_model(path, flag)
+    `weights=False` (a model behind a server, whose directory here is its local tokenizer): the folder needs
+    only the tokenizer files; a config.json there, when it has one, gives the context length."""
+    if weights:
+        from critwin.samplers.hf import inspect_model
+
+        return inspect_model(path, flag)
+    import json
+
+    from critwin.samplers.tokenized import ModelInfo, _checked_tokenizer, context_length
+
+    path = Path(path)
+    if not path.exists():
+        raise CritwinError(f"{flag} {path} does not exist; pass the served model's local folder (its "
+                           "tokenizer files)")
+    if not path.is_dir():
+        raise CritwinError(f"{flag} {path} is a file; pass the served model's folder (its tokenizer files)")
+    config: dict[str, Any] = {}
+    if (path / "config.json").is_file():
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raise CritwinError(f"{flag} {path}/config.json is not readable JSON; fix or remove it") from None
+        if not isinstance(config, dict):
+            raise CritwinError(f"{flag} {path}/config.json is not a JSON object; fix or remove it")
+    return ModelInfo(path, config, context_length(config), _checked_tokenizer(path, flag))
 
 
 def chat_mode(info: Any, chat: str, flag: str = "--chat", needs: str | None = None) -> bool:

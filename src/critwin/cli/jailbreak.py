@@ -3,6 +3,7 @@ likelihood-ratio jailbreak detector."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib
@@ -14,7 +15,7 @@ from typing import Any
 
 import typer
 
-from critwin.cli import checks
+from critwin.cli import checks, engines
 from critwin.cli.app import app, emit_json, log
 from critwin.errors import CritwinError, first_line
 
@@ -156,20 +157,19 @@ def _check_judge(spec: str, judge_model: Path | None, rubric_file: Path | None) 
     _user_function(spec)
 
 
-def _factory(model: Path, sampling: Any, dtype: str, device: str, batch_size: int, chat: bool,
-             judge_model: _JudgeModel | None) -> Any:
-    """Builds the run's sampler (the continuer over the target model) and loads the LLM judge's model: called
-    by the driver once the run directory checks out."""
+def _factory(choice: engines.EngineChoice, model: Path, sampling: Any, dtype: str, device: str,
+             batch_size: int, chat: bool, judge_model: _JudgeModel | None, out: Path) -> Any:
+    """Builds the run's sampler (the continuer over the target model, on the chosen engine) and loads the LLM
+    judge's model: called by the driver once the run directory checks out."""
 
     def build() -> Any:
         from critwin.experiments.jailbreak import HFContinuer
-        from critwin.samplers.registry import load_sampler
 
         if judge_model is not None:
             judge_model.load()
         settings = {**sampling.sampler_settings(), "chat": chat}
-        return HFContinuer(load_sampler("hf", model, dtype=dtype, device=device, batch_size=batch_size,
-                                        **settings))
+        return HFContinuer(choice.load(model, dtype=dtype, device=device, batch_size=batch_size, out=out,
+                                       **settings))
 
     return build
 
@@ -244,6 +244,12 @@ def windows(
     chat: str = typer.Option("auto", "--chat", help=CHAT_HELP),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
+    engine: str = engines.ENGINE,
+    base_url: str = engines.BASE_URL,
+    served_model: str = engines.SERVED_MODEL,
+    api_key_env: str = engines.API_KEY_ENV,
+    max_concurrency: int = engines.MAX_CONCURRENCY,
+    engine_option: list[str] = engines.ENGINE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (the summary) on stdout."),
 ) -> None:
     """P(comply) against prefill length: cut each prefill, draw K continuations per cut, judge them."""
@@ -263,6 +269,7 @@ def windows(
     checks.whole(step, "--step")
     checks.whole(max_prefill, "--max-prefill")
     _common(k, temperature, top_p, max_new_tokens, batch_size, seed, dtype, device, chat)
+    choice = engines.choose(engine, base_url, served_model, api_key_env, max_concurrency, engine_option)
     checks.out_dir(out, "jailbreak", "prefill")
     if prompt is not None:
         case_list = [J.AttackCase("case1", prompt, prefill)]
@@ -272,7 +279,7 @@ def windows(
         for c in case_list:
             J.cut_points(c.prefill, unit, step, max_prefill=max_prefill)
     _check_judge(judge, judge_model, rubric_file)
-    info = checks.model(model)
+    info = checks.model(model, weights=choice.needs_weights)
     use_chat = checks.chat_mode(info, chat, needs="a prefill attack (the prefill starts the assistant turn)")
     n_draws = sum(
         len(J.cut_points(c.prefill, unit, step, tokenizer=info.tokenizer, max_prefill=max_prefill)[0])
@@ -292,12 +299,13 @@ def windows(
     log(f"{len(case_list)} case(s): {k} continuations per cut ...")
     # A rerun into the same folder with the same settings resumes it; the models load only once the run
     # directory checks out.
-    factory = _factory(model, sampling, dtype, device, batch_size, use_chat, judge_lm)
+    factory = _factory(choice, model, sampling, dtype, device, batch_size, use_chat, judge_lm, out)
     res = run(experiment, factory=factory, out=out, progress=True, log=log)
     _raise_failures(res, "case(s)")
     result = J.read_prefill_run(RunDir.open(res.out))
     if as_json:
-        emit_json({"run_dir": str(res.out), "index": str(res.out / "index.html"), **result.summary})
+        emit_json({"run_dir": str(res.out), "index": str(res.out / "index.html"), **result.summary,
+                   "engine": choice.describe()})
         return
     _log_judge_failures(result.draws)
     log(f"{result.summary['cases_with_window']} of {len(case_list)} case(s) have a window")
@@ -336,6 +344,12 @@ def repeat(
     chat: str = typer.Option("auto", "--chat", help=CHAT_HELP),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
+    engine: str = engines.ENGINE,
+    base_url: str = engines.BASE_URL,
+    served_model: str = engines.SERVED_MODEL,
+    api_key_env: str = engines.API_KEY_ENV,
+    max_concurrency: int = engines.MAX_CONCURRENCY,
+    engine_option: list[str] = engines.ENGINE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """The repeated-word attack: requests × words × repeat counts, K judged responses per cell."""
@@ -346,6 +360,7 @@ def repeat(
     # Flags, paths, the judge and what the model can hold are checked before the weights load.
     checks.choice(position, "--position", ("prompt", "prefill"))
     _common(k, temperature, top_p, max_new_tokens, batch_size, seed, dtype, device, chat)
+    choice = engines.choose(engine, base_url, served_model, api_key_env, max_concurrency, engine_option)
     if any(not r.strip() for r in request):
         raise CritwinError("--request: empty request; give the text of each request")
     counts = _csv(repeats, "--repeats", int)
@@ -354,7 +369,7 @@ def repeat(
         raise CritwinError(f"--repeats {repeats!r}: give distinct whole numbers >= 0, e.g. 0,1,2,4,8")
     checks.out_dir(out, "jailbreak", "repeat")
     _check_judge(judge, judge_model, rubric_file)
-    info = checks.model(model)
+    info = checks.model(model, weights=choice.needs_weights)
     needs = "--position prefill (the prefill starts the assistant turn)" if position == "prefill" else None
     use_chat = checks.chat_mode(info, chat, needs=needs)
     # The largest count is tokenized before the grid is built, so a huge one is refused at once.
@@ -380,13 +395,14 @@ def repeat(
         J.RepeatSpec(tuple(request), tuple(word_list), tuple(counts), position, k), sampling=sampling,
         judge=judge_fn, judge_name=judge, model=str(model.resolve()), seed=seed,
     )
-    factory = _factory(model, sampling, dtype, device, batch_size, use_chat, judge_lm)
+    factory = _factory(choice, model, sampling, dtype, device, batch_size, use_chat, judge_lm, out)
     res = run(experiment, factory=factory, out=out, progress=True, log=log)
     _raise_failures(res, "(request, word) pair(s)")
     result = J.read_repeat_run(RunDir.open(res.out))
     _log_judge_failures(result.draws)
     if as_json:
-        emit_json({"run_dir": str(res.out), "grid": result.table.to_dict(orient="records")})
+        emit_json({"run_dir": str(res.out), "grid": result.table.to_dict(orient="records"),
+                   "engine": choice.describe()})
         return
     print(res.out / "index.html")
 
@@ -425,6 +441,53 @@ def _check_detect_models(info_a: Any, info_u: Any, examples: list, system: str |
         checks.encodable(info_a, system, "--system")
 
 
+def _unaligned_engine(choice: engines.EngineChoice, base_url: str | None,
+                      served_model: str | None) -> engines.EngineChoice:
+    """The engine of detect's unaligned model: the aligned one's, on its own server with --engine openai
+    (--unaligned-base-url, --unaligned-served-model; checked like --base-url)."""
+    flags = (("--unaligned-base-url", base_url), ("--unaligned-served-model", served_model))
+    if choice.kind != "openai":
+        for flag, value in flags:
+            if value is not None:
+                raise CritwinError(f"{flag} is for --engine openai only (a model behind a server); drop it "
+                                   "or use --engine openai")
+        return choice
+    if base_url is None:
+        raise CritwinError(
+            "--engine openai: detect needs the unaligned model's server too; add --unaligned-base-url URL "
+            "(it may be --base-url's, with --served-model and --unaligned-served-model naming the two models)"
+        )
+    engines.check_url(base_url, "--unaligned-base-url")
+    if served_model is not None and not served_model.strip():
+        raise CritwinError("--unaligned-served-model is empty; give the served model's name or drop the flag")
+    unaligned = dataclasses.replace(choice, base_url=base_url, served_model=served_model)
+
+    def root(url: str) -> str:
+        return url.strip().rstrip("/").removesuffix("/v1")
+
+    if root(base_url) == root(choice.base_url or "") and served_model == choice.served_model:
+        raise CritwinError(
+            "--base-url and --unaligned-base-url are the same server, so both would score the same model; "
+            "name the two models with --served-model and --unaligned-served-model, or give each its own "
+            "server"
+        )
+    return unaligned
+
+
+def _two_engines(choice: engines.EngineChoice, choice_u: engines.EngineChoice, aligned: Path,
+                 unaligned: Path) -> tuple[engines.EngineChoice, engines.EngineChoice]:
+    """The engines of the aligned and the unaligned model as they load: two different models on vLLM each
+    get gpu_memory_utilization=0.45 on a GPU (unless --engine-option sets it), so that both fit there."""
+    if (choice.kind == "vllm" and "gpu_memory_utilization" not in choice.options
+            and aligned.resolve() != unaligned.resolve()):
+        import torch
+
+        if torch.cuda.is_available():
+            half = dataclasses.replace(choice, options={**choice.options, "gpu_memory_utilization": 0.45})
+            return half, half
+    return choice, choice_u
+
+
 @jailbreak_app.command("detect", short_help="The likelihood-ratio jailbreak detector.")
 def detect(
     aligned: Path = typer.Option(..., "--aligned", help="Aligned model directory."),
@@ -440,10 +503,36 @@ def detect(
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
+    engine: str = engines.ENGINE,
+    base_url: str = typer.Option(
+        None, "--base-url", metavar="URL",
+        help="Address of the aligned model's OpenAI-compatible server (--engine openai only).",
+    ),
+    served_model: str = typer.Option(
+        None, "--served-model",
+        help="The aligned model's name on its server (--engine openai; default: the one it serves).",
+    ),
+    unaligned_base_url: str = typer.Option(
+        None, "--unaligned-base-url", metavar="URL",
+        help="Address of the unaligned model's server (--engine openai; may be --base-url's, with "
+        "--served-model and --unaligned-served-model naming the two models).",
+    ),
+    unaligned_served_model: str = typer.Option(
+        None, "--unaligned-served-model",
+        help="The unaligned model's name on its server (--engine openai; default: the one it serves).",
+    ),
+    api_key_env: str = engines.API_KEY_ENV,
+    max_concurrency: int = engines.MAX_CONCURRENCY,
+    engine_option: list[str] = engines.ENGINE_OPTION,
     as_json: bool = typer.Option(False, "--json", help='Print {"splits": {split: {statistic: {...}}}}.'),
 ) -> None:
     """Score (prompt, completion) pairs under an aligned and an unaligned model and evaluate the
-    likelihood-ratio detector and single-model baselines (AUROC, TPR at 1/5/10% FPR per split)."""
+    likelihood-ratio detector and single-model baselines (AUROC, TPR at 1/5/10% FPR per split).
+
+    With --engine vllm both models run as vLLM engines in this process (on a GPU each takes
+    gpu_memory_utilization=0.45 unless --engine-option sets it); with --engine openai each is served by its
+    own server (--base-url, --unaligned-base-url), and --aligned / --unaligned are their local tokenizers.
+    """
     from critwin.driver import run
     from critwin.experiments import jailbreak_detect as D
 
@@ -455,10 +544,13 @@ def detect(
     checks.whole(batch_size, "--batch-size")
     checks.whole(seed, "--seed", 0)
     checks.device_and_dtype(device, dtype)
+    choice = engines.choose(engine, base_url, served_model, api_key_env, max_concurrency, engine_option)
+    choice_u = _unaligned_engine(choice, unaligned_base_url, unaligned_served_model)
     checks.out_dir(out, "jailbreak", "detect")
     examples = D.load_examples(data, what="--data")
-    _check_detect_models(checks.model(aligned, "--aligned"), checks.model(unaligned, "--unaligned"), examples,
-                         system)
+    weights = choice.needs_weights
+    _check_detect_models(checks.model(aligned, "--aligned", weights=weights),
+                         checks.model(unaligned, "--unaligned", weights=weights), examples, system)
     checks.memory(max(n_boot, 1) * len(examples), 1, f"--n-boot {n_boot} over {len(examples)} rows",
                   "--n-boot", len(examples))
     experiment = D.Detection(
@@ -468,11 +560,12 @@ def detect(
     )
 
     def factory() -> Any:  # both models load only once the run directory checks out
-        from critwin.samplers.registry import load_sampler
-
+        pair = _two_engines(choice, choice_u, aligned, unaligned)
         # cpu_threads=None: torch's own thread setting, as scores were always computed.
-        lm_a = load_sampler("hf", aligned, dtype=dtype, device=device, cpu_threads=None)
-        lm_u = load_sampler("hf", unaligned, dtype=dtype, device=device, cpu_threads=None)
+        lm_a = pair[0].load(aligned, dtype=dtype, device=device, cpu_threads=None, out=out,
+                            cache=f"{engines.API_CACHE}/aligned")
+        lm_u = pair[1].load(unaligned, dtype=dtype, device=device, cpu_threads=None, out=out,
+                            cache=f"{engines.API_CACHE}/unaligned")
         log(f"scoring {len(examples)} rows under both models ...")
         return D.ScorerPair(lm_a, lm_u, batch_size)
 
@@ -481,7 +574,8 @@ def detect(
     metrics = json.loads((res.out / "metrics.json").read_text())
     compact = D.strip_roc(metrics)
     if as_json:
-        emit_json({**compact, "run_dir": str(res.out), "index": str(res.out / "index.html")})
+        emit_json({**compact, "run_dir": str(res.out), "index": str(res.out / "index.html"),
+                   "engine": choice.describe(), "unaligned_engine": choice_u.describe()})
         return
     for split, per in compact["splits"].items():
         for stat, e in per.items():

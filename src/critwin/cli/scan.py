@@ -1,4 +1,5 @@
-"""`critwin scan`: critical windows in chain-of-thought reasoning on a local Hugging Face causal LM."""
+"""`critwin scan`: critical windows in chain-of-thought reasoning on a causal LM (a local Hugging Face model
+directory, run by transformers or vLLM, or a model behind an OpenAI-compatible server)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from critwin.cli import checks
+from critwin.cli import checks, engines
 from critwin.cli.app import app, emit_json, log
 from critwin.errors import CritwinError
 
@@ -95,9 +96,12 @@ def scan_cmd(
         "--model",
         help="Local Hugging Face causal LM directory (default: the bundled running-sum reasoning model).",
     ),
-    engine: str = typer.Option(
-        "hf", "--engine", help="Language-model engine that runs --model (see critwin.sampler_kinds('lm'))."
-    ),
+    engine: str = engines.ENGINE,
+    base_url: str = engines.BASE_URL,
+    served_model: str = engines.SERVED_MODEL,
+    api_key_env: str = engines.API_KEY_ENV,
+    max_concurrency: int = engines.MAX_CONCURRENCY,
+    engine_option: list[str] = engines.ENGINE_OPTION,
     data: list[Path] = typer.Option(
         None,
         "--data",
@@ -201,7 +205,7 @@ def scan_cmd(
     if max_new_tokens is not None:
         checks.whole(max_new_tokens, "--max-new-tokens")
     checks.device_and_dtype(device, dtype)
-    checks.engine(engine)
+    choice = engines.choose(engine, base_url, served_model, api_key_env, max_concurrency, engine_option)
     checks.probability(level, "--level", open_high=True)
     checks.probability(paper_threshold, "--paper-threshold")
     if elicit_prompt is not None and not elicit_prompt.strip():
@@ -247,7 +251,7 @@ def scan_cmd(
         for p in paths
     ]
     # What the model can hold, from its tokenizer and config.json, before any weight loads.
-    info = checks.model(model or R.BUNDLED_MODEL)
+    info = checks.model(model or R.BUNDLED_MODEL, weights=choice.needs_weights)
     use_chat = checks.chat_mode(info, chat)
     if answer_from == "elicit" and not use_chat:
         raise CritwinError(
@@ -272,8 +276,8 @@ def scan_cmd(
         sets, cfg, str(model_dir.resolve()), {"fields": fields, "dataset": dataset, "limit": limit}
     )
     factory = R.lm_factory(
-        engine, model_dir, experiment, device=device, dtype=dtype,
-        cpu_threads="auto" if threads is None else threads,
+        choice.load, model_dir, experiment, device=device, dtype=dtype,
+        cpu_threads="auto" if threads is None else threads, out=out,
     )
     res = run(experiment, factory=factory, out=out, shard=shard, progress=progress, log=log)
     seconds = time.perf_counter() - start
@@ -287,6 +291,7 @@ def scan_cmd(
                 "summary": str(res.out / R.SUMMARY),
                 "seconds": seconds,
                 "n_resumed": res.n_resumed,
+                "engine": choice.describe(),
                 "datasets": datasets,
             }
         )

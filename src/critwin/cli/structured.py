@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from critwin.cli import checks
+from critwin.cli import checks, engines
 from critwin.cli.app import app, emit_json, log
 from critwin.errors import CritwinError
 
@@ -29,15 +29,16 @@ def _read_template(template: str | None, template_file: Path | None) -> str:
 
 
 def _preflight(model: Path, template: str | None, template_file: Path | None, prompt: str | None,
-               instruction: str | None, n: int, max_new_tokens: int) -> None:
+               instruction: str | None, n: int, max_new_tokens: int, weights: bool = True) -> None:
     """What sampling needs, checked from the model's tokenizer and config.json before the weights load:
     the template parses, the prompt and the options are text the tokenizer can encode, the prompt plus
-    --max-new-tokens fit in the context, and N outputs fit in memory."""
+    --max-new-tokens fit in the context, and N outputs fit in memory. `weights=False`: the directory is a
+    served model's local tokenizer (--engine openai), which needs no weights."""
     from critwin.features.choices import ChoiceTemplate
 
     tmpl = ChoiceTemplate.parse(_read_template(template, template_file))
     user_prompt = prompt or tmpl.prompt(instruction)
-    info = checks.model(model)
+    info = checks.model(model, weights=weights)
     checks.encodable(info, user_prompt, "the prompt" if prompt else "the prompt (--instruction + template)")
     checks.encodable(info, "".join(tmpl.literals) + "".join(o for opts in tmpl.options for o in opts),
                      "the template")
@@ -76,6 +77,12 @@ def structured(
     seed: int = typer.Option(0, "--seed", help="Seed of the sampling."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16, float16."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda."),
+    engine: str = engines.ENGINE,
+    base_url: str = engines.BASE_URL,
+    served_model: str = engines.SERVED_MODEL,
+    api_key_env: str = engines.API_KEY_ENV,
+    max_concurrency: int = engines.MAX_CONCURRENCY,
+    engine_option: list[str] = engines.ENGINE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (the summary) on stdout."),
 ) -> None:
     """Draw N outputs once, estimate P(output = s | prefix of s) per token and character, and compare the
@@ -99,6 +106,17 @@ def structured(
     checks.whole(min_count, "--min-count")
     checks.whole(seed, "--seed", 0)
     checks.device_and_dtype(device, dtype)
+    if from_run is not None:
+        given = [f for f, v in (("--engine", None if engine == "hf" else engine), ("--base-url", base_url),
+                                ("--served-model", served_model), ("--api-key-env", api_key_env),
+                                ("--max-concurrency", max_concurrency),
+                                ("--engine-option", engine_option or None)) if v is not None]
+        if given:
+            raise CritwinError(f"{given[0]} applies when sampling with --model; --from-run re-analyzes the "
+                               "stored outputs without a model, so drop it")
+        choice = None
+    else:
+        choice = engines.choose(engine, base_url, served_model, api_key_env, max_concurrency, engine_option)
     checks.out_dir(out, "structured")
     factory = None
     if from_run is not None:
@@ -110,7 +128,8 @@ def structured(
         experiment = S.StructuredExperiment.reanalysis(from_run, equality=equality, top=top,
                                                        min_count=min_count)
     else:
-        _preflight(model, template, template_file, prompt, instruction, n, max_new_tokens)
+        _preflight(model, template, template_file, prompt, instruction, n, max_new_tokens,
+                   choice.needs_weights)
         tmpl = ChoiceTemplate.parse(_read_template(template, template_file))
         cfg = S.StructuredConfig.from_flat(
             template=tmpl.as_text(), prompt=prompt or tmpl.prompt(instruction), seed=seed, n=n,
@@ -120,10 +139,8 @@ def structured(
         experiment = S.StructuredExperiment(cfg, str(model.resolve()))
 
         def factory():  # the model loads only once the run directory checks out
-            from critwin.samplers.registry import load_sampler
-
-            return load_sampler("hf", model, dtype=dtype, device=device,
-                                **experiment.sampler_settings()).with_prompt(experiment.prompt)
+            return choice.load(model, dtype=dtype, device=device, out=out,
+                               **experiment.sampler_settings()).with_prompt(experiment.prompt)
 
     res = run(experiment, factory=factory, out=out, progress=from_run is None, log=log)
     if res.n_failed:
@@ -136,7 +153,8 @@ def structured(
     summary = json.loads((res.out / S.SUMMARY).read_text())
     if as_json:
         emit_json({"run_dir": str(res.out), "index": str(res.out / "index.html"),
-                   "summary": jsonable(summary), "targets": _targets(stored)})
+                   "summary": jsonable(summary), "targets": _targets(stored),
+                   "engine": None if choice is None else choice.describe()})
         return
     s = summary
     log(f"{s['n_ok']} of {s['n_samples']} outputs fill the template; {s['n_distinct']} distinct; theory "

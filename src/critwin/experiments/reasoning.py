@@ -750,16 +750,20 @@ class ReasoningExperiment:
 
 
 def lm_factory(
-    kind: str, model: str | Path, experiment: ReasoningExperiment, **options: Any
+    engine: str | Callable[..., Any], model: str | Path, experiment: ReasoningExperiment, **options: Any
 ) -> Callable[[], Any]:
-    """A zero-argument builder of the `kind` language-model sampler ("hf", …) of `model` with the sampling
-    settings of `experiment` and engine `options` (device, dtype, cpu_threads …): built only when called,
-    so a run can check its folder and settings first."""
+    """A zero-argument builder of the language-model sampler of `model` with the sampling settings of
+    `experiment` and engine `options` (device, dtype, cpu_threads …): built only when called, so a run can
+    check its folder and settings first. `engine` is a registered kind ("hf", …: `load_sampler(engine,
+    model, **options, **settings)`) or a loader called as engine(model, **options, **settings), e.g. the
+    `load` of the CLI's `critwin.cli.engines.EngineChoice`."""
 
     def build() -> Any:
+        if callable(engine):
+            return engine(model, **options, **experiment.sampler_settings())
         from critwin.samplers.registry import load_sampler
 
-        return load_sampler(kind, model, **options, **experiment.sampler_settings())
+        return load_sampler(engine, model, **options, **experiment.sampler_settings())
 
     return build
 

@@ -242,6 +242,20 @@ class HFSampler(TokenizedLM):
         model, tokenizer = load_causal_lm(path, dtype=dtype, device=device)
         return cls(model, tokenizer, **kwargs)
 
+    engine_name = "hf"
+
+    def _engine_extra(self) -> dict[str, Any]:
+        import transformers
+
+        return {
+            "version": transformers.__version__,
+            "torch": torch.__version__,
+            "device": str(next(self.model.parameters()).device),
+            "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "batch_size": self.batch_size,
+            "prefix_attention": self.prefix_attention,
+        }
+
     @property
     def vocab_size(self) -> int:
         """Rows of the model's output embedding (the ids it scores)."""

