@@ -20,6 +20,7 @@ from critwin.errors import CritwinError, RunInterrupted
 from critwin.experiments.base import Case, CaseResult, CaseTask, Experiment
 from critwin.rundir import ENGINES, RunDir, append_jsonl, case_key, writer_id
 from critwin.runners import Local, Runner
+from critwin.samplers.lm import engine_info_of
 
 RECORDS = "records"  # default record stream: one JSON line per finished (or failed) case
 
@@ -183,8 +184,8 @@ def run(
 
 
 def _record_engine(rundir: RunDir, sampler: Any, phase: str) -> None:
-    """Append what draws this attempt's samples (`engine_info()`, for samplers that have one) to
-    engines.jsonl: at "start", and at "end" with the engine's counters."""
-    info = getattr(sampler, "engine_info", None)
-    if callable(info):
-        append_jsonl(rundir.path / ENGINES, {"phase": phase, "writer": writer_id(), **info()})
+    """Append what draws this attempt's samples (`critwin.samplers.lm.engine_info_of`) to engines.jsonl:
+    at "start", and at "end" with the engine's counters."""
+    if sampler is not None:
+        row = {"phase": phase, "writer": writer_id(), **engine_info_of(sampler)}
+        append_jsonl(rundir.path / ENGINES, row)

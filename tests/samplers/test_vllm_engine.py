@@ -164,3 +164,33 @@ def test_scan_cli_runs_on_vllm_and_records_the_engine(engines, tmp_path, capsys)
     assert [r["phase"] for r in lines] == ["start", "end"]
     assert lines[-1]["engine"] == "vllm" and lines[-1]["version"]
     assert lines[-1]["prefix_cache_hits"] > 0
+
+
+def _engine_lines(run) -> list[dict]:
+    return [json.loads(s) for s in (run / "engines.jsonl").read_text().splitlines()]
+
+
+def test_structured_and_jailbreak_windows_run_on_vllm(engines, tmp_path, capsys):
+    """The other model-running commands on the same engine: their draws, counts and engine record."""
+    from critwin.cli import main
+    from critwin.samplers.hf import BUNDLED_MODEL
+
+    _, _, problems = engines
+    question = problems[0].question
+    model = ["--model", str(BUNDLED_MODEL)]
+    with pytest.raises(SystemExit) as done:
+        main(["structured", "--engine", "vllm", *model, "--prompt", question,
+              "--template", "The answer is {1|2|3|4}{0|1|2|3|4|5|6|7|8|9}.", "--n", "60",
+              "--max-new-tokens", "200", "--out", str(tmp_path / "s"), "--json"])
+    assert done.value.code in (0, None)
+    out = json.loads(capsys.readouterr().out)
+    assert out["summary"]["n_samples"] == 60 and sum(out["summary"]["status_counts"].values()) == 60
+    assert _engine_lines(tmp_path / "s")[-1]["engine"] == "vllm"
+    with pytest.raises(SystemExit) as done:
+        main(["jailbreak", "windows", "--engine", "vllm", *model, "--prompt", question,
+              "--prefill", "a: 1+2=3\n", "--step", "3", "--k", "6", "--max-new-tokens", "40",
+              "--out", str(tmp_path / "w"), "--json"])
+    assert done.value.code in (0, None)
+    out = json.loads(capsys.readouterr().out)
+    assert out["n_cases"] == 1 and out["n_draws"] == 6 * 4  # cuts at 0, 3, 6, 9 characters of the prefill
+    assert _engine_lines(tmp_path / "w")[-1]["engine"] == "vllm"

@@ -107,7 +107,7 @@ def model(path: Path, flag: str = "--model", *, weights: bool = True) -> Any:
     `weights=False` (a model behind a server, whose directory here is its local tokenizer): the folder needs
     only the tokenizer files; a config.json there, when it has one, gives the context length."""
     if weights:
-        from critwin.samplers.hf import inspect_model
+        from critwin.samplers.tokenized import inspect_model
 
         return inspect_model(path, flag)
     import json
@@ -151,7 +151,7 @@ def chat_mode(info: Any, chat: str, flag: str = "--chat", needs: str | None = No
 def encodable(info: Any, text: str, where: str) -> None:
     """Refuse text with characters the model's tokenizer cannot encode (they would silently become its
     unknown token, so the model would see something else than the user wrote)."""
-    from critwin.samplers.hf import describe_chars, unknown_chars
+    from critwin.samplers.tokenized import describe_chars, unknown_chars
 
     bad = unknown_chars(info.tokenizer, text)
     if bad:

@@ -44,7 +44,7 @@ def _fit_to_model(sets, info, use_chat: bool, max_new: int | None, base: int, st
     what the longest prompt leaves (and says so).
     Returns (sets, max_new_tokens).
     """
-    from critwin.samplers.hf import describe_chars, encode_prompt, unknown_chars
+    from critwin.samplers.tokenized import describe_chars, encode_prompt, unknown_chars
 
     lengths: list[dict[str, int]] = []
     unknown: list[dict[str, str]] = []

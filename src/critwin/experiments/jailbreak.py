@@ -45,6 +45,7 @@ from critwin.features.judges import COMPLY, REFUSE, UNCLEAR, Judge, as_judge
 from critwin.files import read_text
 from critwin.rundir import RunDir, case_key
 from critwin.samplers.base import Failure
+from critwin.samplers.lm import engine_info_of
 from critwin.schedules import prefill_cuts
 from critwin.windows import Window, WindowRule
 
@@ -144,6 +145,10 @@ class HFContinuer:
     def token_ends(self, text: str) -> list[int]:
         """Characters of `text` at which its tokens end (one per token)."""
         return self.sampler.token_ends(text)
+
+    def engine_info(self) -> dict[str, Any]:
+        """The wrapped sampler's `engine_info()`, for the run's engines.jsonl."""
+        return engine_info_of(self.sampler)
 
     def continue_prefills(
         self, items: Sequence[tuple[str, str]], k: int, rng: np.random.Generator

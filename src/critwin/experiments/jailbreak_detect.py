@@ -38,7 +38,7 @@ from scipy.stats import rankdata
 from critwin.errors import CritwinError
 from critwin.experiments.base import Case, CaseResult
 from critwin.files import read_text
-from critwin.samplers.lm import LMSampler
+from critwin.samplers.lm import LMSampler, engine_info_of
 from critwin.stats import auc_interval, min_negatives, percentile_interval, tpr_at_fpr_interval
 
 SEGMENTS = ("prompt", "completion")
@@ -384,6 +384,11 @@ class ScorerPair:
     aligned: Any
     unaligned: Any
     batch_size: int = 16
+
+    def engine_info(self) -> dict[str, Any]:
+        """What scores the rows, for the run's engines.jsonl: each model's `engine_info()`."""
+        return {"engine": "pair", "aligned": engine_info_of(self.aligned),
+                "unaligned": engine_info_of(self.unaligned)}
 
 
 @dataclass(frozen=True)

@@ -245,3 +245,12 @@ class LMSampler(Protocol):
         log-softmax of the model's logits at temperature 1 (the sampling settings play no part), float64,
         one value per completion token. Each prompt needs at least one token."""
         ...
+
+
+def engine_info_of(sampler: Any) -> dict[str, Any]:
+    """`sampler.engine_info()` where it has one (every critwin LM backend does), else its class and model
+    name: what drew a run's samples, for its engines.jsonl."""
+    info = getattr(sampler, "engine_info", None)
+    if callable(info):
+        return info()
+    return {"engine": type(sampler).__name__, "model": getattr(sampler, "model_name", None)}
