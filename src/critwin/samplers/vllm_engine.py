@@ -23,6 +23,7 @@ process it would bind the caller's threads to one core and disable `torch.set_nu
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -141,17 +142,17 @@ def build_engine(
 
 
 def shutdown_engines() -> None:
-    """Stop every engine this process built (their KV space and, on CPU, their polling thread)."""
+    """Stop every engine this process built (their processes, KV space and polling threads)."""
+    import contextlib
+
     while _ENGINES:
         _, llm = _ENGINES.popitem()
         engine = getattr(llm, "llm_engine", None)
-        for name in ("shutdown",):
-            fn = getattr(getattr(engine, "engine_core", None), name, None) or getattr(engine, name, None)
-            if callable(fn):
-                try:
-                    fn()
-                except Exception:  # best effort at exit
-                    pass
+        core = getattr(engine, "engine_core", None)
+        stop = getattr(core, "shutdown", None) or getattr(engine, "shutdown", None)
+        if callable(stop):
+            with contextlib.suppress(Exception):  # best effort: the engine may be gone already
+                stop()
 
 
 class VLLMSampler(TokenizedLM):
@@ -175,8 +176,6 @@ class VLLMSampler(TokenizedLM):
         self.model_dir = Path(model_dir)
         self.engine_options = dict(engine_options or {})
         if eos_token_ids is None:
-            import json
-
             gen = self.model_dir / "generation_config.json"
             extra = [json.loads(gen.read_text())] if gen.is_file() else []
             eos_token_ids = eos_ids_of(tokenizer, *extra)
