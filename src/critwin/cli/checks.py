@@ -93,14 +93,6 @@ def input_files(paths: Iterable[Path], flag: str, kind: str) -> None:
 
 
 # ---- what a model can hold ---------------------------------------------------------------------------------
-def engine(kind: str, flag: str = "--engine") -> None:
-    """A registered language-model engine whose optional dependencies are installed (one-line error that
-    lists the known engines, or names the extra to install)."""
-    from critwin.samplers.registry import check_kind
-
-    check_kind(kind, "lm", flag)
-
-
 def model(path: Path, flag: str = "--model", *, weights: bool = True) -> Any:
     """The `ModelInfo` of a model directory (config, weight headers, tokenizer checked; no weights read).
 
