@@ -21,7 +21,7 @@ import numbers
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,9 @@ from critwin.serialize import decode_label, encode_label, label_from_plain, plai
 from critwin.stats import wilson_interval
 from critwin.types import Failure, Feature, Label
 
-__all__ = ["CURVE_COLUMNS", "Curve", "Draws", "Feature", "Label", "decode_label", "encode_label", "scan"]
+__all__ = [
+    "CURVE_COLUMNS", "Curve", "Draws", "Feature", "Journal", "Label", "decode_label", "encode_label", "scan",
+]
 
 # Columns of `Curve.to_frame()`; `Curve.from_frame` needs at least these.
 CURVE_COLUMNS = ("t", "n_valid", "n_kept", "n_failed", "label_counts", "reference", "time_unit", "t_max")
@@ -226,6 +228,21 @@ class Draws:
     reference: Label
 
 
+@runtime_checkable
+class Journal(Protocol):
+    """Where a scan keeps its draws as it makes them, so that a killed scan resumes without redrawing.
+
+    `replay(call, ts, n)`: the draws an earlier attempt made in the scan's `call`-th `forward_reverse`
+    call (0, 1, …) when they were for the same times `ts` and the same n, else None (then the scan draws,
+    and a journal drops what it held from that call on). `record(call, draws)`: store new draws (before
+    they are counted). Replayed draws keep their stored labels; nothing is redrawn or relabelled.
+    """
+
+    def replay(self, call: int, ts: tuple[float, ...], n: int) -> Draws | None: ...
+
+    def record(self, call: int, draws: Draws) -> None: ...
+
+
 def _check_schedule(schedule: Sequence[float], t_max: float, unit: str) -> list[float]:
     try:
         ts = [float(t) for t in schedule]
@@ -372,6 +389,22 @@ def _check_round(requests: Any, who: str, t_max: float, unit: str) -> dict[int, 
     return groups
 
 
+def _counted(ts: Sequence[float], labels: Sequence[Sequence[Label | None]], reference: Label, unit: str,
+             t_max: float) -> Curve:
+    order = np.argsort(ts, kind="stable")
+    counts = [Counter(lab for lab in labels[i] if lab is not None) for i in order]
+    return Curve(
+        t=np.array(ts, dtype=float)[order],
+        n_valid=[sum(c.values()) for c in counts],
+        n_kept=[c.get(reference, 0) for c in counts],
+        n_failed=[sum(lab is None for lab in labels[i]) for i in order],
+        label_counts=tuple(dict(c) for c in counts),
+        reference=reference,
+        time_unit=unit,
+        t_max=t_max,
+    )
+
+
 def _draw(
     sampler: ForwardReverse,
     x: Any,
@@ -426,19 +459,14 @@ def _draw(
         raise broken(f"more than {len(ts)} rows")
     if on_draws is not None:
         on_draws(Draws(tuple(ts), kept_rows, labels, failures, reference))
+    return _counted(ts, labels, reference, unit, t_max)
 
-    order = np.argsort(ts, kind="stable")
-    counts = [Counter(lab for lab in labels[i] if lab is not None) for i in order]
-    return Curve(
-        t=np.array(ts)[order],
-        n_valid=[sum(c.values()) for c in counts],
-        n_kept=[c.get(reference, 0) for c in counts],
-        n_failed=[sum(lab is None for lab in labels[i]) for i in order],
-        label_counts=tuple(dict(c) for c in counts),
-        reference=reference,
-        time_unit=unit,
-        t_max=t_max,
-    )
+
+def _replayed(draws: Draws, reference: Label, unit: str, t_max: float) -> Curve:
+    """The curve of draws an earlier attempt stored (labels as stored; failed draws have no label)."""
+    labels = [[None if f is not None else lab for lab, f in zip(lab_row, fail_row, strict=True)]
+              for lab_row, fail_row in zip(draws.labels, draws.failures, strict=True)]
+    return _counted(list(draws.ts), labels, reference, unit, t_max)
 
 
 def scan(
@@ -454,6 +482,7 @@ def scan(
     curve: Curve | None = None,
     on_draws: Callable[[Draws], None] | None = None,
     max_rounds: int = MAX_ROUNDS,
+    journal: Journal | None = None,
 ) -> Curve:
     """Run FR_t on sample `x` and count how often `feature` is kept, at the forward times (t grows with
     degradation) that `schedule` and `n`, or a `strategy`, ask for.
@@ -462,16 +491,21 @@ def scan(
     `sampler.forward_reverse` call; it is `strategy=critwin.strategies.Fixed(schedule, n)`.
     `scan(sampler, x, feature=feature, strategy=s)`: rounds until `s.propose(curve_so_far, t_max)` returns
     an empty sequence; in each round the requests with equal n are drawn in one `forward_reverse` call and
-    pooled into the curve. All rounds draw from one Generator made from `seed` (a Generator is used as it
-    is), so a one-round strategy uses exactly the random stream of the schedule form. A strategy that still
-    proposes after `max_rounds` rounds is an error.
+    pooled into the curve. The first sampler call draws from the Generator made from `seed` (a Generator
+    is used as it is), so a one-round strategy uses exactly the random stream of the schedule form; call c
+    >= 1 draws from the c-th child spawned from it, so its numbers do not depend on how many random numbers
+    earlier calls used (a resumed scan replays them without drawing). A strategy that still proposes after
+    `max_rounds` rounds is an error.
 
     t_max: the sample's own `x.t_max` when it has one (a response knows its length), else `sampler.t_max`;
     every t must lie in [0, t_max] and the curve carries it. A feature may offer `feature.batch(samples) ->
     labels` to label a whole row of draws at once. reference: the label counted as "kept" (default:
     feature(x)). curve: an existing curve of the same sample to add these draws to (new t values are
     inserted, repeated ones pooled); use a fresh seed for each addition. on_draws: called with the raw
-    `Draws` of every `forward_reverse` call before they are counted (to save them).
+    `Draws` of every `forward_reverse` call before they are counted (to save them). journal: a `Journal`
+    that stores every call's draws as they are made and hands back those of an earlier, interrupted
+    attempt, which are replayed instead of drawn (strategies are functions of the curve, so the same
+    rounds come back).
     """
     if strategy is None:
         if schedule is None or n is None:
@@ -525,6 +559,7 @@ def scan(
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
 
     mine: Curve | None = None
+    call = 0
     for done in range(int(max_rounds) + 1):
         groups = _check_round(propose(mine, t_max), who, t_max, unit)
         if not groups:
@@ -535,7 +570,21 @@ def scan(
                 "an empty list to stop, or raise max_rounds"
             )
         for n_t, ts_n in groups.items():
-            new = _draw(sampler, x, ts_n, n_t, feature, rng, reference, unit, t_max, on_draws)
+            stored = journal.replay(call, tuple(ts_n), n_t) if journal is not None else None
+            if stored is not None:
+                new = _replayed(stored, reference, unit, t_max)
+            else:
+                gen = rng if call == 0 else rng.spawn(1)[0]
+                save = on_draws
+                if journal is not None:
+                    def save(d: Draws, c: int = call) -> None:
+                        journal.record(c, d)
+                        if on_draws is not None:
+                            on_draws(d)
+                new = _draw(sampler, x, ts_n, n_t, feature, gen, reference, unit, t_max, save)
+            if call > 0 and stored is not None:
+                rng.spawn(1)  # keep the spawn count of an uninterrupted scan
+            call += 1
             mine = new if mine is None else mine.merge(new)
     if mine is None:
         if curve is not None:

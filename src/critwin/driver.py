@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from critwin.errors import CritwinError, RunInterrupted
-from critwin.experiments.base import Case, CaseResult, CaseTask, Experiment
+from critwin.experiments.base import Case, CaseJournal, CaseResult, CaseTask, Experiment, journaled
 from critwin.rundir import ENGINES, RunDir, append_jsonl, case_key, writer_id
 from critwin.runners import Local, Runner
 from critwin.samplers.lm import engine_info_of
@@ -63,9 +63,19 @@ def shard_of(cases: Sequence[Case], shard: tuple[int, int] | None) -> list[Case]
     return list(cases)[i::m]
 
 
-def _store(run: RunDir, stream: str, case: Case, res: CaseResult) -> None:
-    """Write one case's result; its record goes last, so a record on disk means the case is complete."""
-    run.start_case(case.id)
+def case_journal(run: RunDir, case: Case) -> CaseJournal:
+    """The journal of one case in `run`: the draws an earlier attempt stored, and writers into the run."""
+    return CaseJournal(
+        run.case_draws(case.id),
+        lambda call, draws: run.write_draws(case.id, draws, call=call),
+        lambda call: run.drop_draws(case.id, call),
+    )
+
+
+def _store(run: RunDir, stream: str, case: Case, res: CaseResult, *, keep_draws: bool = False) -> None:
+    """Write one case's result; its record goes last, so a record on disk means the case is complete.
+    keep_draws: the case stored its draws while it ran (a journal); keep them."""
+    run.start_case(case.id, keep_draws=keep_draws)
     for draws in res.draws:
         run.write_draws(case.id, draws)
     for table, frame in res.parts.items():
@@ -153,6 +163,9 @@ def run(
         log(f"resuming {rundir.path}: {n_resumed} case(s) already finished")
     _record_engine(rundir, sampler, "start")
     task = CaseTask(experiment, sampler, int(config.get("seed", 0) if seed is None else seed))
+    keep = journaled(experiment)
+    if keep:
+        task.journal_for = lambda case: case_journal(rundir, case)
     failures: list[str] = []
     try:
         results: Iterable[tuple[Case, CaseResult]] = (runner or Local()).map(task, todo)
@@ -162,7 +175,7 @@ def run(
             results = tqdm(results, total=len(todo), desc=f"critwin {experiment.name}", unit="case",
                            file=sys.stderr)
         for case, res in results:
-            _store(rundir, stream, case, res)
+            _store(rundir, stream, case, res, keep_draws=keep)
             if not res.ok:
                 failures.append(f"{case.id}: {res.record.get('error', '')}")
                 log(f"case {case.id} failed: {res.record.get('error', '')}")

@@ -101,7 +101,7 @@ import numpy as np
 import pandas as pd
 
 from critwin.codecs import decode_sample, encode_value
-from critwin.curves import Curve, Draws, encode_label
+from critwin.curves import Curve, Draws, decode_label, encode_label
 from critwin.errors import CritwinError
 from critwin.files import RUN_CONFIGS, check_run_folder
 from critwin.serialize import jsonable
@@ -916,12 +916,19 @@ class RunDir:
         with contextlib.suppress(FileNotFoundError):
             self._sigs[key] = _sig(f.stat())
 
-    def start_case(self, case: str) -> None:
+    def start_case(self, case: str, *, keep_draws: bool = False) -> None:
         """Forget everything stored about `case` (its record and sample parts from an unfinished or earlier
         attempt), so that computing it again adds nothing twice. The record goes first, so no reader sees
-        a record whose parts are gone."""
+        a record whose parts are gone. keep_draws: forget only the record; the sample parts stay (they
+        were written during the case through its journal, `case_draws` / `write_draws(call=...)`)."""
         key = case_key(case)
         f = self.path / CASES / f"{key}.json"
+        if keep_draws:
+            f.unlink(missing_ok=True)
+            self._forget(key)
+            self._sigs.pop(key, None)
+            self.damaged_cases.discard(case)
+            return
         try:
             listed = json.loads(f.read_text(encoding="utf-8")).get("parts", [])
         except (OSError, UnicodeDecodeError, ValueError, AttributeError):
@@ -950,14 +957,59 @@ class RunDir:
         """A callback for `scan(on_draws=...)` that saves the raw draws of `case`."""
         return lambda draws: self.write_draws(case, draws)
 
-    def write_draws(self, case: str, draws: Draws) -> None:
-        """Store the raw draws of one scan call of `case` as a new part of samples.parquet, each sample
-        through its codec."""
+    def _case_parts(self, case: str) -> list[tuple[int, str]]:
+        """(call, part name) of every sample part of `case` on disk, by call."""
         key = case_key(case)
-        if case not in self._calls:
+        try:
+            names = [n for n in os.listdir(self.path / SAMPLES) if n.startswith(f"part-{key}-")]
+        except OSError:
+            names = []
+        found = [(int(m.group(2)), n) for n in names if (m := _PART.fullmatch(n)) and m.group(1) == key]
+        self._parts.setdefault(key, set()).update(n for _, n in found)
+        return sorted(found)
+
+    def case_draws(self, case: str) -> dict[int, Draws]:
+        """The raw draws stored for `case`, by scan call (0, 1, …): what a resumed case replays. Times in
+        the order they were drawn, samples decoded, labels and failure reasons as stored (reference None)."""
+        out: dict[int, Draws] = {}
+        for call, name in self._case_parts(case):
+            try:
+                df = _read_samples_part(self.path / SAMPLES / name)
+            except Exception:  # a damaged or vanished part: that call is drawn again
+                continue
+            ts: list[float] = []
+            rows: dict[float, list[Any]] = {}
+            for t, label, failure, codec, data in zip(df["t"], df["label"], df["failure"], df["codec"],
+                                                      df["sample"], strict=True):
+                t = float(t)
+                if t not in rows:
+                    ts.append(t)
+                    rows[t] = [[], [], []]
+                r = rows[t]
+                r[0].append(decode_sample(codec, data))
+                r[1].append(None if label is None or pd.isna(label) else decode_label(label))
+                r[2].append(None if failure is None or pd.isna(failure) else str(failure))
+            out[call] = Draws(tuple(ts), [rows[t][0] for t in ts], [rows[t][1] for t in ts],
+                              [rows[t][2] for t in ts], None)
+        return out
+
+    def drop_draws(self, case: str, from_call: int) -> None:
+        """Remove the sample parts of `case` from scan call `from_call` on (a resumed case that took
+        another path draws them again)."""
+        for call, name in self._case_parts(case):
+            if call >= from_call:
+                (self.path / SAMPLES / name).unlink(missing_ok=True)
+                self._parts.get(case_key(case), set()).discard(name)
+        self._calls[case] = from_call
+
+    def write_draws(self, case: str, draws: Draws, *, call: int | None = None) -> None:
+        """Store the raw draws of one scan call of `case` as a new part of samples.parquet, each sample
+        through its codec. call: its number within the case (default: after the parts stored so far)."""
+        key = case_key(case)
+        if call is None and case not in self._calls:
             calls = [int(m.group(2)) for n in self._parts.get(key, ()) if (m := _PART.fullmatch(n))]
             self._calls[case] = max(calls, default=-1) + 1
-        call = self._calls[case]
+        call = self._calls[case] if call is None else int(call)
         df = _draws_frame(case, call, draws)
         name = f"part-{key}-{call:05d}-{writer_id()}.parquet"
         atomic_write(self.path / SAMPLES / name, lambda p: _write_samples(p, df))

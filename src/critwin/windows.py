@@ -140,16 +140,51 @@ def bandwidths(m: int) -> tuple[int, ...]:
     return tuple(g for g in BANDWIDTHS if g == 1 or g <= m // 3)
 
 
-def _moving_tests(k: np.ndarray, n: np.ndarray, alpha: float) -> np.ndarray:
+def _moving_tests(
+    k: np.ndarray, n: np.ndarray, alpha: float, t: np.ndarray | None = None, h: float | None = None
+) -> np.ndarray:
     """Which gaps (i, i+1) show a significant drop at some bandwidth (Holm over all gaps × bandwidths)."""
+    p_all = _block_p_values(k, n, t, h)
+    if p_all.size == 0:
+        return np.zeros(0, dtype=bool)
+    return holm_reject(p_all.reshape(-1), alpha).reshape(p_all.shape).any(axis=0)
+
+
+def gap_p_values(curve: Curve, resolution: float | None = None) -> np.ndarray:
+    """Per gap between neighbouring points with valid draws: the smallest one-sided p-value of the moving
+    two-sample tests of `detect_windows` ("P(kept) drops across this gap"), before the multiple-testing
+    correction; and the number of tests that correction counts, as (p_values, n_tests). An adaptive
+    strategy adds draws where a gap is promising but not yet significant."""
+    use = np.flatnonzero(curve.n_valid > 0)
+    p_all = _block_p_values(
+        curve.n_kept[use].astype(float), curve.n_valid[use].astype(float), curve.t[use], resolution
+    )
+    if p_all.size == 0:
+        return np.zeros(0), 0
+    return p_all.min(axis=0), int(p_all.size)
+
+
+def _block_p_values(
+    k: np.ndarray, n: np.ndarray, t: np.ndarray | None = None, h: float | None = None
+) -> np.ndarray:
+    """(bandwidths, gaps) one-sided p-values of the moving two-sample tests.
+
+    With a resolution `h` (and the times `t`), a block of g points on either side of a gap also spans at
+    most g − 1 steps of h in t, so a curve refined around its windows (an adaptive scan: dense where the
+    curve moves, sparse where it is flat) is tested like the evenly spaced grid at step h with the
+    unneeded points left out."""
     m = len(k)
     if m < 2:
-        return np.zeros(0, dtype=bool)
+        return np.zeros((0, 0))
     ck, cn = np.concatenate([[0.0], np.cumsum(k)]), np.concatenate([[0.0], np.cumsum(n)])
     gaps = np.arange(m - 1)
     p_all = []
     for g in bandwidths(m):
         lo, hi = np.maximum(gaps - g + 1, 0), np.minimum(gaps + g, m - 1)
+        if h is not None and t is not None:
+            reach = (g - 1) * h * (1 + 1e-9)
+            lo = np.maximum(lo, np.searchsorted(t, t[gaps] - reach, side="left"))
+            hi = np.minimum(hi, np.searchsorted(t, t[gaps + 1] + reach, side="right") - 1)
         # left block [lo..i], right block [i+1..hi], pooled counts via cumulative sums
         p_all.append(
             drop_p_value(
@@ -159,16 +194,20 @@ def _moving_tests(k: np.ndarray, n: np.ndarray, alpha: float) -> np.ndarray:
                 cn[hi + 1] - cn[gaps + 1],
             )
         )
-    reject = holm_reject(np.concatenate(p_all), alpha).reshape(len(p_all), m - 1)
-    return reject.any(axis=0)
+    return np.array(p_all)
 
 
-def _runs(flags: np.ndarray, join: int) -> list[list[int]]:
+def _runs(
+    flags: np.ndarray, join: int, t: np.ndarray | None = None, h: float | None = None
+) -> list[list[int]]:
     """Maximal runs of flagged gaps as point stretches [first gap, last gap + 1]; runs fewer than `join`
-    points apart are joined (a slow transition may leave an unflagged gap; `_split` undoes wrong joins)."""
+    points apart are joined (a slow transition may leave an unflagged gap; `_split` undoes wrong joins).
+    With a resolution `h` (and the times `t`), runs are joined only when they are also closer than `join`
+    steps of h in t: on a grid refined around its windows a long plateau may hold only a few points."""
     out: list[list[int]] = []
     for i in np.flatnonzero(flags):
-        if out and i - out[-1][1] < join:
+        near = h is None or t is None or t[i] - t[out[-1][1] if out else i] < join * h * (1 + 1e-9)
+        if out and i - out[-1][1] < join and near:
             out[-1][1] = int(i) + 1
         else:
             out.append([int(i), int(i) + 1])
@@ -236,8 +275,61 @@ def _split(a: int, b: int, k: np.ndarray, n: np.ndarray, alpha: float) -> list[t
     return parts
 
 
+def _plateau_split(
+    a: int, b: int, k: np.ndarray, n: np.ndarray, alpha: float, min_jump: float
+) -> list[tuple[int, int]]:
+    """Cut the stretch [a, b] at interior plateaus that sit between two steps, found with the plateau's
+    pooled draws (where `_split` needs significant steps between single neighbouring points).
+
+    A plateau is a maximal homogeneous stretch [i, j] (chi-square not rejected at alpha / 10) of at
+    least MIN_PLATEAU points strictly inside [a, b], with no drop between its two halves (one-sided test
+    not significant at alpha: a stretch of a slow ramp can pass the chi-square test but drops steadily),
+    whose pooled P(kept) lies significantly and by at least `min_jump` below the homogeneous stretch just
+    before it and above the one just after it (one-sided tests, Bonferroni over the stretch's points):
+    each piece is then a window of its own by the rule's thresholds. A staircase whose big first step
+    makes the wide moving tests flag far into the next plateau gets its windows back; a ramp has no such
+    stretch (its neighbouring stretches differ from it by little), so it stays one window."""
+    if b - a < MIN_PLATEAU + 1:
+        return [(a, b)]
+    pool = _Pooled(k, n)
+    alpha_h, alpha_s = alpha / 10, alpha / max(1, b - a)
+    parts: list[tuple[int, int]] = []
+    start, i = a, a + 1
+    while i < b:
+        j = i
+        while j + 1 < b and pool.homogeneous(i, j + 1, alpha_h):
+            j += 1
+        mid = (i + j + 1) // 2
+        if j - i + 1 >= MIN_PLATEAU and drop_p_value(*pool.counts(i, mid - 1), *pool.counts(mid, j)) >= alpha:
+            kk, nn = pool.counts(i, j)
+            level = kk / nn
+            # The levels either side: the homogeneous stretches next to the plateau (may reach past [a, b]).
+            s0, s1 = i - 1, j + 1
+            while s0 > 0 and pool.homogeneous(s0 - 1, i - 1, alpha_h):
+                s0 -= 1
+            while s1 < len(k) - 1 and pool.homogeneous(j + 1, s1 + 1, alpha_h):
+                s1 += 1
+            k0, n0 = pool.counts(s0, i - 1)
+            k1, n1 = pool.counts(j + 1, s1)
+            before = k0 / n0 - level >= min_jump and drop_p_value(k0, n0, kk, nn) < alpha_s
+            after = level - k1 / n1 >= min_jump and drop_p_value(kk, nn, k1, n1) < alpha_s
+            if before and after:
+                parts.append((start, i))
+                start = j
+                i = j + 1
+                continue
+        i += 1
+    parts.append((start, b))
+    return parts
+
+
 def detect_windows(
-    curve: Curve, *, level: float = 0.99, min_jump: float = 0.2, edge_frac: float = 0.1
+    curve: Curve,
+    *,
+    level: float = 0.99,
+    min_jump: float = 0.2,
+    edge_frac: float = 0.1,
+    resolution: float | None = None,
 ) -> list[Window]:
     """Windows of `curve`: stretches [t_lo, t_hi] over which P(kept) drops, in increasing t.
 
@@ -251,7 +343,10 @@ def detect_windows(
     first of the lower one; p_before / p_after are the pooled levels of those plateaus (up to the
     neighbouring windows), jump their difference with Newcombe's interval, p_value their one-sided test.
     Windows with jump < `min_jump` or p_value >= 1 - level are dropped. Points without valid draws are
-    ignored.
+    ignored. resolution: for a curve drawn on a grid refined around its windows (an adaptive strategy),
+    the finest step of t it could draw at; blocks and joins are then also bounded in t (g − 1 steps), so
+    the curve is tested like the evenly spaced grid at that step with the points it did not need left
+    out. None (default): blocks count points (an evenly spaced grid).
 
     Example:
         100 draws per t; P(kept) falls from about 1 to about 0 over two steps (t = 3 → 4 → 5). The window
@@ -275,12 +370,14 @@ def detect_windows(
     """
     _check(curve, level)
     params.check("min_jump", min_jump)
+    if resolution is not None and not (isinstance(resolution, int | float) and resolution > 0):
+        raise CritwinError(f"resolution={resolution!r} must be a number > 0 (the finest step of t) or None")
     if not 0.0 <= edge_frac < 0.5:
         raise CritwinError(f"edge_frac={edge_frac} must lie in [0, 0.5) (share of the drop left outside)")
     use = np.flatnonzero(curve.n_valid > 0)
     t, k, n = curve.t[use], curve.n_kept[use].astype(float), curve.n_valid[use].astype(float)
     alpha = 1.0 - level
-    comps = _runs(_moving_tests(k, n, alpha), join=max(bandwidths(len(k))))
+    comps = _runs(_moving_tests(k, n, alpha, t, resolution), join=max(bandwidths(len(k))), t=t, h=resolution)
 
     # Trim each run to the transition. A point belongs to the plateau before the run (pooled from the
     # previous run's end) unless it lies significantly below it AND by at least edge_frac of the run's
@@ -316,7 +413,12 @@ def detect_windows(
                 break
             b -= 1
         comps[c][1] = b
-    comps = [list(w) for a, b in comps for w in _split(a, b, k, n, alpha)]
+    comps = [
+        list(w)
+        for a, b in comps
+        for v in _plateau_split(a, b, k, n, alpha, min_jump)
+        for w in _split(*v, k, n, alpha)
+    ]
 
     out = []
     for c, (a, b) in enumerate(comps):
@@ -403,8 +505,19 @@ def step_windows(curve: Curve, *, level: float = 0.99, min_jump: float = 0.05) -
         p0, p1 = k[i] / n[i], k[i + 1] / n[i + 1]
         if ok and p0 - p1 >= min_jump:
             ci = newcombe_interval(int(k[i]), int(n[i]), int(k[i + 1]), int(n[i + 1]), level)
-            out.append(Window(float(t[i]), float(t[i + 1]), float(p0), float(p1), float(p0 - p1), ci,
-                              float(p), level, "step"))
+            out.append(
+                Window(
+                    float(t[i]),
+                    float(t[i + 1]),
+                    float(p0),
+                    float(p1),
+                    float(p0 - p1),
+                    ci,
+                    float(p),
+                    level,
+                    "step",
+                )
+            )
     return out
 
 
@@ -428,19 +541,21 @@ class WindowRule:
         params.check("min_jump", self.min_jump, "--min-jump")
         params.check("paper_threshold", self.paper_threshold, "--paper-threshold")
 
-    def find(self, curve: Curve) -> tuple[Window, ...]:
-        """Our windows of `curve` (`detect_windows`)."""
+    def find(self, curve: Curve, resolution: float | None = None) -> tuple[Window, ...]:
+        """Our windows of `curve` (`detect_windows`; resolution: the step an adaptive scan refined to)."""
         if len(curve) < 2:
             return ()
-        return tuple(detect_windows(curve, level=self.level, min_jump=self.min_jump))
+        return tuple(detect_windows(curve, level=self.level, min_jump=self.min_jump, resolution=resolution))
 
     def paper(self, curve: Curve) -> tuple[Window, ...]:
         """The paper rule's windows of `curve` (`paper_rule_windows`)."""
         if len(curve) < 2:
             return ()
-        return tuple(paper_rule_windows(
-            curve, threshold=self.paper_threshold, max_drop=self.paper_max_drop, level=self.level
-        ))
+        return tuple(
+            paper_rule_windows(
+                curve, threshold=self.paper_threshold, max_drop=self.paper_max_drop, level=self.level
+            )
+        )
 
 
 @dataclass(frozen=True)

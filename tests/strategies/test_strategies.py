@@ -118,13 +118,15 @@ def test_two_rounds_group_equal_n_into_one_call_and_pool_exact_counts():
     assert curve.label_counts[1] == {"even": evens(3) + evens(4), "odd": 7 - evens(3) - evens(4)}
 
 
-def test_later_rounds_draw_from_the_same_generator():
+def test_the_first_call_draws_from_the_seed_and_later_calls_from_its_spawned_children():
     strat = Rounds([Request(0.5, 40), Request(3.0, 40)], [Request(0.5, 25)], [(2.0, 10)])
     curve = scan(CoinSampler(), True, feature=bool, strategy=strat, seed=5)
     rng = np.random.default_rng(5)
     r1 = CoinSampler().forward_reverse(True, [0.5, 3.0], 40, rng)
-    r2 = CoinSampler().forward_reverse(True, [0.5], 25, rng)
-    r3 = CoinSampler().forward_reverse(True, [2.0], 10, rng)
+    # Children, not the parent's stream: a resumed scan that replays call 1 still draws call 2 alike.
+    c1, c2 = np.random.default_rng(5).spawn(2)
+    r2 = CoinSampler().forward_reverse(True, [0.5], 25, c1)
+    r3 = CoinSampler().forward_reverse(True, [2.0], 10, c2)
     assert list(curve.t) == [0.5, 2.0, 3.0]
     assert list(curve.n_valid) == [65, 10, 40]
     assert list(curve.n_kept) == [int(np.sum(r1[0]) + np.sum(r2[0])), int(np.sum(r3[0])), int(np.sum(r1[1]))]

@@ -91,6 +91,47 @@ class Experiment(Protocol):
     def run_case(self, sampler: Any, case: Case, rng: np.random.Generator) -> CaseResult: ...
 
 
+@dataclass
+class CaseJournal:
+    """A case's `critwin.curves.Journal`: the draws an earlier attempt at the case stored (by call
+    number) and a writer that stores new ones at once, so a killed run resumes a case's search without
+    redrawing. `prepare` maps draws before they are stored (e.g. to slim the samples); `mapped(fn)` adds
+    such a step. Replayed draws come back as stored (prepared)."""
+
+    stored: Mapping[int, Draws]
+    write: Callable[[int, Draws], None]
+    drop_from: Callable[[int], None] = lambda _call: None
+    prepare: Callable[[Draws], Draws] | None = None
+
+    def mapped(self, fn: Callable[[Draws], Draws]) -> CaseJournal:
+        """This journal, storing fn(draws) instead of the draws."""
+        prev = self.prepare
+        return CaseJournal(self.stored, self.write, self.drop_from,
+                           fn if prev is None else (lambda d: fn(prev(d))))
+
+    def replay(self, call: int, ts: tuple[float, ...], n: int) -> Draws | None:
+        got = self.stored.get(call)
+        if got is None:
+            return None
+        same = tuple(float(t) for t in got.ts) == tuple(float(t) for t in ts) and all(
+            len(row) == n for row in got.labels
+        )
+        if not same:  # an earlier attempt took another path (other settings): its draws from here are void
+            self.drop_from(call)
+            self.stored = {c: d for c, d in self.stored.items() if c < call}
+            return None
+        return got
+
+    def record(self, call: int, draws: Draws) -> None:
+        self.write(call, draws if self.prepare is None else self.prepare(draws))
+
+
+def journaled(experiment: Any) -> bool:
+    """Whether `experiment` stores its draws while a case runs (class attribute `journaled = True`): its
+    `run_case` takes `journal=` (a `CaseJournal`, passed on to `scan`) and returns no draws of its own."""
+    return bool(getattr(experiment, "journaled", False))
+
+
 def failed(case: Case, error: str, **fields: Any) -> CaseResult:
     """The result of a case that could not be measured (never counted as an outcome)."""
     return CaseResult(case.id, {**case.fields, **fields, "case": case.id, "status": "failed", "error": error})
@@ -107,6 +148,7 @@ class CaseTask:
     sampler: Any
     seed: int
     factory: Callable[[], Any] | None = None
+    journal_for: Callable[[Case], CaseJournal] | None = None
 
     def setup(self) -> None:
         if self.sampler is None and self.factory is not None:
@@ -115,6 +157,9 @@ class CaseTask:
     def __call__(self, case: Case) -> CaseResult:
         try:
             key = case.id if case.seed_key is None else case.seed_key
-            return self.experiment.run_case(self.sampler, case, case_rng(self.seed, key))
+            rng = case_rng(self.seed, key)
+            if self.journal_for is not None and journaled(self.experiment):
+                return self.experiment.run_case(self.sampler, case, rng, journal=self.journal_for(case))
+            return self.experiment.run_case(self.sampler, case, rng)
         except Exception as err:  # one broken case must not cost the finished ones
             return failed(case, first_line(err))
