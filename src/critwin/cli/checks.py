@@ -1,6 +1,10 @@
 """Checks the commands run before any expensive work: flag values, output paths, input files, and what a
 model directory can hold (its context, the characters its tokenizer knows, the memory a run needs).
 
+Also the search-strategy flags the scanning commands share (`STRATEGY`, `BUDGET`, `N_MIN`, `N_MAX`: typer
+options reused as defaults, so their help is written once) and their check, `search` (the flags as a
+`critwin.strategies.StrategySettings`), with `first_round` for the budget of a known number of cuts.
+
 Each raises a one-line CritwinError that names the flag, the problem and the fix. They read only small
 files (config.json, tokenizer files, safetensors headers), never weights, so that a bad command fails in
 about a second and leaves nothing behind.
@@ -13,9 +17,31 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import typer
+
 from critwin import params
 from critwin.errors import CritwinError
 from critwin.files import check_file, check_run_folder, check_writable_parent
+
+STRATEGIES = ("fixed", "adaptive", "bisect", "every-prefix")
+"""The names of --strategy (`critwin.strategies.STRATEGY_NAMES`, spelled out: --help imports nothing)."""
+
+STRATEGY = typer.Option(
+    "fixed",
+    "--strategy",
+    help="Where and how often to draw: fixed (K draws at every cut), adaptive (more draws where a drop is "
+    "undecided, bisection down to one unit; intervals become confidence sequences), bisect (PTS: K "
+    "draws per point, split where P changes by 0.2) or every-prefix (K draws at every unit).",
+)
+BUDGET = typer.Option(
+    None, "--budget", help="Most draws per scanned case, all cuts together (default: no limit)."
+)
+N_MIN = typer.Option(
+    None, "--n-min", help="First draws per point of --strategy adaptive (default: 8)."
+)
+N_MAX = typer.Option(
+    None, "--n-max", help="Most draws per point of --strategy adaptive (default: 128)."
+)
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16", "half")
@@ -61,6 +87,28 @@ def device_and_dtype(device: str, dtype: str) -> None:
 
         if not torch.cuda.is_available():
             raise CritwinError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
+
+
+def search(strategy: str, budget: int | None, n_min: int | None, n_max: int | None) -> Any:
+    """--strategy, --budget, --n-min and --n-max as a `critwin.strategies.StrategySettings` (one-line errors:
+    an unknown strategy, a count below 1, --n-min > --n-max, --n-min/--n-max without --strategy adaptive)."""
+    choice(strategy, "--strategy", STRATEGIES)
+    from critwin.strategies import StrategySettings
+
+    return StrategySettings(strategy=strategy, budget=budget, n_min=n_min, n_max=n_max)
+
+
+def first_round(settings: Any, n_cuts: int | None, n: int) -> None:
+    """Refuse a --budget below one draw per point of the strategy's first round, when the number of cuts
+    per case is known (`n_cuts`, the most any case has; None: it depends on each case, which is then
+    checked when the case runs). bisect starts at the two ends; every-prefix at every unit, which is at
+    least the cuts of the grid."""
+    if settings.budget is None:
+        return
+    if settings.strategy == "bisect":
+        settings.check_first_round(2 if n_cuts is None else min(2, n_cuts), n)
+    elif n_cuts is not None:
+        settings.check_first_round(n_cuts, n)
 
 
 # ---- paths -------------------------------------------------------------------------------------------------

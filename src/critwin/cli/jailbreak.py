@@ -232,6 +232,10 @@ def windows(
     unit: str = typer.Option("chars", "--unit", help="Cut the prefill in chars or tokens."),
     step: int = typer.Option(1, "--step", help="Cut every STEP units."),
     k: int = typer.Option(16, "--k", help="Continuations per cut."),
+    strategy: str = checks.STRATEGY,
+    budget: int = checks.BUDGET,
+    n_min: int = checks.N_MIN,
+    n_max: int = checks.N_MAX,
     judge: str = typer.Option("refusal", "--judge", help=JUDGE_HELP),
     judge_model: Path = typer.Option(None, "--judge-model", help="Model directory of the LLM judge."),
     rubric_file: Path = typer.Option(None, "--rubric-file", help="Rubric with {prompt} and {response}."),
@@ -252,7 +256,11 @@ def windows(
     engine_option: list[str] = engines.ENGINE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (the summary) on stdout."),
 ) -> None:
-    """P(comply) against prefill length: cut each prefill, draw K continuations per cut, judge them."""
+    """P(comply) against prefill length: cut each prefill, draw K continuations per cut, judge them.
+
+    --strategy adaptive|bisect|every-prefix chooses the cuts (any unit of the prefill) and draws instead,
+    within --budget draws per case.
+    """
     from critwin.driver import run
     from critwin.experiments import jailbreak as J
     from critwin.rundir import RunDir
@@ -269,22 +277,28 @@ def windows(
     checks.whole(step, "--step")
     checks.whole(max_prefill, "--max-prefill")
     _common(k, temperature, top_p, max_new_tokens, batch_size, seed, dtype, device, chat)
+    search = checks.search(strategy, budget, n_min, n_max)
     choice = engines.choose(engine, base_url, served_model, api_key_env, max_concurrency, engine_option)
     checks.out_dir(out, "jailbreak", "prefill")
     if prompt is not None:
         case_list = [J.AttackCase("case1", prompt, prefill)]
     else:
         case_list = J.load_cases(cases, "--cases")
+
+    def first_cuts(tokenizer: Any = None) -> list[int]:
+        """Cuts of each case's first round (the --step grid; every-prefix: every unit)."""
+        every = 1 if search.strategy == "every-prefix" else step
+        return [len(J.cut_points(c.prefill, unit, every, tokenizer=tokenizer, max_prefill=max_prefill)[0])
+                for c in case_list]
+
     if unit == "chars":
-        for c in case_list:
-            J.cut_points(c.prefill, unit, step, max_prefill=max_prefill)
+        checks.first_round(search, max(first_cuts()), k)
     _check_judge(judge, judge_model, rubric_file)
     info = checks.model(model, weights=choice.needs_weights)
     use_chat = checks.chat_mode(info, chat, needs="a prefill attack (the prefill starts the assistant turn)")
-    n_draws = sum(
-        len(J.cut_points(c.prefill, unit, step, tokenizer=info.tokenizer, max_prefill=max_prefill)[0])
-        for c in case_list
-    )
+    per_case = first_cuts(info.tokenizer)
+    checks.first_round(search, max(per_case), k)
+    n_draws = sum(per_case)
     longest, name = _case_tokens(info, case_list, use_chat, "case")
     checks.context(info, longest + max_new_tokens,
                    f"case {name} (prompt and prefill: {longest} tokens) + --max-new-tokens {max_new_tokens}",
@@ -294,9 +308,10 @@ def windows(
     sampling = J.AttackSampling(temperature, top_p, max_new_tokens, chat)
     experiment = J.PrefillWindows(
         case_list, J.PrefillCuts(unit, step, k, max_prefill), sampling=sampling, judge=judge_fn,
-        judge_name=judge, model=str(model.resolve()), seed=seed, tokenizer=info.tokenizer,
+        judge_name=judge, model=str(model.resolve()), seed=seed, tokenizer=info.tokenizer, search=search,
     )
-    log(f"{len(case_list)} case(s): {k} continuations per cut ...")
+    log(f"{len(case_list)} case(s): {k} continuations per cut ..." if search.strategy == "fixed" else
+        f"{len(case_list)} case(s): --strategy {search.strategy} ...")
     # A rerun into the same folder with the same settings resumes it; the models load only once the run
     # directory checks out.
     factory = _factory(choice, model, sampling, dtype, device, batch_size, use_chat, judge_lm, out)
@@ -305,7 +320,7 @@ def windows(
     result = J.read_prefill_run(RunDir.open(res.out))
     if as_json:
         emit_json({"run_dir": str(res.out), "index": str(res.out / "index.html"), **result.summary,
-                   "engine": choice.describe()})
+                   "engine": choice.describe(), "strategy": search.strategy})
         return
     _log_judge_failures(result.draws)
     log(f"{result.summary['cases_with_window']} of {len(case_list)} case(s) have a window")

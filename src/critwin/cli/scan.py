@@ -12,6 +12,8 @@ import typer
 from critwin.cli import checks, engines
 from critwin.cli.app import app, emit_json, log
 from critwin.errors import CritwinError
+from critwin.params import whole_number
+from critwin.schedules import PAPER_FRACTIONS
 
 BUNDLED_PROBLEM_FILES = ("reasoning_problems.jsonl", "reasoning_problems_heldout.jsonl")
 """The running-sum problem files shipped in critwin/assets: --task defaults to arith for them."""
@@ -140,6 +142,10 @@ def scan_cmd(
     ),
     dense_step: int = typer.Option(1, "--dense-step", help="Tokens between cuts with --dense."),
     k: int = typer.Option(16, "-k", "--k", help="Endings resampled per cut."),
+    strategy: str = checks.STRATEGY,
+    budget: int = checks.BUDGET,
+    n_min: int = checks.N_MIN,
+    n_max: int = checks.N_MAX,
     seed: int = typer.Option(0, "--seed", help="Seed of every random draw (same seed, same numbers)."),
     answer_from: str = typer.Option(
         "continuation",
@@ -190,6 +196,7 @@ def scan_cmd(
 
     Cuts each original response, resamples K endings per cut, measures P(same answer) per cut and finds
     the windows; per dataset: the share of problems with a window and the accuracy with vs without one.
+    --strategy adaptive|bisect|every-prefix chooses the cuts and draws instead, within --budget.
     """
     # Cheap checks first, so that mistakes fail before the slow imports.
     if dense and fractions is not None:
@@ -210,6 +217,12 @@ def scan_cmd(
     checks.probability(paper_threshold, "--paper-threshold")
     if elicit_prompt is not None and not elicit_prompt.strip():
         raise CritwinError("--elicit-prompt is empty; give the follow-up question or drop the flag")
+    whole_number(1, "a whole number >= 1 (resample at least 1 ending per cut)").check(k, "k", "-k")
+    search = checks.search(strategy, budget, n_min, n_max)
+    cut_fractions = PAPER_FRACTIONS if fractions is None else _parse_fractions(fractions)
+    # Cuts per response: one per distinct fraction (a short response may merge some); with --dense they
+    # depend on each response's length, and its budget is checked when it is scanned.
+    checks.first_round(search, None if dense else len(set(cut_fractions)), k)
     shard = checks.shard(shard_spec)
     if dataset is None:
         checks.input_files(data or [], "--data", "a JSONL file of problems")
@@ -221,7 +234,6 @@ def scan_cmd(
     from transformers.utils import logging as hf_logging
 
     from critwin.experiments import reasoning as R
-    from critwin.schedules import PAPER_FRACTIONS
 
     hf_logging.disable_progress_bar()  # the weight-loading bar would break the one-line error contract
     bundled_data = not data
@@ -231,7 +243,7 @@ def scan_cmd(
     cfg = R.ReasoningConfig.from_flat(
         task=task,
         k=k,
-        fractions=PAPER_FRACTIONS if fractions is None else _parse_fractions(fractions),
+        fractions=cut_fractions,
         dense_step=dense_step if dense else None,
         answer_from=answer_from,
         seed=seed,
@@ -244,6 +256,7 @@ def scan_cmd(
         min_jump=min_jump,
         paper_threshold=paper_threshold,
         batch_size=batch_size,
+        **search.to_dict(),
     )
     paths = [R.BUNDLED_PROBLEMS] if bundled_data else list(data)
     sets = [
@@ -264,6 +277,8 @@ def scan_cmd(
     cfg = dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, max_new_tokens=max_new))
     cuts = cfg.cuts
     n_cuts = (max_new // cuts.dense_step + 1) if cuts.dense_step else len(cuts.fractions)
+    if search.strategy == "every-prefix":  # k endings at every token of the longest response
+        n_cuts = max_new + 1
     checks.memory(cuts.k * n_cuts, max_new, f"-k {cuts.k} with {n_cuts} cuts per problem", "-k", n_cuts)
     for ps in sets:
         if ps.n_skipped:
@@ -292,6 +307,7 @@ def scan_cmd(
                 "seconds": seconds,
                 "n_resumed": res.n_resumed,
                 "engine": choice.describe(),
+                "strategy": search.strategy,
                 "datasets": datasets,
             }
         )

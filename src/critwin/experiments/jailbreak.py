@@ -40,13 +40,15 @@ import pandas as pd
 
 from critwin.curves import Curve, Draws, scan, wilson_interval
 from critwin.errors import CritwinError
-from critwin.experiments.base import Case, CaseResult
+from critwin.experiments.base import Case, CaseJournal, CaseResult
 from critwin.features.judges import COMPLY, REFUSE, UNCLEAR, Judge, as_judge
 from critwin.files import read_text
 from critwin.rundir import RunDir, case_key
 from critwin.samplers.base import Failure
 from critwin.samplers.lm import engine_info_of
 from critwin.schedules import prefill_cuts
+from critwin.stats import confidence_sequence
+from critwin.strategies import Fixed, StrategySettings
 from critwin.windows import Window, WindowRule
 
 CutUnit = Literal["chars", "tokens"]
@@ -343,6 +345,14 @@ class PrefillWindows:
     judge's verdict as the feature); windows by `windows` (drops of P(comply) as t grows, i.e. rises with
     prefill length). Failed draws and "unclear" verdicts are failed items, never outcomes.
 
+    `search` picks the scan's strategy (`StrategySettings`; default "fixed": the above). Any other starts
+    from the cuts of `cuts` and may draw at every unit of the prefill (support: all cuts at step 1, the
+    window rule's min_jump and level), within `search.budget` draws per case; a budget below one draw per
+    first-round point is refused before any draw. With an adaptive strategy (adaptive, bisect) the
+    reported intervals are confidence sequences (meta "ci_method"). The experiment is `journaled`: given
+    a `CaseJournal`, a case stores each call's draws as it makes them and replays an interrupted
+    attempt's instead of drawing again.
+
     Token cuts need a tokenizer: `tokenizer` (e.g. the model's, read before its weights load), else the
     continuer's. `model` and `judge_name` only name the run in config.json (`judge_name` default: the
     judge's name). Prefills over `cuts.max_prefill` units are refused at construction (or by `check`, for
@@ -358,24 +368,44 @@ class PrefillWindows:
     model: str = "in-memory model"
     seed: int = 0
     tokenizer: Any = None
+    search: StrategySettings = field(default_factory=StrategySettings)
 
     name = EXPERIMENT
     kind = "prefill"
     resume_keys = ("kind", "model", "unit", "step", "k", "judge", "temperature", "top_p", "max_new_tokens",
-                   "seed", "max_prefill", "chat", "cases", "level", "min_jump")
+                   "seed", "max_prefill", "chat", "cases", "level", "min_jump", "strategy", "budget", "n_min",
+                   "n_max")
+    journaled = True
 
     def __post_init__(self) -> None:
         self.attacks = tuple(self.attacks)
         if not self.attacks:
             raise CritwinError("cases: empty; give at least one attack case")
         self.judge_fn = as_judge(self.judge)
-        self._plans: dict[str, tuple[list[int], list[int]]] = {}
+        self._plans: dict[str, CutPlan] = {}
         if self.cuts.unit == "chars" or self.tokenizer is not None:
             self._plans = {a.id: self._cut(a, self.tokenizer) for a in self.attacks}
+            self._check_budget()
 
-    def _cut(self, attack: AttackCase, tokenizer: Any) -> tuple[list[int], list[int]]:
+    def _cut(self, attack: AttackCase, tokenizer: Any) -> CutPlan:
+        """(character offsets, units kept) of every cut at the unit step, and the units kept at the cuts of
+        `cuts.step` (the grid; a subset of them, at the same offsets)."""
         c = self.cuts
-        return cut_points(attack.prefill, c.unit, c.step, tokenizer=tokenizer, max_prefill=c.max_prefill)
+        offsets, kept = cut_points(attack.prefill, c.unit, 1, tokenizer=tokenizer, max_prefill=c.max_prefill)
+        if c.step == 1:
+            return offsets, kept, kept
+        _, grid = cut_points(attack.prefill, c.unit, c.step, tokenizer=tokenizer, max_prefill=c.max_prefill)
+        return offsets, kept, grid
+
+    def first_round_points(self, plan: CutPlan) -> int:
+        """Points of the first round of a case's scan: the grid's cuts (every-prefix: every cut)."""
+        return len(plan[1] if self.search.strategy == "every-prefix" else plan[2])
+
+    def _check_budget(self) -> None:
+        """A --budget below one draw per first-round point of some case: one line, before any draw."""
+        if self._plans and self.search.budget is not None:
+            self.search.check_first_round(max(self.first_round_points(p) for p in self._plans.values()),
+                                          self.cuts.k)
 
     def config(self) -> dict[str, Any]:
         s, c = self.sampling, self.cuts
@@ -384,7 +414,7 @@ class PrefillWindows:
             "judge": self.judge_name or judge_label(self.judge), "temperature": s.temperature,
             "top_p": s.top_p, "max_new_tokens": s.max_new_tokens, "seed": self.seed,
             "max_prefill": c.max_prefill, "chat": s.chat, "cases": [asdict(a) for a in self.attacks],
-            **_changed(self.windows),
+            **_changed(self.windows), **_changed(self.search),
         }
 
     def cases(self) -> list[Case]:
@@ -397,12 +427,26 @@ class PrefillWindows:
         if not self._plans:
             tok = getattr(sampler, "tokenizer", None)
             self._plans = {a.id: self._cut(a, tok) for a in self.attacks}
+            self._check_budget()
 
-    def run_case(self, sampler: Any, case: Case, rng: np.random.Generator) -> CaseResult:
+    def strategy(self, view: PrefillView) -> Any:
+        """The strategy of one case's scan (`search` built on the view's cuts); fixed keeps the
+        schedule's order, most prefill removed first, as the continuer has always seen it."""
+        built = self.search.build(grid=view.schedule(), n=self.cuts.k, resolution=1.0, support=view.support(),
+                                  min_jump=self.windows.min_jump, level=self.windows.level)
+        return Fixed(view.schedule(), built.n) if isinstance(built, Fixed) else built
+
+    def run_case(
+        self, sampler: Any, case: Case, rng: np.random.Generator, journal: CaseJournal | None = None
+    ) -> CaseResult:
+        """Scan one attack; with a `journal` its draws are stored there as they are made (and an
+        interrupted attempt's replayed), and the result carries no draws of its own."""
         attack: AttackCase = case.data
-        offsets, kept = self._plans.get(attack.id) or self._cut(attack, getattr(sampler, "tokenizer", None))
-        view = PrefillView(attack, offsets, kept, unit=self.cuts.unit, continuer=sampler, judge=self.judge_fn)
-        curve, sub = _scan_prefill_case(view, self.cuts.k, rng)
+        offsets, kept, grid = (self._plans.get(attack.id)
+                               or self._cut(attack, getattr(sampler, "tokenizer", None)))
+        view = PrefillView(attack, offsets, kept, unit=self.cuts.unit, continuer=sampler, judge=self.judge_fn,
+                           grid=grid)
+        curve, sub = _scan_prefill_case(view, self.cuts.k, rng, strategy=self.strategy(view), journal=journal)
         cuts = sub.drop_duplicates("kept").sort_values("kept")
         meta = {
             "title": f"{attack.id}: {attack.prompt[:60]}",
@@ -416,10 +460,31 @@ class PrefillWindows:
             "feature": "judge verdict (comply counts as kept)",
             "n": int(sub["draw"].max() + 1) if len(sub) else 0,
         }
+        if self.search.strategy != "fixed" or self.search.budget is not None:
+            meta.update(strategy=self.search.strategy, ci_method=ci_method(self.search))
+        draws = () if journal is not None else (_draws_of(sub, "t", COMPLY),)
         return CaseResult(
-            case.id, {"status": "ok"}, (_draws_of(sub, "t", COMPLY),), curve, self.windows.find(curve),
-            meta=meta, parts={DRAWS_TABLE: sub},
+            case.id, {"status": "ok"}, draws, curve, self.windows.find(curve), meta=meta,
+            parts={DRAWS_TABLE: sub},
         )
+
+
+CutPlan = tuple[list[int], list[int], list[int]]
+"""A prefill's cuts: (character offsets, units kept) at every unit, and the units kept at the grid's cuts."""
+
+
+def ci_method(search: StrategySettings) -> str:
+    """The per-cut intervals of a scan by `search`: "confidence_sequence" when the draws depend on earlier
+    ones (adaptive, bisect), else "wilson"."""
+    return "confidence_sequence" if search.adaptive else "wilson"
+
+
+def cut_intervals(curve: Curve, level: float, method: str = "wilson") -> tuple[np.ndarray, np.ndarray]:
+    """Per-cut intervals of P(comply) at `level`: Wilson's, or the anytime-valid confidence sequence
+    (`critwin.stats.confidence_sequence`) for draws chosen adaptively. NaN where a cut has no verdict."""
+    if method == "confidence_sequence":
+        return confidence_sequence(curve.n_kept, curve.n_valid, level)
+    return curve.wilson(level)
 
 
 def read_prefill_run(run: RunDir) -> PrefillResult:
@@ -491,7 +556,8 @@ class PrefillView:
     """One attack case as a forward–reverse backend over its prefill cuts, for `critwin.curves.scan`.
 
     t = units (characters or tokens) removed from the end of the prefill: t = 0 is the full prefill,
-    t = `t_max` = the number of units is no prefill; only the cuts of `cut_points` are valid times.
+    t = `t_max` = the number of units is no prefill; only the cuts of `cut_points` are valid times
+    (`support()`). grid: the units kept at the cuts the scan starts from (`schedule()`; default: all).
     `forward_reverse(case, ts, n, rng)` continues prompt + prefill cut n times per t in ONE
     `continue_prefills` call (cuts in the order of `ts`) and judges all the continuations of the call in ONE
     judge call, in (cut, draw) order; a draw is a `PrefillDraw` carrying the verdict, or the backend's
@@ -508,6 +574,7 @@ class PrefillView:
         unit: CutUnit,
         continuer: PrefillContinuer,
         judge: Judge,
+        grid: Sequence[int] | None = None,
     ) -> None:
         self.case = case
         self.time_unit: str = unit
@@ -516,10 +583,18 @@ class PrefillView:
         self.continuer = continuer
         self.judge = judge
         self.cuts = {float(self.length - j): (int(o), int(j)) for o, j in zip(offsets, kept, strict=True)}
+        self.grid = sorted({float(self.length - int(j)) for j in (kept if grid is None else grid)},
+                           reverse=True)
+        for t in self.grid:
+            self.cut(t)
 
     def schedule(self) -> list[float]:
-        """The forward times of all cuts, most prefill removed first (ascending units kept)."""
-        return sorted(self.cuts, reverse=True)
+        """The forward times of the grid's cuts, most prefill removed first (ascending units kept)."""
+        return list(self.grid)
+
+    def support(self) -> list[float]:
+        """The forward times of all cuts (the times a strategy may draw at), ascending."""
+        return sorted(self.cuts)
 
     def cut(self, t: float) -> tuple[int, int]:
         """(character offset, units kept) of the cut at forward time t."""
@@ -558,32 +633,86 @@ class PrefillView:
         return out
 
 
-def _prefill_rows(view: PrefillView, draws: Draws) -> list[dict[str, Any]]:
-    """The judged draws of one `forward_reverse` call of a prefill view as rows of the draws table."""
+def _plain(sample: Any) -> dict[str, Any]:
+    """A draw of a prefill view as plain JSON (what a journal stores): the judged continuation, or
+    {"failure": reason} for a draw the backend failed."""
+    if isinstance(sample, Failure):
+        return {"failure": sample.reason}
+    if isinstance(sample, PrefillDraw):
+        return {"prefill_cut": sample.prefill_cut, "continuation": sample.continuation, "label": sample.label,
+                "failure": sample.failure}
+    return dict(sample)
+
+
+def _plain_draws(draws: Draws) -> Draws:
+    return Draws(tuple(draws.ts), [[_plain(s) for s in row] for row in draws.samples], draws.labels,
+                 draws.failures, draws.reference)
+
+
+def _prefill_rows(view: PrefillView, draws: Draws, drawn: Counter | None = None) -> list[dict[str, Any]]:
+    """The judged draws of one `forward_reverse` call of a prefill view as rows of the draws table (from
+    its samples as drawn or as a journal stored them). `drawn` counts the draws made at each cut by earlier
+    calls, so that draws pooled at a cut are numbered 0, 1, … across calls."""
     c = view.case
+    drawn = Counter() if drawn is None else drawn
     rows = []
     for t, samples in zip(draws.ts, draws.samples, strict=True):
         o, j = view.cut(t)
-        for d, s in enumerate(samples):
-            failed = isinstance(s, Failure)
+        for s in map(_plain, samples):
+            failed = "continuation" not in s
             rows.append(
                 {
-                    "case": c.id, "prompt": c.prompt, "kept": j, "t": float(view.length - j), "draw": d,
-                    "prefill_cut": c.prefill[:o], "continuation": None if failed else s.continuation,
-                    "response": c.prefill[:o] if failed else s.response,
-                    "failure": s.reason if failed else s.failure, "label": UNCLEAR if failed else s.label,
+                    "case": c.id, "prompt": c.prompt, "kept": j, "t": float(view.length - j),
+                    "draw": drawn[j], "prefill_cut": c.prefill[:o],
+                    "continuation": None if failed else s["continuation"],
+                    "response": c.prefill[:o] + ("" if failed else s["continuation"]),
+                    "failure": s.get("failure"), "label": UNCLEAR if failed else s["label"],
                 }
             )
+            drawn[j] += 1
     return rows
 
 
-def _scan_prefill_case(view: PrefillView, k: int, rng: np.random.Generator) -> tuple[Curve, pd.DataFrame]:
-    """Scan one prefill case (k continuations at every cut, one backend call): its curve and every judged
-    draw, fewest units kept first."""
+class _RowJournal:
+    """A case journal that also turns every call's draws, drawn or replayed, into draws-table rows."""
+
+    def __init__(self, journal: CaseJournal, rows: Callable[[Draws], None]) -> None:
+        self.journal, self.rows = journal.mapped(_plain_draws), rows
+
+    def replay(self, call: int, ts: tuple[float, ...], n: int) -> Draws | None:
+        got = self.journal.replay(call, ts, n)
+        if got is not None:
+            self.rows(got)
+        return got
+
+    def record(self, call: int, draws: Draws) -> None:
+        self.journal.record(call, draws)
+        self.rows(draws)
+
+
+def _scan_prefill_case(
+    view: PrefillView, k: int, rng: np.random.Generator, *, strategy: Any = None,
+    journal: CaseJournal | None = None,
+) -> tuple[Curve, pd.DataFrame]:
+    """Scan one prefill case (default: k continuations at every cut of the grid, one backend call; or by
+    `strategy`, in rounds): its curve and every judged draw, fewest units kept first. journal: where the
+    draws are stored as they are made (and an interrupted attempt's replayed)."""
     rows: list[dict[str, Any]] = []
-    curve = scan(view, view.case, view.schedule(), k, verdict, seed=rng, reference=COMPLY,
-                 on_draws=lambda d: rows.extend(_prefill_rows(view, d)))
-    return curve, pd.DataFrame(rows)
+    drawn: Counter = Counter()
+    calls = [0]
+
+    def add(d: Draws) -> None:
+        calls[0] += 1
+        rows.extend(_prefill_rows(view, d, drawn))
+
+    strategy = Fixed(view.schedule(), k) if strategy is None else strategy
+    curve = scan(view, view.case, feature=verdict, strategy=strategy, seed=rng, reference=COMPLY,
+                 on_draws=add if journal is None else None,
+                 journal=None if journal is None else _RowJournal(journal, add))
+    sub = pd.DataFrame(rows)
+    if calls[0] > 1 and len(sub):  # rounds drew at cuts in any order: list them by cut, then draw
+        sub = sub.sort_values(["kept", "draw"], kind="stable").reset_index(drop=True)
+    return curve, sub
 
 
 def prefill_summary(results: Sequence[CaseCurve], draws: pd.DataFrame) -> dict[str, Any]:

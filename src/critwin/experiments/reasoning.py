@@ -22,7 +22,7 @@ finishes). A rerun with the same settings skips finished problems.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,14 @@ from critwin.data import Problem, ProblemSet, RowIssue, load_problems
 from critwin.data.problem import TASKS as PROBLEM_TASKS
 from critwin.errors import CritwinError
 from critwin.experiments import arith
-from critwin.experiments.base import Case, CaseResult
+from critwin.experiments.base import Case, CaseJournal, CaseResult
 from critwin.features.answers import elicitation_prompt
 from critwin.features.grading import ExactMatchGrader, Grader, grader_for
 from critwin.params import PARAMS, check, parts_from_flat, whole_number
 from critwin.rundir import RunDir
 from critwin.schedules import DENSE_FRACTIONS, PAPER_FRACTIONS, kept_positions
-from critwin.stats import newcombe_interval, wilson_interval
+from critwin.stats import confidence_sequence, newcombe_interval, wilson_interval
+from critwin.strategies import StrategySettings
 from critwin.types import Failure
 from critwin.windows import Window, WindowRule
 
@@ -75,6 +76,10 @@ _RESUME_KEYS = (
     "fields",
     "dataset",
     "limit",
+    "strategy",
+    "budget",
+    "n_min",
+    "n_max",
 )
 
 
@@ -154,21 +159,34 @@ class DatasetStatistics:
         check("error_tolerance", self.error_tolerance)
 
 
-_PARTS = {"sampling": LMSettings, "cuts": CutSettings, "windows": WindowRule, "stats": DatasetStatistics}
+_PARTS = {
+    "sampling": LMSettings,
+    "cuts": CutSettings,
+    "search": StrategySettings,
+    "windows": WindowRule,
+    "stats": DatasetStatistics,
+}
+#: Parts whose settings enter config.json only when they differ from their defaults (runs of earlier
+#: versions did not store them, so a run with the defaults writes the config it always wrote and resumes
+#: an earlier run directory).
+_NEW_PARTS = ("search",)
 
 
 @dataclass(frozen=True)
 class ReasoningConfig:
     """Settings of a reasoning run: the `task` (how answers are graded), the run's `seed`, and one part per
-    role — `sampling` (the sampler), `cuts` (the scan), `windows` (detection), `stats` (dataset
-    summaries). `ReasoningConfig.from_flat(k=…, level=…)` builds one from flat settings (the CLI's and
-    config.json's form); `to_dict()` gives that flat form back.
+    role — `sampling` (the sampler), `cuts` (the scan's cuts), `search` (the strategy that decides where
+    and how often to draw: `critwin.strategies.StrategySettings`, default "fixed": k endings at every
+    cut), `windows` (detection), `stats` (dataset summaries). `ReasoningConfig.from_flat(k=…, level=…)`
+    builds one from flat settings (the CLI's and config.json's form); `to_dict()` gives that flat form
+    back.
     """
 
     task: str = "arith"
     seed: int = 0
     sampling: LMSettings = field(default_factory=LMSettings)
     cuts: CutSettings = field(default_factory=CutSettings)
+    search: StrategySettings = field(default_factory=StrategySettings)
     windows: WindowRule = field(default_factory=WindowRule)
     stats: DatasetStatistics = field(default_factory=DatasetStatistics)
 
@@ -184,10 +202,12 @@ class ReasoningConfig:
         return cls(**parts_from_flat(settings, _PARTS, ("task", "seed"), "reasoning"))
 
     def to_dict(self) -> dict[str, Any]:
-        """Flat JSON-able settings (stored in config.json)."""
+        """Flat JSON-able settings (stored in config.json); the search settings only where they differ
+        from the defaults."""
         d: dict[str, Any] = {"task": self.task, "seed": self.seed}
         for name in _PARTS:
-            d.update(asdict(getattr(self, name)))
+            part = getattr(self, name)
+            d.update(_changed(part) if name in _NEW_PARTS else asdict(part))
         d["fractions"] = list(self.cuts.fractions)
         return d
 
@@ -198,6 +218,11 @@ class ReasoningConfig:
         if self.task == "arith":
             return arith.ELICIT_PROMPTS[0]
         return elicitation_prompt(self.task)
+
+
+def _changed(part: Any) -> dict[str, Any]:
+    """The fields of a settings part that differ from their defaults."""
+    return {f.name: getattr(part, f.name) for f in fields(part) if getattr(part, f.name) != f.default}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -370,10 +395,20 @@ def scan_problem(
     dataset: str,
     seed: np.random.Generator,
     can_elicit: bool,
+    journal: CaseJournal | None = None,
 ) -> CaseResult:
     """Scan one original response: its answers (both ways), correctness, curve, windows (ours and the
     paper's) and, for arith, the first wrong step. Returns the problem's result: its record (status "ok",
-    or "failed" with the reason when the original has no answer), raw draws, curve and windows.
+    or "failed" with the reason when the original has no answer or the strategy cannot scan it), raw
+    draws, curve and windows.
+
+    The scan's strategy is `cfg.search` built on the response (`StrategySettings.build`): grid = the cut
+    times (tokens removed), k = `cfg.cuts.k`, resolution one token, support every t in [0, length], and
+    the window rule's min_jump and level. Per-cut intervals are Wilson's for a fixed number of draws, and
+    confidence sequences (`critwin.stats.confidence_sequence`, valid under data-dependent sampling) when
+    the strategy chooses its draws by looking at earlier ones (`cfg.search.adaptive`); the record says
+    which ("ci_method"). journal: the case's `CaseJournal`: the draws are stored there (slimmed) as they
+    are made and an interrupted attempt's draws replayed, and the result carries no draws of its own.
     """
     case = f"{dataset}/{problem.id}"
     grader = grader_for_problem(cfg.task, problem)
@@ -433,20 +468,35 @@ def scan_problem(
     reference = feature(response)
     kept = cfg.cuts.kept_positions(response.length)
     ts = sorted(response.length - k for k in kept)
+    search = cfg.search
+    try:
+        strategy = search.build(
+            grid=ts,
+            n=cfg.cuts.k,
+            resolution=1.0,
+            support=range(response.length + 1),
+            min_jump=cfg.windows.min_jump,
+            level=cfg.windows.level,
+        )
+    except CritwinError as err:  # e.g. a budget too small for this response's cuts: this problem only
+        error = f"--strategy {search.strategy} cannot scan this response ({response.length} tokens): {err}"
+        return CaseResult(case, {**rec, "status": "failed", "error": error})
     draws: list[Draws] = []
     curve = scan(
         sampler,
         response,
-        ts,
-        cfg.cuts.k,
-        feature,
+        feature=feature,
+        strategy=strategy,
         seed=seed,
         reference=reference,
-        on_draws=lambda d: draws.append(_slim(d)),
+        on_draws=None if journal is not None else (lambda d: draws.append(_slim(d))),
+        journal=None if journal is None else journal.mapped(_slim),
     )
     detected, paper = cfg.windows.find(curve), cfg.windows.paper(curve)
     offsets = sampler.char_offsets(response.response_ids)
-    lo, hi = curve.wilson(cfg.windows.level)
+    lo, hi, method = cut_intervals(curve.n_kept, curve.n_valid, cfg.windows.level, search.adaptive)
+    rec["strategy"] = search.strategy
+    rec["n_draws"] = int(curve.n_total.sum())
     rec["curve"] = {
         "t": curve.t.tolist(),
         "kept": [int(response.length - t) for t in curve.t],
@@ -458,6 +508,8 @@ def scan_problem(
         "ci_lo": [None if not np.isfinite(v) else float(v) for v in lo],
         "ci_hi": [None if not np.isfinite(v) else float(v) for v in hi],
         "ci_level": cfg.windows.level,
+        "ci_method": method,
+        "n_draws": curve.n_total.tolist(),
         "reference": reference,
     }
     rec["windows"] = [window_record(w, response.length, offsets) for w in detected]
@@ -471,9 +523,27 @@ def scan_problem(
         "title": f"{dataset} · {problem.id}",
         "sampler": type(sampler).__name__,
         "feature": f"answer ({cfg.cuts.answer_from})",
-        "n": cfg.cuts.k,
+        "n": int(curve.n_total.max()),
+        "strategy": search.strategy,
+        "ci_method": method,
     }
     return CaseResult(case, rec, tuple(draws), curve, tuple(detected), tuple(paper), meta)
+
+
+#: The two kinds of per-cut interval (stored as "ci_method" with every curve).
+CI_METHODS = ("wilson", "confidence_sequence")
+
+
+def cut_intervals(k: Any, n: Any, level: float, adaptive: bool) -> tuple[np.ndarray, np.ndarray, str]:
+    """(lower, upper, method) of P(same answer) at each cut from k kept out of n valid draws at `level`:
+    Wilson's interval when every cut got a number of draws fixed in advance; the anytime-valid confidence
+    sequence (`critwin.stats.confidence_sequence`) when the strategy chose how often to draw by looking at
+    earlier draws (`adaptive`), where a fixed-n interval would be too narrow. NaN where n == 0."""
+    if adaptive:
+        lo, hi = confidence_sequence(k, n, level)
+        return lo, hi, "confidence_sequence"
+    lo, hi = wilson_interval(k, n, level)
+    return np.asarray(lo, dtype=float), np.asarray(hi, dtype=float), "wilson"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -687,6 +757,7 @@ class ReasoningExperiment:
     name = EXPERIMENT
     resume_keys = _RESUME_KEYS
     records_stream = PROBLEMS_STREAM
+    journaled = True
 
     def __post_init__(self) -> None:
         if not self.datasets:
@@ -694,6 +765,16 @@ class ReasoningExperiment:
         self.names = dataset_names(self.datasets)
 
     def config(self) -> dict[str, Any]:
+        search = self.cfg.search
+        how = (
+            "Each original response is cut at the listed fractions kept; k endings are resampled from "
+            "every cut and P(same answer as the original) is measured per cut, with 99% Wilson intervals."
+            if search.strategy == "fixed"
+            else f"Each original response is scanned by the {search.strategy} strategy (starting from the "
+            "listed cuts); P(same answer as the original) is measured at every cut it drew at, with "
+            + ("99% confidence sequences (valid when the draws depend on earlier ones)."
+               if search.adaptive else "99% Wilson intervals.")
+        )
         return {
             **self.cfg.to_dict(),
             "model": self.model,
@@ -702,9 +783,7 @@ class ReasoningExperiment:
             "title": "critwin — critical windows in reasoning",
             "subtitle": f"{len(self.datasets)} dataset(s), task {self.cfg.task}, answers from the "
             f"{self.cfg.cuts.answer_from}",
-            "description": "Each original response is cut at the listed fractions kept; k endings are "
-            "resampled from every cut and P(same answer as the original) is measured per cut, with 99% "
-            "Wilson intervals. Windows: where that probability drops as fewer tokens are kept.",
+            "description": f"{how} Windows: where that probability drops as fewer tokens are kept.",
             **dict(self.config_extra),
         }
 
@@ -734,7 +813,12 @@ class ReasoningExperiment:
                 "second user turn); add a chat template or use --answer-from continuation"
             )
 
-    def run_case(self, sampler: Any, case: Case, rng: np.random.Generator) -> CaseResult:
+    def run_case(
+        self, sampler: Any, case: Case, rng: np.random.Generator, journal: CaseJournal | None = None
+    ) -> CaseResult:
+        """The original response, then its scan (`scan_problem`); with a `journal` the scan's draws go
+        there as they are made (an interrupted case resumes its search without redrawing) and the result
+        carries none."""
         name, problem = case.data
         original_rng, scan_rng = rng.spawn(2)
         (response,) = sampler.generate_responses([problem.prompt()], seed=original_rng)
@@ -744,7 +828,8 @@ class ReasoningExperiment:
                    "error": f"original response failed: {response.reason}"}
             return CaseResult(case.id, rec, streams=originals)
         res = scan_problem(
-            sampler, problem, response, self.cfg, dataset=name, seed=scan_rng, can_elicit=bool(sampler.chat)
+            sampler, problem, response, self.cfg, dataset=name, seed=scan_rng, can_elicit=bool(sampler.chat),
+            journal=journal,
         )
         return replace(res, streams=originals)
 

@@ -45,8 +45,13 @@ from critwin.serialize import jsonable  # noqa: E402
 LEVEL = 0.99
 
 
+CI_NAMES = {"wilson": "Wilson", "confidence_sequence": "confidence-sequence"}
+
+
 def prefill_figure(rec: CaseRecord, *, level: float = LEVEL) -> bytes:
-    """PNG: P(comply) with Wilson intervals against the prefill units kept; detected windows shaded."""
+    """PNG: P(comply) with per-cut intervals against the prefill units kept (Wilson's, or confidence
+    sequences when a strategy chose the cuts and draws adaptively: cuts may then sit anywhere, with
+    different numbers of draws); detected windows shaded."""
     curve = rec.curve
     fig, ax = plt.subplots(figsize=(8.6, 4.0), layout="constrained")
     if curve is None:
@@ -54,10 +59,12 @@ def prefill_figure(rec: CaseRecord, *, level: float = LEVEL) -> bytes:
     length = float(rec.meta.get("length", curve.t_max or curve.t.max()))
     kept = length - curve.t
     p = curve.p_hat
-    lo, hi = curve.wilson(level)
+    method = str(rec.meta.get("ci_method", "wilson"))
+    lo, hi = J.cut_intervals(curve, level, method)
     ok = curve.n_valid > 0
     ax.fill_between(kept[ok], lo[ok], hi[ok], color=MEASURED_COLOUR, alpha=0.18, lw=0, step=None)
-    ax.plot(kept[ok], p[ok], "o-", ms=3.5, color=MEASURED_COLOUR, label=f"P(comply), {level:.0%} Wilson band")
+    ax.plot(kept[ok], p[ok], "o-", ms=3.5, color=MEASURED_COLOUR,
+            label=f"P(comply), {level:.0%} {CI_NAMES.get(method, method)} band")
     for i, w in enumerate(rec.detected):
         ax.axvspan(length - w.t_hi, length - w.t_lo, color=DETECTED_COLOUR, alpha=0.2, lw=0,
                    label="detected window" if i == 0 else None)
@@ -101,11 +108,25 @@ def _prefill_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
     )
     sections = [overview]
     for rec in cases:
-        det = Table(["", ""], [["prompt", rec.meta.get("prompt")], ["prefill", rec.meta.get("prefill")],
-                               ["continuations per cut", rec.meta.get("n")]])
+        rows = [["prompt", rec.meta.get("prompt")], ["prefill", rec.meta.get("prefill")],
+                ["continuations per cut", _per_cut(rec)]]
+        if "strategy" in rec.meta:
+            rows.append(["strategy", f"{rec.meta['strategy']} ({int(rec.curve.n_total.sum())} draws; "
+                         f"intervals: {CI_NAMES.get(rec.meta.get('ci_method'), 'Wilson')})"
+                         if rec.curve is not None else rec.meta["strategy"]])
+        det = Table(["", ""], rows)
         fig = Figure(prefill_figure(rec), alt=f"P(comply) against prefill length for {rec.name}")
         sections.append(Section(str(rec.meta.get("title", rec.name)), "", [det], [fig]))
     return sections
+
+
+def _per_cut(rec: CaseRecord) -> Any:
+    """Continuations per cut: the number, or its range when a strategy drew more at some cuts."""
+    c = rec.curve
+    if c is None or not len(c) or "strategy" not in rec.meta:
+        return rec.meta.get("n")
+    lo, hi = int(c.n_total.min()), int(c.n_total.max())
+    return lo if lo == hi else f"{lo}–{hi} ({len(c)} cuts)"
 
 
 def _short(text: str, limit: int = 60) -> str:

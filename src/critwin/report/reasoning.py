@@ -20,6 +20,7 @@ from critwin.experiments.reasoning import (
     DATASETS,
     SUMMARY,
     config_from_run,
+    cut_intervals,
     main_window,
     read_records,
     summarize,
@@ -36,7 +37,6 @@ from critwin.report.plots import (
 )
 from critwin.rundir import CaseRecord, RunDir, atomic_write, write_json
 from critwin.serialize import jsonable
-from critwin.stats import wilson_interval
 
 #: Problems drawn one by one in the report (problems with windows first); the rest are listed in a table.
 MAX_PROBLEM_SECTIONS = 60
@@ -197,9 +197,23 @@ def summary_section(datasets: Mapping[str, Mapping[str, Any]], config: Mapping[s
         if config.get("dense_step")
         else "fractions kept " + ", ".join(f"{f:g}" for f in config.get("fractions", []))
     )
+    strategy = config.get("strategy", "fixed")
+    draws = (
+        f"{config.get('k')} endings resampled per cut ({cuts})"
+        if strategy == "fixed"
+        else f"cuts chosen by the {strategy} strategy (starting from {cuts}"
+        + (f"; budget {config['budget']} draws per problem" if config.get("budget") else "")
+        + "), "
+        + ("their number of endings chosen from the draws so far, so each cut's interval is a confidence "
+           "sequence" if strategy == "adaptive" else
+           "placed by looking at the draws so far, so each cut's interval is a confidence sequence"
+           if strategy == "bisect" else f"{config.get('k')} endings at every token")
+    )
+    if strategy == "fixed" and config.get("budget"):
+        draws += f" (at most {config['budget']} draws per problem)"
     intro = (
-        f"Model {config.get('model')}; task {config.get('task')}; {config.get('k')} endings resampled per "
-        f"cut ({cuts}) at temperature {config.get('temperature')}, top-p {config.get('top_p')}; answers "
+        f"Model {config.get('model')}; task {config.get('task')}; {draws} "
+        f"at temperature {config.get('temperature')}, top-p {config.get('top_p')}; answers "
         f"read from the {config.get('answer_from')}. A window is a significant drop of P(same answer) "
         f"as fewer tokens are kept (ours: jump ≥ {config.get('min_jump')} at family-wise level "
         f"{config.get('level')}); the paper's rule is shown beside it."
@@ -213,16 +227,22 @@ def summary_section(datasets: Mapping[str, Mapping[str, Any]], config: Mapping[s
     return Section("Reasoning: windows and accuracy", intro, tables, [fig] if datasets else [])
 
 
+CI_NAMES = {"wilson": "Wilson", "confidence_sequence": "confidence sequence"}
+
+
 def problem_figure(rec: Mapping[str, Any], level: float = 0.99) -> bytes:
-    """P(same answer as the original) against the fraction of the response kept, with Wilson intervals,
-    detected windows (red bands), the paper rule's windows (orange hatch) and the first wrong token."""
+    """P(same answer as the original) against the fraction of the response kept, with the intervals of
+    the record (Wilson's, or confidence sequences when the strategy chose the draws adaptively; the cuts
+    may sit anywhere and carry different numbers of draws), detected windows (red bands), the paper rule's
+    windows (orange hatch) and the first wrong token."""
     c = rec["curve"]
     length = max(int(rec["length"]), 1)
     x = np.asarray(c["kept"], float) / length
     k, n = np.asarray(c["n_kept"], float), np.asarray(c["n_valid"], float)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = np.where(n > 0, k / np.maximum(n, 1), np.nan)
-    lo, hi = wilson_interval(k, n, level)
+    method = c.get("ci_method", "wilson")
+    lo, hi, method = cut_intervals(k, n, level, method == "confidence_sequence")
     order = np.argsort(x)
     fig, ax = plt.subplots(figsize=(8.6, 3.6), layout="constrained")
     for i, w in enumerate(rec.get("windows", [])):
@@ -252,16 +272,18 @@ def problem_figure(rec: Mapping[str, Any], level: float = 0.99) -> bytes:
         )
     ok = n[order] > 0
     xs, ps = x[order][ok], p[order][ok]
+    dense = len(xs) > 60  # every-prefix scans: a point per token, drawn without markers crowding them
     ax.errorbar(
         xs,
         ps,
         yerr=np.clip([ps - lo[order][ok], hi[order][ok] - ps], 0, None),
-        fmt="o-",
+        fmt="-" if dense else "o-",
         ms=3.5,
         lw=1,
         color=MEASURED_COLOUR,
-        capsize=1.5,
-        label=f"P(same answer) ({level:.0%} Wilson)",
+        capsize=0 if dense else 1.5,
+        elinewidth=0.5 if dense else None,
+        label=f"P(same answer) ({level:.0%} {CI_NAMES.get(method, method)})",
     )
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.05, 1.08)
