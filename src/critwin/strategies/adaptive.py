@@ -7,10 +7,17 @@ Each round, on the curve so far (t grows with degradation):
    statistical test in place of a fixed |Δp|); so does the gap at each edge of every window the final
    rule (`critwin.windows.detect_windows` at this resolution) reports on the curve so far, so a slow
    transition gets its ends located, not only its steep middle.
-2. Allocate: outside the windows found so far, gaps whose interval straddles `min_jump` (with an
+2. Pool: the same tests between pooled stretches of points (binary segmentation: cut a stretch where
+   the lower bound of the drop between its two pooled parts is highest, while it lies above 0). A slow
+   ramp moves by little across each gap but by a window's drop across a few of them; a change point
+   whose pooled drop is at least min_jump / 2 is split (or, one unit wide, gets draws while its
+   interval straddles `min_jump`). Pooling also keeps a flat plateau from looking like a step.
+3. Allocate: outside the windows found so far, gaps whose interval straddles `min_jump` (with an
    estimated drop of at least min_jump / 2) or whose moving test is promising (p < PROMISING_P, not yet
    significant) get more draws at both ends; a window whose jump interval straddles `min_jump` gets
-   more draws at its edges. A point's draws double each time, up to `n_max`.
+   more draws at its edges, and across a window's edge the side with fewer draws catches up (the rule
+   trims a window to points that lie significantly off the plateau). A point's draws double each time,
+   up to `n_max`.
 
 It stops when no gap is left to split (each is one `resolution` wide or decided) and no test is
 undecided below `n_max`, or when `budget` draws are spent. Everything is read from the curve, so the
@@ -27,6 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from critwin.params import PARAMS
+from critwin.stats import wilson_interval
 from critwin.strategies.base import Request
 from critwin.strategies.points import Points, check_resolution, checked_times, snap
 from critwin.strategies.sequential import Sequential
@@ -37,6 +45,18 @@ if TYPE_CHECKING:
 
 PROMISING_P = 0.05
 """A gap whose moving test has a p-value below this (uncorrected) but is not yet significant gets draws."""
+
+
+def _pooled_drops(k: np.ndarray, n: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every cut s of the stretch (points [0..s] | [s+1..m-1]): Newcombe's (lower, estimate, upper)
+    of the drop between the pooled points on either side (vectorised over the m − 1 cuts)."""
+    ck, cn = np.cumsum(k)[:-1], np.cumsum(n)[:-1]
+    k1, n1, k2, n2 = ck, cn, k.sum() - ck, n.sum() - cn
+    l1, u1 = wilson_interval(k1, n1, level)
+    l2, u2 = wilson_interval(k2, n2, level)
+    p1, p2 = k1 / n1, k2 / n2
+    d = p1 - p2
+    return d - np.hypot(p1 - l1, u2 - p2), d, d + np.hypot(u1 - p1, p2 - l2)
 
 
 @dataclass(frozen=True)
@@ -72,6 +92,24 @@ class Adaptive(Sequential):
         object.__setattr__(self, "resolution", check_resolution(who, self.resolution))
         object.__setattr__(self, "support", checked_times(who, self.support, "support"))
         PARAMS["level"].check(self.rule_level, "rule_level")
+
+    def segments(self, pts: Points) -> tuple[list[tuple[int, int]], list[int]]:
+        """Binary segmentation of the points with valid draws: (segments as (first, last) point indices,
+        change points as the index of the point before each cut), both in increasing t."""
+        valid = np.flatnonzero(pts.n > 0)
+        k, n = pts.k[valid].astype(float), pts.n[valid].astype(float)
+        segs, cuts, todo = [], [], [(0, len(valid) - 1)]
+        while todo:
+            a, b = todo.pop()
+            if b > a:
+                lo, _, _ = _pooled_drops(k[a : b + 1], n[a : b + 1], self.search_level)
+                s = int(np.argmax(lo))
+                if lo[s] > 0:
+                    cuts.append(a + s)
+                    todo += [(a, a + s), (a + s + 1, b)]
+                    continue
+            segs.append((a, b))
+        return sorted((int(valid[a]), int(valid[b])) for a, b in segs), sorted(int(valid[c]) for c in cuts)
 
     def _windows(self, curve: Curve, pts: Points) -> list[tuple[int, int, tuple[float, float]]]:
         """(index of t_lo, index of t_hi, jump interval) of each window the final rule sees so far."""
@@ -116,9 +154,29 @@ class Adaptive(Sequential):
                     continue
             if i not in inside and d >= self.min_jump / 2 and lo < self.min_jump <= hi:
                 plausible.add(i)
+        segs, cuts = self.segments(pts)
+        k, n = pts.k.astype(float), pts.n.astype(float)
+        seg_of = {j: s for s, (a, b) in enumerate(segs) for j in range(a, b + 1)}
+        for i in cuts:
+            if i in split or i in inside:
+                continue
+            mid = snap(float(pts.t[i]), float(pts.t[i + 1]), self.resolution, self.support)
+            (a0, b0), (a1, b1) = segs[seg_of[i]], segs[seg_of[i] + 1]
+            lo, d, hi = (v[b0 - a0] for v in _pooled_drops(np.r_[k[a0 : b0 + 1], k[a1 : b1 + 1]],
+                                                            np.r_[n[a0 : b0 + 1], n[a1 : b1 + 1]],
+                                                            self.search_level))
+            if mid is not None and d >= self.min_jump / 2:
+                split[i] = mid
+            elif d >= self.min_jump / 2 and lo < self.min_jump <= hi:
+                plausible.add(i)
         requests = [(t, self.n_min) for t in sorted(set(split.values()))]
         more_gaps = (plausible | self._promising(curve, pts)) - inside - set(split)
         want = {j: 0 for i in more_gaps for j in (i, i + 1)}
+        for i in edges - set(split):
+            if i + 1 < len(pts.t):
+                few, many = sorted((i, i + 1), key=lambda j: (int(pts.total[j]), j))
+                if 2 * pts.total[few] < pts.total[many]:
+                    want[few] = 0
         # A window whose jump is not yet known to be at least min_jump (or not) gets draws at its edges.
         want.update({j: 0 for a, b, (lo, hi) in windows if lo < self.min_jump <= hi for j in (a, b)})
         more = [(float(pts.t[j]), min(max(self.n_min, int(pts.total[j])), self.n_max - int(pts.total[j])))
