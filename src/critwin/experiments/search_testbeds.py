@@ -94,7 +94,8 @@ def search_testbeds() -> list[SearchTestbed]:
     return [gaussian_hierarchy(), language()]
 
 
-def grade(theory, detected, tol: float) -> tuple[list[bool], bool]:
+def grade(theory: Sequence[Sequence[float]], detected: Sequence[Sequence[float]], tol: float
+          ) -> tuple[list[bool], bool]:
     """(found per theory window, whether a false window was reported). A theory window [lo, hi] is found
     when a detected window overlaps it and lies within it up to `tol` on either side; a detected window
     is false when it sticks out of every theory window by more than `tol`."""

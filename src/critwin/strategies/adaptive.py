@@ -111,6 +111,30 @@ class Adaptive(Sequential):
             segs.append((a, b))
         return sorted((int(valid[a]), int(valid[b])) for a, b in segs), sorted(int(valid[c]) for c in cuts)
 
+    def _pooled(self, pts: Points, skip: set[int]) -> tuple[dict[int, float], set[int]]:
+        """Change points of the binary segmentation (gaps not in `skip`) whose drop between the pooled
+        segments on either side is at least min_jump / 2: ({gap: new point} where the gap can still be
+        split, the one-unit gaps whose pooled interval straddles min_jump)."""
+        segs, cuts = self.segments(pts)
+        k, n = pts.k.astype(float), pts.n.astype(float)
+        seg_of = {j: s for s, (a, b) in enumerate(segs) for j in range(a, b + 1)}
+        split: dict[int, float] = {}
+        undecided: set[int] = set()
+        for i in cuts:
+            if i in skip:
+                continue
+            (a0, b0), (a1, b1) = segs[seg_of[i]], segs[seg_of[i] + 1]
+            both = (np.r_[k[a0 : b0 + 1], k[a1 : b1 + 1]], np.r_[n[a0 : b0 + 1], n[a1 : b1 + 1]])
+            lo, d, hi = (v[b0 - a0] for v in _pooled_drops(*both, self.search_level))
+            if d < self.min_jump / 2:
+                continue
+            mid = snap(float(pts.t[i]), float(pts.t[i + 1]), self.resolution, self.support)
+            if mid is not None:
+                split[i] = mid
+            elif lo < self.min_jump <= hi:
+                undecided.add(i)
+        return split, undecided
+
     def _windows(self, curve: Curve, pts: Points) -> list[tuple[int, int, tuple[float, float]]]:
         """(index of t_lo, index of t_hi, jump interval) of each window the final rule sees so far."""
         from critwin.windows import detect_windows
@@ -154,25 +178,13 @@ class Adaptive(Sequential):
                     continue
             if i not in inside and d >= self.min_jump / 2 and lo < self.min_jump <= hi:
                 plausible.add(i)
-        segs, cuts = self.segments(pts)
-        k, n = pts.k.astype(float), pts.n.astype(float)
-        seg_of = {j: s for s, (a, b) in enumerate(segs) for j in range(a, b + 1)}
-        for i in cuts:
-            if i in split or i in inside:
-                continue
-            mid = snap(float(pts.t[i]), float(pts.t[i + 1]), self.resolution, self.support)
-            (a0, b0), (a1, b1) = segs[seg_of[i]], segs[seg_of[i] + 1]
-            lo, d, hi = (v[b0 - a0] for v in _pooled_drops(np.r_[k[a0 : b0 + 1], k[a1 : b1 + 1]],
-                                                            np.r_[n[a0 : b0 + 1], n[a1 : b1 + 1]],
-                                                            self.search_level))
-            if mid is not None and d >= self.min_jump / 2:
-                split[i] = mid
-            elif d >= self.min_jump / 2 and lo < self.min_jump <= hi:
-                plausible.add(i)
+        pooled_split, pooled_open = self._pooled(pts, set(split) | inside)
+        split.update(pooled_split)
+        plausible |= pooled_open
         requests = [(t, self.n_min) for t in sorted(set(split.values()))]
         more_gaps = (plausible | self._promising(curve, pts)) - inside - set(split)
         want = {j: 0 for i in more_gaps for j in (i, i + 1)}
-        for i in edges - set(split):
+        for i in edges - set(split):  # the thinner side of a window's edge catches up
             if i + 1 < len(pts.t):
                 few, many = sorted((i, i + 1), key=lambda j: (int(pts.total[j]), j))
                 if 2 * pts.total[few] < pts.total[many]:
