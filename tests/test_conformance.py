@@ -19,6 +19,7 @@ SETTINGS = {
     "hf": [dict(max_new_tokens=24, temperature=1.0, top_p=1.0), dict(max_new_tokens=16, temperature=0.0)],
     "gaussian": [{}, dict(method="ddpm", steps=25)],
     "toy_lm": [{}],
+    "diffusers": [dict(steps=20)],  # the bundled digit DDPM on a 20-step grid
 }
 DRAWS = {"hf": 100}  # draws per t (the checks' tolerances follow from it)
 # Engines that start a vLLM engine or need a server are checked where one runs for the whole module (and

@@ -118,7 +118,8 @@ def test_gaussian_reads_a_theory_spec_file(tmp_path):
 
 
 def test_unknown_kinds_and_settings_are_one_line_errors():
-    with pytest.raises(CritwinError, match="unknown; use one of gaussian, hf, openai, toy_lm, vllm") as err:
+    known = "diffusers, gaussian, hf, openai, toy_lm, vllm"
+    with pytest.raises(CritwinError, match=f"unknown; use one of {known}") as err:
         load_sampler("nope")
     assert "\n" not in str(err.value)
     with pytest.raises(CritwinError, match="unknown setting 'temprature'"):

@@ -17,7 +17,9 @@ Built in:
 - "gaussian": the exact Gaussian-mixture diffusion testbed (`critwin.samplers.gaussian`; default: the
   theory's hierarchical demo mixture);
 - "toy_lm": the exact toy language under truncation (`critwin.samplers.toy_lm`; default: its demo
-  language).
+  language);
+- "diffusers": a diffusers pipeline directory, pixel or Stable-Diffusion-layout latent
+  (`critwin.samplers.diffusers_pipeline`; default: the digit DDPM bundled with critwin).
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def load_sampler(kind: str, path_or_url: str | Path | None = None, **settings: A
         >>> cw.load_sampler("gpt-17")
         Traceback (most recent call last):
             ...
-        critwin.errors.CritwinError: sampler kind 'gpt-17' is unknown; use one of gaussian, hf, ...
+        critwin.errors.CritwinError: sampler kind 'gpt-17' is unknown; use one of diffusers, gaussian, hf, ...
     """
     return sampler_factory(kind)(path_or_url, **settings)
 
@@ -175,3 +177,4 @@ register_sampler("vllm", "critwin.samplers.vllm_engine:from_registry", extra="vl
 register_sampler("openai", "critwin.samplers.openai_api:from_registry", extra="api")
 register_sampler("gaussian", "critwin.samplers.gaussian:from_registry", family="testbed")
 register_sampler("toy_lm", "critwin.samplers.toy_lm:from_registry", family="testbed")
+register_sampler("diffusers", "critwin.samplers.diffusers_pipeline:from_registry", family="diffusion")
