@@ -52,6 +52,8 @@ EXAMPLES = {
     "critwin.theory.discrete": ("DiscreteMixture",),
     "critwin.theory.forward_reverse": ("forward_reverse_law",),
     "critwin.theory.tv": ("tv_exact",),
+    "critwin.theory.fullcov": ("FullCovGaussianMixture", "class_windows"),
+    "critwin.theory.speciation": ("Speciation", "speciation_time", "speciation_step"),
 }
 
 
