@@ -60,6 +60,12 @@ def ws(tmp_path_factory) -> Path:
     (root / "noconfig" / "weights.bin").write_bytes(b"x")
 
     (root / "folder").mkdir()
+    # Diffusers pipelines: a tiny latent text-to-image one and a pixel one (the exact score of a mixture).
+    from critwin.samplers.diffusers_tiny import exact_mixture_pipeline, save_tiny_latent_pipeline
+    from critwin.theory import GaussianMixture
+
+    save_tiny_latent_pipeline(root / "latent")
+    exact_mixture_pipeline(GaussianMixture([[-1.0], [1.0]], 0.1, [0.5, 0.5])).save_pretrained(root / "pixel")
     (root / "notarun").mkdir()
     (root / "notarun" / "keep.txt").write_text("mine")
     for name, cfg in (("structured_run", {"critwin_run": 2, "experiment": "structured"}),
@@ -288,6 +294,17 @@ CASES: list[tuple[str, str, str]] = [
     ("grade --task exact --data latin1.jsonl", "is not UTF-8 text", "save it as UTF-8"),
     ("grade --task exact --data badjson.jsonl", "line 1: not valid JSON", "write one JSON object per line"),
     ("grade --task poetry --data cases.jsonl", "--task 'poetry' unknown", "use math, mc or exact"),
+    # ---- diffusion (the bundled digit DDPM unless --pipeline is given)
+    ("diffusion scan --out o --pipeline folder", "folder is not a diffusers pipeline directory",
+     "save one with pipeline.save_pretrained"),
+    ("diffusion scan --out o --pipeline latent", "latent text-to-image pipeline", "give a prompt"),
+    ("diffusion scan --out o --pipeline pixel", "--classifier: give the image classifier", ".skops"),
+    ("diffusion scan --out o --feature missing.skops", "--classifier missing.skops: no such file", "no such"),
+    ("diffusion scan --out o --scheduler heun2", "scheduler 'heun2' is unknown", "use one of ddpm"),
+    ("diffusion scan --out o --levels 1", "--levels 1", "whole number >= 2"),
+    ("diffusion scan --out o --labels spec.json", "--labels needs --data", "the images the labels"),
+    ("diffusion scan --out notarun", "notarun", "critwin"),
+    ("diffusion demo --draws 0", "--draws 0", ">= 1"),
 ]
 
 
@@ -301,9 +318,9 @@ def _run(capfd, argv: list[str]) -> tuple[int, list[str]]:
 
 def test_the_table_covers_every_command():
     words = [shlex.split(line) for line, _, _ in CASES]
-    commands = {" ".join(w[:2]) if w[0] == "jailbreak" else w[0] for w in words}
+    commands = {" ".join(w[:2]) if w[0] in ("jailbreak", "diffusion") else w[0] for w in words}
     assert commands == {"scan", "structured", "jailbreak windows", "jailbreak repeat", "jailbreak detect",
-                        "theory", "report", "demo", "grade"}
+                        "theory", "report", "demo", "grade", "diffusion scan", "diffusion demo"}
     assert len(CASES) >= 60
 
 

@@ -138,6 +138,16 @@ def detect_run(root: Path) -> Path:
     return run.path
 
 
+def diffusion_run(root: Path) -> Path:
+    """`critwin diffusion demo` on two generated digits of the bundled DDPM, as a user runs it."""
+    out = root / "diffusion"
+    with _one_thread(), pytest.raises(SystemExit) as exc:
+        main(["diffusion", "demo", "--out", str(out), "--cases", "2", "-n", "12", "--levels", "5",
+              "--clones", "4", "--json"])
+    assert exc.value.code in (0, None)
+    return out
+
+
 # Sections each report must have (a prefix of the title is enough), and sections it must not have.
 EXPECTED = {
     "demo": (["Summary", "Gaussian hierarchy", "Reasoning: the bundled model"], []),
@@ -147,9 +157,10 @@ EXPECTED = {
     "repeat": (["Repeated-word attack: requests", "Repeated-word attack: grid", "request 0"], ["Summary"]),
     "detect": (["Jailbreak detection: likelihood ratio", "Split direct", "Split prefixed", "Split all"],
                ["Summary"]),
+    "diffusion": (["Overview", "image 0 · class", "image 1 · class"], ["Summary"]),
 }
 BUILDERS = {"demo": demo_run, "scan": scan_run, "structured": structured_run, "prefill": prefill_run,
-            "repeat": repeat_run, "detect": detect_run}
+            "repeat": repeat_run, "detect": detect_run, "diffusion": diffusion_run}
 
 
 @pytest.fixture(scope="module")
@@ -237,9 +248,9 @@ def test_no_legend_covers_data_in_any_figure(runs, monkeypatch):
         seen.append((fig.axes[0].get_xlabel() if fig.axes else "", [(lg, axes) for lg in legends]))
         return real(fig)
 
-    from critwin.report import jailbreak, reasoning, structured
+    from critwin.report import diffusion, jailbreak, reasoning, structured
 
-    for mod in (plots, reasoning, structured, jailbreak):
+    for mod in (plots, reasoning, structured, jailbreak, diffusion):
         monkeypatch.setattr(mod, "png_bytes", spy)
     for path in runs.values():
         build_report(RunDir.open(path))

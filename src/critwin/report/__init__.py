@@ -13,6 +13,7 @@ from typing import Any
 _WRITERS = {
     ("reasoning", None): "critwin.report.reasoning:write_report",
     ("structured", None): "critwin.report.structured:write_report",
+    ("diffusion", None): "critwin.report.diffusion:write_report",
     ("jailbreak", "prefill"): "critwin.report.jailbreak:write_prefill_report",
     ("jailbreak", "repeat"): "critwin.report.jailbreak:write_repeat_report",
     ("jailbreak", "detect"): "critwin.report.jailbreak:write_detect_report",
