@@ -1,9 +1,10 @@
-"""The built-in demo (`critwin demo`, `make demo`): the exact-testbed experiment and the reasoning scan of
-the bundled model, one run directory and one report.
+"""The built-in demo (`critwin demo`, `make demo`): the exact-testbed experiment, the reasoning scan of
+the bundled model and the diffusion scan of the bundled digit DDPM, one run directory and one report.
 
 The testbed cases go to `out/` (`critwin.experiments.demo.DemoExperiment`); the reasoning scan to its own
 run directory `out/reasoning/` (`critwin.experiments.reasoning.demo_experiment`), whose numbers appear in
-summary.json under "reasoning" and in the report.
+summary.json under "reasoning" and in the report; the diffusion scan
+(`critwin.experiments.diffusion.DiffusionExperiment`) to `out/diffusion/`, its cases under "diffusion".
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from critwin.driver import run
 from critwin.experiments import reasoning as R
 from critwin.experiments.demo import LEVEL, DemoExperiment, set_json_key
+from critwin.experiments.diffusion import DiffusionExperiment
 from critwin.report.build import write_report
 from critwin.rundir import RunDir
 
@@ -40,10 +42,12 @@ def run_demo(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     reasoning: bool = True,
+    diffusion: bool | dict[str, Any] = True,
 ) -> dict[str, Any]:
     """Run every demo case into the run directory `out` (new or empty) and write its report; with
-    `reasoning`, also the bundled reasoning scan into `out/reasoning/`. Returns the summary
-    ({"cases": [...]}, windows in forward time t; "reasoning": its numbers)."""
+    `reasoning`, also the bundled reasoning scan into `out/reasoning/`; with `diffusion` (True, or the
+    `DiffusionExperiment` settings as a dict), the digit DDPM's scan into `out/diffusion/`. Returns the
+    summary ({"cases": [...]}, windows in forward time t; "reasoning", "diffusion": their numbers)."""
     experiment = DemoExperiment(seed, n, n_language)
     res = run(experiment, out=out, report=False, progress=progress, log=log)
     if reasoning:
@@ -53,6 +57,14 @@ def run_demo(
         result.pop("seconds", None)  # wall time would make same-seed runs differ
         result["out"] = "reasoning"
         set_json_key(res.out / "summary.json", "reasoning", result)
+    if diffusion:
+        if log:
+            log("diffusion scan of the bundled digit model …")
+        exp = DiffusionExperiment(seed=seed, **({} if diffusion is True else diffusion))
+        done = run(exp, factory=exp.sampler, out=res.out / "diffusion", progress=progress, log=log)
+        set_json_key(
+            res.out / "summary.json", "diffusion", {"out": "diffusion", **done.summary.get("diffusion", {})}
+        )
     if log:
         log("drawing the report …")
     return write_report(RunDir.open(res.out), LEVEL)

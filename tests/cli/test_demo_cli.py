@@ -12,6 +12,9 @@ import pytest
 from critwin.demo import run_demo
 from critwin.windows import window_agreement
 
+# A diffusion scan of one digit on a coarse grid: the demo's third part, kept quick in tests.
+TINY_DIFFUSION = {"cases_n": 1, "n": 8, "levels": 3, "clones": 2, "steps": 10}
+
 CRITWIN = str(Path(sys.executable).parent / "critwin")
 
 
@@ -23,7 +26,7 @@ def test_demo_default_run(tmp_path):
         capture_output=True,
         text=True,
         check=False,
-        timeout=600,
+        timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
@@ -53,12 +56,17 @@ def test_demo_default_run(tmp_path):
     assert r["window_at_first_error_rate"] == d["window_at_first_error_rate"]
     assert r["n_problems_with_window"] == round(d["share_with_window"] * d["n_problems"])
     assert 'href="reasoning/index.html"' in html and (out / "reasoning" / "index.html").is_file()
+    # The diffusion scan of the bundled digit DDPM: a window for every generated digit, its own report.
+    d = summary["diffusion"]
+    assert d["out"] == "diffusion" and len(d["cases"]) == 4
+    assert all(c["measured_windows"] for c in d["cases"]), d["cases"]
+    assert 'href="diffusion/index.html"' in html and (out / "diffusion" / "index.html").is_file()
 
 
 def test_same_seed_gives_identical_run_directories(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    run_demo(a, seed=5, n=15, n_language=30, progress=False)
-    run_demo(b, seed=5, n=15, n_language=30, progress=False)
+    run_demo(a, seed=5, n=15, n_language=30, progress=False, diffusion=TINY_DIFFUSION)
+    run_demo(b, seed=5, n=15, n_language=30, progress=False, diffusion=TINY_DIFFUSION)
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert files_a == files_b and len(files_a) >= 8

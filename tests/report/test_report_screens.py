@@ -47,10 +47,12 @@ def _one_thread():
 
 
 def demo_run(root: Path) -> Path:
+    from test_demo_cli import TINY_DIFFUSION
+
     from critwin.demo import run_demo
 
     with _one_thread():
-        run_demo(root / "demo", seed=0, n=15, n_language=30, progress=False)
+        run_demo(root / "demo", seed=0, n=15, n_language=30, progress=False, diffusion=TINY_DIFFUSION)
     return root / "demo"
 
 
@@ -150,7 +152,8 @@ def diffusion_run(root: Path) -> Path:
 
 # Sections each report must have (a prefix of the title is enough), and sections it must not have.
 EXPECTED = {
-    "demo": (["Summary", "Gaussian hierarchy", "Reasoning: the bundled model"], []),
+    "demo": (["Summary", "Gaussian hierarchy", "Reasoning: the bundled model",
+              "Diffusion: the bundled digit model"], []),
     "scan": (["Reasoning: windows and accuracy"], ["Summary"]),
     "structured": (["Structured output: overview"], ["Summary"]),
     "prefill": (["Prefill attack: overview", "lock", "car"], ["Summary"]),

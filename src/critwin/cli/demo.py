@@ -24,6 +24,9 @@ def demo(
     reasoning: bool = typer.Option(
         True, "--reasoning/--no-reasoning", help="Also scan the bundled reasoning model (about 20 s)."
     ),
+    diffusion: bool = typer.Option(
+        True, "--diffusion/--no-diffusion", help="Also scan the bundled digit diffusion model (about 2 min)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """Run the built-in demo (exact testbeds + bundled reasoning model); write index.html and summary.json."""
@@ -44,7 +47,14 @@ def demo(
     log(f"critwin demo: writing to {folder}")
     start = time.perf_counter()
     summary = run_demo(
-        folder, seed=seed, n=n, n_language=n_language, progress=True, log=log, reasoning=reasoning
+        folder,
+        seed=seed,
+        n=n,
+        n_language=n_language,
+        progress=True,
+        log=log,
+        reasoning=reasoning,
+        diffusion=diffusion,
     )
     seconds = time.perf_counter() - start
     index = folder / "index.html"

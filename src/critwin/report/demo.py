@@ -11,6 +11,7 @@ from critwin.rundir import CaseRecord, RunDir
 from critwin.stats import wilson_interval
 
 REASONING_DIR = "reasoning"
+DIFFUSION_DIR = "diffusion"
 
 
 def format_rate(value: Any) -> str:
@@ -40,7 +41,52 @@ def _method(entry: dict) -> str:
 
 @register_sections("demo")
 def demo_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
-    """One section summarising the reasoning scan of the bundled model, linking to its own report."""
+    """Sections summarising the reasoning scan of the bundled model and the diffusion scan of the bundled
+    digit model, each linking to its own report."""
+    return [*_reasoning_section(run), *_diffusion_section(run)]
+
+
+def _diffusion_section(run: RunDir) -> list[Section]:
+    path = run.path / DIFFUSION_DIR / "summary.json"
+    if not path.is_file():
+        return []
+    cases = json.loads(path.read_text()).get("diffusion", {}).get("cases", [])
+
+    def pairs(ps: Any) -> str:
+        return ", ".join(f"[{a:.2f}, {b:.2f}]" for a, b in ps or []) or "none"
+
+    rows = [
+        [
+            c.get("name", c.get("case")),
+            c.get("class"),
+            pairs(c.get("measured_windows")),
+            pairs(c.get("theory_windows")),
+            format_rate(c.get("t_S")),
+            format_rate(c.get("clone_agreement_crossing")),
+        ]
+        if c.get("status") != "failed"
+        else [c.get("case"), None, f"failed: {c.get('error')}", None, None, None]
+        for c in cases
+    ]
+    table = Table(
+        ["case", "class", "measured windows (OU t)", "theory window", "t_S", "clone crossing"],
+        rows,
+        caption="Generated digits of the bundled DDPM: where P(same class | t) drops, next to the "
+        "Gaussian-mixture theory window of the digit's class, the speciation time t_S and the "
+        "clone-agreement crossing (0.775).",
+    )
+    return [
+        Section(
+            "Diffusion: the bundled digit model",
+            "Critical windows in noise level of a small DDPM trained by critwin on scikit-learn's 8×8 "
+            "digits.",
+            [table],
+            html=f'<p><a href="{DIFFUSION_DIR}/index.html">Per-digit curves and image grids</a></p>',
+        )
+    ]
+
+
+def _reasoning_section(run: RunDir) -> list[Section]:
     path = run.path / REASONING_DIR / "summary.json"
     if not path.is_file():
         return []
@@ -72,7 +118,8 @@ def demo_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
         caption="The bundled model's chain of thought cut at fractions of the response kept and resampled; "
         "'window at first wrong step': share of problems with a window whose window sits at the chain's "
         "first wrong step (of the problems with a window). Brackets: "
-        + _method(next(iter(datasets.values()), {})) + ".",
+        + _method(next(iter(datasets.values()), {}))
+        + ".",
     )
     return [
         Section(
