@@ -284,8 +284,9 @@ class DiffusersSampler:
         ]
 
     def _check_ready(self) -> None:
+        """A latent pipeline without a prompt fails here, before any noise is drawn."""
         if self.vae is not None and self.prompt is None:
-            _no_prompt(None, None)
+            raise CritwinError(NO_PROMPT)
 
     def _tensor(self, x: Any) -> torch.Tensor:
         a = np.asarray(x, dtype=np.float32)
@@ -417,8 +418,11 @@ def _guided(pipe: Any, prompt: str, guidance: float, device: torch.device) -> Ca
     return denoise
 
 
+NO_PROMPT = "this is a latent text-to-image pipeline: give a prompt (prompt=... or for_prompt)"
+
+
 def _no_prompt(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    raise CritwinError("this is a latent text-to-image pipeline: give a prompt (prompt=... or for_prompt)")
+    raise CritwinError(NO_PROMPT)
 
 
 def from_pipeline(
