@@ -18,6 +18,7 @@ import torch  # noqa: F401
 import transformers  # noqa: F401
 
 import critwin.cli
+import critwin.experiments.diffusion
 import critwin.experiments.jailbreak
 import critwin.experiments.reasoning
 import critwin.experiments.structured

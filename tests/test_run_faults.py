@@ -109,8 +109,13 @@ def detect_args(out: Path) -> list[str]:
             str(data), "--n-boot", "200", "--out", str(out), "--json"]
 
 
+def diffusion_args(out: Path) -> list[str]:
+    return ["diffusion", "demo", "--out", str(out), "--cases", "3", "-n", "8", "--levels", "4",
+            "--clones", "2", "--json"]
+
+
 COMMANDS = {"scan": scan_args, "structured": structured_args, "windows": windows_args, "repeat": repeat_args,
-            "detect": detect_args}
+            "detect": detect_args, "diffusion": diffusion_args}
 
 
 class Zygote:
@@ -172,10 +177,13 @@ def references(tmp_path_factory, zygote):
 # ------------------------------------------------------------------------------------------------------------
 # SIGKILL at seeded random moments
 # ------------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["scan", "structured", "windows"])
+KILLED = ["scan", "structured", "windows", "diffusion"]
+
+
+@pytest.mark.parametrize("name", KILLED)
 def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(name, references, zygote, tmp_path):
     _, seconds, want = references[name]
-    rng = np.random.default_rng(["scan", "structured", "windows"].index(name))
+    rng = np.random.default_rng(KILLED.index(name))
     killed = trials = 0
     while killed < 10:
         # The moment is drawn over the part of the run that writes files (after the run directory exists);
