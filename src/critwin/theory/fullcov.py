@@ -31,7 +31,7 @@ from scipy.linalg import solve_triangular
 
 from critwin.errors import CritwinError
 from critwin.theory.forward import check_time
-from critwin.theory.mixtures import Mixture, Selection, check_eps
+from critwin.theory.mixtures import Mixture, Selection, check_eps, check_means
 from critwin.theory.montecarlo import DEFAULT_SE_TARGET, GaussianMC
 from critwin.theory.tv import ExactCurve, ScaledCurve, TVCurve, TVEstimate
 from critwin.theory.windows import TheoryWindow, critical_window
@@ -87,20 +87,7 @@ class FullCovGaussianMixture(Mixture):
     ) -> None:
         super().__init__(weights, labels)
         k = self.n_components
-        try:
-            mu = np.asarray(means, dtype=float)
-        except (TypeError, ValueError):
-            raise CritwinError(
-                "means: every mean must be a list of numbers of the same dimension d"
-            ) from None
-        if mu.ndim == 1 and mu.size == k:
-            mu = mu[:, None]  # K scalars: a 1-D mixture
-        if mu.ndim != 2 or mu.shape[0] != k or mu.shape[1] == 0:
-            raise CritwinError(
-                f"means: need one mean (a list of d numbers) per weight; got shape {mu.shape} for {k} weights"
-            )
-        if not np.all(np.isfinite(mu)):
-            raise CritwinError("means: must be finite numbers")
+        mu = check_means(means, k)
         d = mu.shape[1]
         try:
             cov = np.asarray(covs, dtype=float)

@@ -40,6 +40,23 @@ def check_weights(weights: Sequence[float] | np.ndarray, field: str = "weights")
     return w / total
 
 
+def check_means(means: object, k: int) -> np.ndarray:
+    """Validated component means as a (K, d) float array (K scalars are a 1-D mixture)."""
+    try:
+        mu = np.asarray(means, dtype=float)
+    except (TypeError, ValueError):
+        raise CritwinError("means: every mean must be a list of numbers of the same dimension d") from None
+    if mu.ndim == 1 and mu.size == k:
+        mu = mu[:, None]  # K scalars: a 1-D mixture
+    if mu.ndim != 2 or mu.shape[0] != k or mu.shape[1] == 0:
+        raise CritwinError(
+            f"means: need one mean (a list of d numbers) per weight; got shape {mu.shape} for {k} weights"
+        )
+    if not np.all(np.isfinite(mu)):
+        raise CritwinError("means: must be finite numbers")
+    return mu
+
+
 class Mixture:
     """A finite mixture p = Σ_θ w_θ p_θ: weights, labels, and index-set algebra over its components Θ."""
 
