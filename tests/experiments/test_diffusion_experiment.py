@@ -48,9 +48,9 @@ def test_every_generated_digit_gets_a_window_and_the_theories(small_run):
     lam = np.linalg.eigvalsh(np.cov(x.reshape(len(x), -1), rowvar=False))[-1]
     from diffusers import DDPMScheduler
 
-    from critwin.experiments.diffusion import bundled_dir
+    from critwin.samplers.diffusers_pipeline import bundled_pipeline_dir
 
-    ac = DDPMScheduler.from_pretrained(bundled_dir(), subfolder="scheduler").alphas_cumprod.numpy()
+    ac = DDPMScheduler.from_pretrained(bundled_pipeline_dir(), subfolder="scheduler").alphas_cumprod.numpy()
     for c in cases:
         assert c["measured_windows"], c  # the acceptance: a window for every scanned digit
         for (lo, hi), (klo, khi) in zip(c["measured_windows"], c["measured_windows_steps"], strict=True):

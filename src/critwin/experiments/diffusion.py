@@ -43,11 +43,6 @@ GRID_IMAGES = 8
 BUNDLED_THRESHOLD = 0.5
 
 
-def bundled_dir() -> Path:
-    """The digit DDPM and classifier critwin ships (scripts/train_digit_model.py)."""
-    return Path(__file__).resolve().parent.parent / "assets" / "digit_model"
-
-
 def digits_data() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 8×8 digits in the bundled model's scaling (pixels / 8 − 1, in [−1, 1]), (N, 1, 8, 8),
     and their labels."""
@@ -158,7 +153,9 @@ class DiffusionExperiment:
 
     def feature(self, sampler: Any) -> ImageClassifier:
         if self.classifier is None:
-            clf = load_classifier(bundled_dir() / "digit_classifier.skops")
+            from critwin.samplers.diffusers_pipeline import bundled_pipeline_dir
+
+            clf = load_classifier(bundled_pipeline_dir() / "digit_classifier.skops")
             # The bundled classifier reads pixels in the model's [−1, 1] scaling, flattened.
             return ImageClassifier(
                 clf,

@@ -33,7 +33,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ import numpy as np
 import torch
 
 from critwin.errors import CritwinError, first_line
+from critwin.theory.forward import ou_time_from_alpha_bar
 from critwin.types import Failure
 
 # Schedulers whose `step` is a pure function of (model output, timestep, sample, noise): the joined batch.
@@ -185,7 +185,7 @@ class DiffusersSampler:
         else:
             ac = np.asarray(sch.alphas_cumprod.double().cpu())
             alpha_bar = ac[np.asarray(self.timesteps.cpu()).round().astype(int)]
-        return -0.5 * np.log(alpha_bar)
+        return np.asarray(ou_time_from_alpha_bar(alpha_bar))
 
     def start_steps(self, ts: Sequence[float]) -> list[StartStep]:
         """Where FR_t starts for each OU time t in ts: the grid timestep of nearest OU time (t = 0: none).
@@ -543,8 +543,3 @@ def from_registry(path_or_url: Any = None, **settings: Any) -> DiffusersSampler:
 def bundled_pipeline_dir() -> Path:
     """The digit DDPM critwin ships (trained by scripts/train_digit_model.py)."""
     return Path(__file__).resolve().parent.parent / "assets" / "digit_model"
-
-
-def ou_time_of_timestep(scheduler: Any, timestep: int) -> float:
-    """OU time t = −½ ln ᾱ of a training timestep of a variance-preserving scheduler."""
-    return -0.5 * math.log(float(scheduler.alphas_cumprod[int(timestep)]))
