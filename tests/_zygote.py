@@ -4,7 +4,8 @@
 Protocol (one JSON line each way): the test writes {"args": [...], "stderr": PATH}; the zygote forks, the
 child runs `critwin.cli.main(args)` with stdout and stderr sent to PATH, and the zygote answers
 {"pid": PID} at once and {"pid": PID, "exit": CODE} (or {"signal": N}) when the child ends. The zygote
-itself only imports: it computes nothing, so no torch or OpenMP threads exist when it forks.
+itself only imports (and loads the bundled diffusers pipeline once, to import its classes): it
+computes nothing, so no torch or OpenMP threads exist when it forks.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ import critwin.experiments.jailbreak
 import critwin.experiments.reasoning
 import critwin.experiments.structured
 import critwin.report.build
+import critwin.samplers.diffusers_pipeline
 import critwin.samplers.hf  # noqa: F401
+
+# diffusers imports its pipeline classes lazily, when a pipeline loads: once here, not in every child.
+critwin.samplers.diffusers_pipeline.load_pipeline(critwin.samplers.diffusers_pipeline.bundled_pipeline_dir())
 
 
 def run_child(args: list[str], stderr: str) -> None:

@@ -20,9 +20,12 @@ CRITWIN = str(Path(sys.executable).parent / "critwin")
 
 @pytest.mark.slow
 def test_demo_default_run(tmp_path):
+    # Without the diffusion part: at its defaults (four digits) it took most of this test's 8 minutes on a
+    # busy two-core machine. The demo's diffusion section is run (at small settings) by the tests below and
+    # the report screens; the digit model's scan by tests/experiments/test_diffusion_experiment.py.
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [CRITWIN, "demo", "--out", str(out), "--json"],
+        [CRITWIN, "demo", "--out", str(out), "--json", "--no-diffusion"],
         capture_output=True,
         text=True,
         check=False,
@@ -56,11 +59,7 @@ def test_demo_default_run(tmp_path):
     assert r["window_at_first_error_rate"] == d["window_at_first_error_rate"]
     assert r["n_problems_with_window"] == round(d["share_with_window"] * d["n_problems"])
     assert 'href="reasoning/index.html"' in html and (out / "reasoning" / "index.html").is_file()
-    # The diffusion scan of the bundled digit DDPM: a window for every generated digit, its own report.
-    d = summary["diffusion"]
-    assert d["out"] == "diffusion" and len(d["cases"]) == 4
-    assert all(c["measured_windows"] for c in d["cases"]), d["cases"]
-    assert 'href="diffusion/index.html"' in html and (out / "diffusion" / "index.html").is_file()
+    assert "diffusion" not in summary and not (out / "diffusion").exists()
 
 
 def test_same_seed_gives_identical_run_directories(tmp_path):

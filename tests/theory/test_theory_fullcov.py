@@ -203,6 +203,17 @@ def test_monte_carlo_edges_contain_the_isotropic_engines_exact_edges():
             assert e_got.lo - 1e-3 <= e_want.t <= e_got.hi + 1e-3, (e_want, e_got)
 
 
+def test_class_windows_of_some_classes_equal_those_of_the_whole_search():
+    # Monte Carlo edges (unequal variances): a class searched alone gets the same edges as in the full search.
+    rng = np.random.default_rng(3)
+    _, full = _iso(rng.normal(scale=3.0, size=(3, 2)), [0.5, 1.0, 2.0], [0.3, 0.3, 0.4])
+    everything = class_windows(full, eps=0.1, seed=4, se_target=0.02)
+    some = class_windows(full, eps=0.1, seed=4, se_target=0.02, classes=["2"])
+    assert list(some) == ["2"] and some["2"] == everything["2"]
+    with pytest.raises(CritwinError, match="not classes of the mixture"):
+        class_windows(full, classes=["7"])
+
+
 def test_monte_carlo_edges_overlap_with_different_variances():
     rng = np.random.default_rng(10)
     iso, full = _iso(rng.normal(scale=2.0, size=(3, 4)), [0.3, 1.0, 2.5], [0.3, 0.3, 0.4])

@@ -171,11 +171,23 @@ class DiffusionExperiment:
         hi = min(float(self.t_hi), sampler.t_max)
         return [float(t) for t in np.linspace(hi / self.levels, hi, self.levels)]
 
-    def theory(self, sampler: Any) -> dict[str, Any]:
-        """t_S (OU time and DDPM step) and the per-class Gaussian-mixture windows of the training data."""
-        if self._theory is not None:
-            return self._theory
-        from critwin.theory.fullcov import FullCovGaussianMixture, class_windows
+    def theory(self, sampler: Any, label: Any = None) -> dict[str, Any]:
+        """t_S (OU time and DDPM step) and the Gaussian-mixture windows of the training data's classes.
+
+        A class's window is searched the first time a scanned image has that class (10 digit classes take
+        about 18 s, one about 2), and kept for the experiment's later cases."""
+        if self._theory is None:
+            self._theory = self._speciation(sampler)
+        th = self._theory
+        mix, key = th.get("_mix"), str(label)
+        if mix is not None and label is not None and key not in th["windows"] and key in mix.labels:
+            from critwin.theory.fullcov import class_windows
+
+            th["windows"].update(class_windows(mix, eps=self.eps, seed=self.seed, classes=[key]))
+        return {k: v for k, v in th.items() if k != "_mix"}
+
+    def _speciation(self, sampler: Any) -> dict[str, Any]:
+        from critwin.theory.fullcov import FullCovGaussianMixture
         from critwin.theory.speciation import speciation_step, speciation_time
 
         if self.data is not None:
@@ -184,17 +196,14 @@ class DiffusionExperiment:
         elif self.bundled:
             x, y = digits_data()
         else:
-            self._theory = {"t_S": None, "t_S_step": None, "windows": {}, "note": "no --data: no theory"}
-            return self._theory
+            return {"t_S": None, "t_S_step": None, "windows": {}, "note": "no --data: no theory"}
         sp = speciation_time(x.reshape(len(x), -1))
         ac = sampler.scheduler.alphas_cumprod.double().numpy()
         step = speciation_step(ac, sp.lambda_max)
-        windows: dict[str, Any] = {}
+        th: dict[str, Any] = {"t_S": sp.t_s, "lambda_max": sp.lambda_max, "t_S_step": step, "windows": {}}
         if y is not None:
-            mix = FullCovGaussianMixture.from_labelled_data(x.reshape(len(x), -1), y)
-            windows = {str(k): w for k, w in class_windows(mix, eps=self.eps, seed=self.seed).items()}
-        self._theory = {"t_S": sp.t_s, "lambda_max": sp.lambda_max, "t_S_step": step, "windows": windows}
-        return self._theory
+            th["_mix"] = FullCovGaussianMixture.from_labelled_data(x.reshape(len(x), -1), y)
+        return th
 
     # -- Experiment protocol ---------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -274,7 +283,7 @@ class DiffusionExperiment:
             labels = [feature.batch([d for d in row if isinstance(d, np.ndarray)]) for row in br.rows]
             agreement = [float(np.mean([v == label for v in row])) if row else float("nan") for row in labels]
         crossing = None if agreement is None else _crossing(np.asarray(ts), np.asarray(agreement))
-        th = self.theory(sampler)
+        th = self.theory(sampler, label)
         win = th["windows"].get(str(label))
         theory = (
             theory_intervals([win], [f"class {label} (Gaussian-mixture model of the data)"]) if win else []

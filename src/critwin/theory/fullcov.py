@@ -494,9 +494,12 @@ def class_windows(
     eps: float = 0.1,
     seed: int = 0,
     se_target: float = DEFAULT_SE_TARGET,
+    classes: Sequence[str] | None = None,
 ) -> dict[str, TheoryWindow]:
     """Per-class critical windows {label: [T_after({k}), T_before({k}, Θ)]} of a mixture whose components are
     classes (e.g. `FullCovGaussianMixture.from_labelled_data`); any mixture the window searches accept works.
+    `classes` (labels) limits the search to those classes; each class's window is searched on its own (with
+    the same seed), so it does not depend on which other classes are asked for.
 
     Window k is `critical_window(mix, eps, targ=[k], init=everything)`: below lo = T_after({k}) (where
     TV(p^{k}_t, p^{Θ∖k}_t) ≥ 1 − ε²) noising and denoising a class-k sample keeps class k; above
@@ -517,9 +520,14 @@ def class_windows(
     if mix.n_components < 2:
         raise CritwinError("mix: class windows need at least two classes (components)")
     everything = tuple(range(mix.n_components))
+    wanted = list(mix.labels) if classes is None else [str(c) for c in classes]
+    unknown = sorted(set(wanted) - set(mix.labels))
+    if unknown:
+        raise CritwinError(f"classes: {unknown} are not classes of the mixture (it has {list(mix.labels)})")
     return {
         mix.labels[k]: critical_window(mix, eps, [k], everything, seed=seed, se_target=se_target)
         for k in range(mix.n_components)
+        if mix.labels[k] in wanted
     }
 
 
