@@ -40,7 +40,8 @@ test: $(ENGINES)
 	$(BIN)/lint-imports
 	rm -rf $(TEST_CACHE) && mkdir -p $(TEST_CACHE)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q -d $(TEST_CACHE)/site
-	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --timeout 900 -q -m "not engine" --basetemp=$(TEST_CACHE)/tmp
+	# The 20 slowest tests are listed, so a CI log shows where the suite's 30 minutes go.
+	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --timeout 900 -q --durations=20 -m "not engine" --basetemp=$(TEST_CACHE)/tmp
 	# vLLM engines and servers take a core or two each: their tests run after the rest, one at a time.
 	$(TEST_ENV) $(BIN)/python -m pytest --timeout 900 -q -m engine --basetemp=$(TEST_CACHE)/tmp-engines
 
