@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 import matplotlib.pyplot  # noqa: F401  imported before forking, so children start warm
@@ -35,6 +36,9 @@ def run_child(args: list[str], stderr: str) -> None:
     fd = os.open(stderr, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
+    # As a `critwin` started from a terminal: a shell that starts the suite in the background (`make test &`)
+    # leaves SIGINT ignored in every process below it, and the Ctrl-C test would then send it in vain.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     code = 0
     try:
         critwin.cli.main(args)
