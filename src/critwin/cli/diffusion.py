@@ -166,9 +166,11 @@ def demo_cmd(
     draws: int = DRAWS,
     levels: int = LEVELS,
     clones: int = CLONES,
+    steps: int = STEPS,
     seed: int = SEED,
     json_out: bool = JSON,
 ) -> None:
     """Scan generated digits of the bundled DDPM and draw the report."""
     checks.out_dir(out, "diffusion")
-    _run(_experiment(cases_n=cases, n=draws, levels=levels, clones=clones, seed=seed), out, json_out)
+    exp = _experiment(cases_n=cases, n=draws, levels=levels, clones=clones, steps=steps, seed=seed)
+    _run(exp, out, json_out)
