@@ -89,6 +89,7 @@ class DiffusionExperiment:
     level: float = 0.99
     min_jump: float = 0.2
     _theory: dict[str, Any] | None = field(default=None, repr=False)
+    _mix: Any = field(default=None, repr=False)  # the data's Gaussian mixture, for windows still to search
 
     name = "diffusion"
     journaled = True
@@ -178,13 +179,12 @@ class DiffusionExperiment:
         about 18 s, one about 2), and kept for the experiment's later cases."""
         if self._theory is None:
             self._theory = self._speciation(sampler)
-        th = self._theory
-        mix, key = th.get("_mix"), str(label)
-        if mix is not None and label is not None and key not in th["windows"] and key in mix.labels:
+        key, windows = str(label), self._theory["windows"]
+        if self._mix is not None and label is not None and key not in windows and key in self._mix.labels:
             from critwin.theory.fullcov import class_windows
 
-            th["windows"].update(class_windows(mix, eps=self.eps, seed=self.seed, classes=[key]))
-        return {k: v for k, v in th.items() if k != "_mix"}
+            windows.update(class_windows(self._mix, eps=self.eps, seed=self.seed, classes=[key]))
+        return self._theory
 
     def _speciation(self, sampler: Any) -> dict[str, Any]:
         from critwin.theory.fullcov import FullCovGaussianMixture
@@ -200,10 +200,9 @@ class DiffusionExperiment:
         sp = speciation_time(x.reshape(len(x), -1))
         ac = sampler.scheduler.alphas_cumprod.double().numpy()
         step = speciation_step(ac, sp.lambda_max)
-        th: dict[str, Any] = {"t_S": sp.t_s, "lambda_max": sp.lambda_max, "t_S_step": step, "windows": {}}
         if y is not None:
-            th["_mix"] = FullCovGaussianMixture.from_labelled_data(x.reshape(len(x), -1), y)
-        return th
+            self._mix = FullCovGaussianMixture.from_labelled_data(x.reshape(len(x), -1), y)
+        return {"t_S": sp.t_s, "lambda_max": sp.lambda_max, "t_S_step": step, "windows": {}}
 
     # -- Experiment protocol ---------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
