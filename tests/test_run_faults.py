@@ -179,6 +179,9 @@ def references(tmp_path_factory, zygote):
 # SIGKILL at seeded random moments
 # ------------------------------------------------------------------------------------------------------------
 KILLED = ["scan", "structured", "windows", "diffusion"]
+# A diffusion restart re-denoises whole draw batches (about 25 s a trial on 2 cores against 3 s for the
+# others), so it takes four kills instead of ten to keep the suite inside its 30 minutes.
+KILLS = {"diffusion": 4}
 
 
 @pytest.mark.parametrize("name", KILLED)
@@ -186,11 +189,12 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted_run(name, re
     _, seconds, want = references[name]
     rng = np.random.default_rng(KILLED.index(name))
     killed = trials = 0
-    while killed < 10:
+    kills = KILLS.get(name, 10)
+    while killed < kills:
         # The moment is drawn over the part of the run that writes files (after the run directory exists);
-        # a loaded machine can finish a trial before its moment comes, so moments are drawn until ten kills
+        # a loaded machine can finish a trial before its moment comes, so moments are drawn until the kills
         # landed.
-        assert trials < 20, f"only {killed} of {trials} kills landed inside the run"
+        assert trials < 2 * kills, f"only {killed} of {trials} kills landed inside the run"
         delay, i = rng.uniform(0.0, 0.95 * seconds), trials
         trials += 1
         out = tmp_path / f"k{i}" / "run"
@@ -261,9 +265,12 @@ def test_each_file_damaged_in_turn_heals(name, references, tmp_path, capsys):
             kinds.setdefault(re.sub(r"[0-9a-f]{16}|\d{5,6}", "#", rel.as_posix()), []).append(rel)
     files = [group[rng.integers(len(group))] for group in kinds.values()]
     assert len(files) >= 8
+    # Diffusion reruns re-denoise what was damaged; there each file gets one seeded kind of damage, not all
+    # three, to keep the suite inside its 30 minutes.
+    modes = ("delete", "truncate", "garbage")
     tried = 0
     for rel in files:
-        for mode in ("delete", "truncate", "garbage"):
+        for mode in [modes[rng.integers(3)]] if name == "diffusion" else modes:
             run = tmp_path / "run"
             shutil.rmtree(run, ignore_errors=True)
             shutil.copytree(ref, run)
@@ -279,7 +286,7 @@ def test_each_file_damaged_in_turn_heals(name, references, tmp_path, capsys):
             assert_same(snapshot(run), want)
             tried += 1
     capsys.readouterr()
-    assert tried == 3 * len(files)
+    assert tried == (1 if name == "diffusion" else 3) * len(files)
 
 
 def test_crash_at_every_kind_of_write_then_resume(references, tmp_path, monkeypatch):
