@@ -31,6 +31,7 @@ def _run(experiment: Any, out: Path, json_out: bool) -> None:
         "run_dir": str(done.out),
         "index": str(done.out / "index.html"),
         "cases": summary.get("cases", []),
+        "pooled_clone_agreement": summary.get("pooled_clone_agreement"),
         "failed": done.n_failed,
     }
     if json_out:
@@ -46,6 +47,12 @@ def _run(experiment: Any, out: Path, json_out: bool) -> None:
             f"steps {c['measured_windows_steps']}; t_S {_round(c['t_S'])}; "
             f"theory {c['theory_windows']}; clone crossing "
             f"{_round(crossing)}"
+        )
+    pooled = result["pooled_clone_agreement"]
+    if pooled and pooled["crossing"] is not None:
+        print(
+            f"clone agreement over {pooled['cases']} cases crosses 0.775 at t = {_round(pooled['crossing'])}"
+            f" ({_round(pooled['crossing_over_t_S'])} x t_S)"
         )
     print(f"report: {result['index']}")
 

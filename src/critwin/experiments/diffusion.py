@@ -7,8 +7,10 @@ the scanned sample. Measured on it, at M OU times t (grid of the pipeline's sche
 - P(same class | t): n draws of FR_t(x) (x noised to t, denoised), labelled by an image classifier (images
   below its confidence threshold are unreadable, never outcomes); windows by the run's `WindowRule`;
 - clone agreement: the trajectory restarted at t with fresh noise `clones` times; the fraction of clones
-  whose class is x's, and where it first falls below 0.775 (Biroli et al.'s crossing; linear
-  interpolation between grid points);
+  whose class is x's (x is itself one draw given the trajectory at t, so this estimates Biroli et al.'s
+  P(two clones share a class)), and where it first falls below 0.775 (their crossing; linear
+  interpolation between grid points). Its own grid (`clone_grid`) is geometric, fine at low noise, where
+  the crossing lies;
 - a grid of re-denoised images per t (stored, so the report is drawn without the model).
 
 Theories (from the data set the model was trained on, in the model's pixel scaling; none without data):
@@ -62,6 +64,27 @@ def _crossing(ts: np.ndarray, p: np.ndarray, level: float = CLONE_CROSSING) -> f
             return float(prev_t + (prev_p - level) / (prev_p - v) * (t - prev_t))
         prev_t, prev_p = float(t), float(v)
     return None
+
+
+def pooled_crossing(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Biroli et al.'s measurement over trajectories: the clone agreement averaged over the cases that share
+    one clone grid, its 0.775 crossing (OU time) and that over t_S. One case's 16 clones give about ±0.1
+    per point; the pooled curve is what the speciation time predicts. None without clone data."""
+    rows = [r for r in records if r.get("clone_agreement") and r.get("clone_ts")]
+    if not rows:
+        return None
+    ts = rows[0]["clone_ts"]
+    rows = [r for r in rows if r["clone_ts"] == ts]
+    mean = np.nanmean(np.array([r["clone_agreement"] for r in rows], dtype=float), axis=0)
+    crossing = _crossing(np.asarray(ts), mean)
+    t_s = rows[0].get("t_S")
+    return {
+        "cases": len(rows),
+        "clone_ts": ts,
+        "clone_agreement": [float(v) for v in mean],
+        "crossing": crossing,
+        "crossing_over_t_S": None if crossing is None or not t_s else crossing / t_s,
+    }
 
 
 @dataclass
@@ -172,6 +195,13 @@ class DiffusionExperiment:
         hi = min(float(self.t_hi), sampler.t_max)
         return [float(t) for t in np.linspace(hi / self.levels, hi, self.levels)]
 
+    def clone_grid(self, sampler: Any) -> list[float]:
+        """OU times of the clone experiment: 2 × levels points, geometric from t_hi / 64 to t_hi (a 20%
+        step), so the 0.775 crossing, which lies at low noise, is bracketed by close points. A restart at
+        small t costs few denoising steps, so the finer grid there is cheap."""
+        hi = min(float(self.t_hi), sampler.t_max)
+        return [float(t) for t in np.geomspace(hi / 64, hi, 2 * self.levels)]
+
     def theory(self, sampler: Any, label: Any = None) -> dict[str, Any]:
         """t_S (OU time and DDPM step) and the Gaussian-mixture windows of the training data's classes.
 
@@ -247,8 +277,9 @@ class DiffusionExperiment:
         feature = self.feature(sampler)
         ts = self.grid(sampler)
         r_clone, r_scan, r_grid = rng.spawn(3)
+        clone_ts = self.clone_grid(sampler) if self.clones else []
         if self.clones:
-            br = sampler.branch(ts, self.clones, r_clone)
+            br = sampler.branch(clone_ts, self.clones, r_clone)
             x = br.original
         else:
             x = sampler.sample(1, r_clone)[0]
@@ -281,7 +312,7 @@ class DiffusionExperiment:
         if self.clones:
             labels = [feature.batch([d for d in row if isinstance(d, np.ndarray)]) for row in br.rows]
             agreement = [float(np.mean([v == label for v in row])) if row else float("nan") for row in labels]
-        crossing = None if agreement is None else _crossing(np.asarray(ts), np.asarray(agreement))
+        crossing = None if agreement is None else _crossing(np.asarray(clone_ts), np.asarray(agreement))
         th = self.theory(sampler, label)
         win = th["windows"].get(str(label))
         theory = (
@@ -302,6 +333,7 @@ class DiffusionExperiment:
             "clone_agreement_crossing": crossing,
             "crossing_over_t_S": None if crossing is None or not th["t_S"] else crossing / th["t_S"],
             "clone_agreement": agreement,
+            "clone_ts": clone_ts,
             "ts": ts,
             "start_timesteps": [step_of(t) for t in ts],
             "start_t_actual": [start[float(t)].t_actual for t in ts],
