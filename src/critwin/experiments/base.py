@@ -10,7 +10,7 @@ chunking or the number of workers that compute the cases.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -141,8 +141,9 @@ def failed(case: Case, error: str, **fields: Any) -> CaseResult:
 class CaseTask:
     """One experiment with its sampler and seed, as the callable a `Runner` maps over cases. `sampler` is a
     built sampler, or None with a zero-argument `factory` that `setup()` calls once in the process that
-    runs the cases (a remote worker builds its own). A case's generator is `case_rng(seed, case.id)` (or
-    `case_rng(seed, case.seed_key)` when the case has one)."""
+    runs the cases (a remote worker builds its own, and checks it with the experiment's `check`). A case's
+    generator is `case_rng(seed, case.id)` (or `case_rng(seed, case.seed_key)` when the case has one).
+    `lost` and `retried` are what a runner that can lose a worker (Ray) reports a case with."""
 
     experiment: Experiment
     sampler: Any
@@ -153,6 +154,28 @@ class CaseTask:
     def setup(self) -> None:
         if self.sampler is None and self.factory is not None:
             self.sampler = self.factory()
+            self.experiment.check(self.sampler)
+
+    def check_worker(self) -> None:
+        """Raise CritwinError when this worker cannot reach what it writes to (its journals' run folder)."""
+        check = getattr(self.journal_for, "check", None)
+        if callable(check):
+            check()
+
+    def worker_info(self) -> dict[str, Any]:
+        """What draws this worker's samples (`critwin.samplers.lm.engine_info_of`), with its counters."""
+        from critwin.samplers.lm import engine_info_of
+
+        return engine_info_of(self.sampler) if self.sampler is not None else {}
+
+    def lost(self, case: Case, reasons: Sequence[str]) -> CaseResult:
+        """A case whose worker was lost too often: failed, with each loss's reason."""
+        error = f"lost its worker {len(reasons)} time(s): " + "; ".join(reasons)
+        return failed(case, error, retried=list(reasons))
+
+    def retried(self, result: CaseResult, reasons: Sequence[str]) -> CaseResult:
+        """A case that finished after losing its worker: its record lists the losses under "retried"."""
+        return replace(result, record={**result.record, "retried": list(reasons)})
 
     def __call__(self, case: Case) -> CaseResult:
         try:
