@@ -79,7 +79,6 @@ class Ray:
     log: Callable[[str], None] | None = None
     remote: ClassVar[bool] = True
     _actors: list[Any] = field(default_factory=list, repr=False)
-    _started_cluster: bool = field(default=False, repr=False)
     _actor_class: Any = field(default=None, repr=False)
     _task: Any = field(default=None, repr=False)
     info: list[dict[str, Any]] = field(default_factory=list, repr=False)
@@ -87,14 +86,14 @@ class Ray:
     def __post_init__(self) -> None:
         for flag, v, lo in (
             ("--workers", self.workers, 1),
-            ("--retries", self.retries, 0),
+            ("retries", self.retries, 0),
             ("in_flight", self.in_flight, 1),
         ):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise CritwinError(f"{flag} {v!r}: use a whole number >= {lo}")
         for flag, v in (
             ("--gpus-per-worker", self.gpus_per_worker),
-            ("--cpus-per-worker", self.cpus_per_worker),
+            ("cpus_per_worker", self.cpus_per_worker),
         ):
             if isinstance(v, bool) or not isinstance(v, int | float) or not v >= 0:
                 raise CritwinError(f"{flag} {v!r}: use a number >= 0")
@@ -140,8 +139,7 @@ class Ray:
             if a is not None:
                 _kill(ray, a)
         self._actors = []
-        ray.shutdown()
-        self._started_cluster = False
+        ray.shutdown()  # disconnects from a cluster given by address; stops one started here
 
     def _log(self, line: str) -> None:
         if self.log is not None:
@@ -158,7 +156,6 @@ class Ray:
                 _node_ip_address="127.0.0.1",
                 **quiet,
             )
-            self._started_cluster = True
             return
         _probe(self.address)
         try:
