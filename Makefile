@@ -46,7 +46,7 @@ test: $(ENGINES)
 	$(TEST_ENV) $(BIN)/python -m pytest -n 2 --dist worksteal --timeout 900 -q --durations=20 -m "not engine" --basetemp=$(TEST_CACHE)/tmp
 	# vLLM engines and servers and Ray clusters take a core or two each: their tests run after the rest, one
 	# at a time.
-	$(TEST_ENV) $(BIN)/python -m pytest --timeout 900 -q -m engine --basetemp=$(TEST_CACHE)/tmp-engines
+	$(TEST_ENV) $(BIN)/python -m pytest --timeout 900 -q --durations=20 -m engine --basetemp=$(TEST_CACHE)/tmp-engines
 
 bench: $(ENGINES)
 	for b in benchmarks/*_bench.py; do HF_HUB_OFFLINE=1 $(BIN)/python $$b || exit 1; done

@@ -186,54 +186,51 @@ def run(
         task = CaseTask(experiment, sampler, seed)
     try:
         rundir = existing or RunDir.create(out, experiment.name, config)
-    except BaseException:
-        if remote:
-            runner.close()  # type: ignore[union-attr]
-        raise
-    for line in rundir.healed:
-        log(f"repaired {rundir.path}: {line}")
-    stream = records_stream(experiment)
-    for name, rows in getattr(experiment, "start_records", lambda: {})().items():
-        for row in rows:
-            rundir.append_record(name, row)
-    latest = latest_records(rundir, stream)
-    todo = [c for c in todo_cases if not _finished(rundir, latest.get(c.id))]
-    n_resumed = len(todo_cases) - len(todo)
-    if existing is not None:
-        log(f"resuming {rundir.path}: {n_resumed} case(s) already finished")
-    if remote:
-        _record_workers(rundir, runner, "start")
-    else:
-        _record_engine(rundir, sampler, "start")
-    if keep and not remote:
-        task.journal_for = lambda case: case_journal(rundir, case)
-    failures: list[str] = []
-    try:
-        results: Iterable[tuple[Case, CaseResult]] = (runner or Local()).map(task, todo)
-        if progress:
-            from tqdm import tqdm
+        for line in rundir.healed:
+            log(f"repaired {rundir.path}: {line}")
+        stream = records_stream(experiment)
+        for name, rows in getattr(experiment, "start_records", lambda: {})().items():
+            for row in rows:
+                rundir.append_record(name, row)
+        latest = latest_records(rundir, stream)
+        todo = [c for c in todo_cases if not _finished(rundir, latest.get(c.id))]
+        n_resumed = len(todo_cases) - len(todo)
+        if existing is not None:
+            log(f"resuming {rundir.path}: {n_resumed} case(s) already finished")
+        def record_engines(phase: str) -> None:
+            if remote:
+                _record_workers(rundir, runner, phase)
+            else:
+                _record_engine(rundir, sampler, phase)
 
-            results = tqdm(results, total=len(todo), desc=f"critwin {experiment.name}", unit="case",
-                           file=sys.stderr)
-        for case, res in results:
-            _store(rundir, stream, case, res, keep_draws=keep)
-            if not res.ok:
-                failures.append(f"{case.id}: {res.record.get('error', '')}")
-                log(f"case {case.id} failed: {res.record.get('error', '')}")
-        if remote:
-            _record_workers(rundir, runner, "end")
-        else:
-            _record_engine(rundir, sampler, "end")
-        summary: dict[str, Any] = {}
-        if report:
-            from critwin.report import writer_for
+        record_engines("start")
+        if keep and not remote:
+            task.journal_for = lambda case: case_journal(rundir, case)
+        failures: list[str] = []
+        try:
+            results: Iterable[tuple[Case, CaseResult]] = (runner or Local()).map(task, todo)
+            if progress:
+                from tqdm import tqdm
 
-            write = writer_for(experiment.name, kind)
-            summary = write(rundir) if write is not None else {}
-    except KeyboardInterrupt:
-        # Counted from what is on disk: the interrupt may land between a record's write and its bookkeeping.
-        saved = sum(_finished(rundir, r) for r in latest_records(rundir, stream).values())
-        raise RunInterrupted(saved, len(cases), rundir.path) from None
+                results = tqdm(results, total=len(todo), desc=f"critwin {experiment.name}", unit="case",
+                               file=sys.stderr)
+            for case, res in results:
+                _store(rundir, stream, case, res, keep_draws=keep)
+                if not res.ok:
+                    failures.append(f"{case.id}: {res.record.get('error', '')}")
+                    log(f"case {case.id} failed: {res.record.get('error', '')}")
+            record_engines("end")
+            summary: dict[str, Any] = {}
+            if report:
+                from critwin.report import writer_for
+
+                write = writer_for(experiment.name, kind)
+                summary = write(rundir) if write is not None else {}
+        except KeyboardInterrupt:
+            # Counted from what is on disk: the interrupt may land between a record's write and its
+            # bookkeeping.
+            saved = sum(_finished(rundir, r) for r in latest_records(rundir, stream).values())
+            raise RunInterrupted(saved, len(cases), rundir.path) from None
     finally:
         if remote:
             runner.close()  # type: ignore[union-attr]
