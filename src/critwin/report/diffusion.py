@@ -223,8 +223,9 @@ def write_report(run: RunDir) -> dict[str, Any]:
     """index.html and summary.json, with {"diffusion": {"cases": [...], "pooled_clone_agreement": {...}}}
     added to the summary (`pooled_crossing`; null without clones)."""
     summary = write_generic_report(run)
+    records = _records(run)
     cases = []
-    for case, r in sorted(_records(run).items(), key=lambda kv: tuple(kv[1].get("order", (0,)))):
+    for case, r in sorted(records.items(), key=lambda kv: tuple(kv[1].get("order", (0,)))):
         if r.get("status") == "ok":
             cases.append(
                 {k: r.get(k) for k in SUMMARY_KEYS}
@@ -232,7 +233,7 @@ def write_report(run: RunDir) -> dict[str, Any]:
             )
         else:
             cases.append({"case": case, "status": "failed", "error": r.get("error")})
-    pooled = pooled_crossing([r for r in _records(run).values() if r.get("status") == "ok"])
+    pooled = pooled_crossing([r for r in records.values() if r.get("status") == "ok"])
     summary = {**summary, "diffusion": {"cases": cases, "pooled_clone_agreement": pooled}}
     (run.path / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary

@@ -81,7 +81,6 @@ class Ray:
     _actors: list[Any] = field(default_factory=list, repr=False)
     _actor_class: Any = field(default=None, repr=False)
     _task: Any = field(default=None, repr=False)
-    info: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         for flag, v, lo in (
@@ -118,14 +117,14 @@ class Ray:
             self._task = task
             self._actors = [self._new_actor() for _ in range(self.workers)]
             try:
-                self.info = ray.get([a.info.remote() for a in self._actors])
+                info = ray.get([a.info.remote() for a in self._actors])
             except ray.exceptions.RayActorError as err:
                 raise CritwinError(
                     f"--runner ray: a worker could not build the sampler: {_cause(err)}"
                 ) from None
-            for i, row in enumerate(self.info):
+            for i, row in enumerate(info):
                 self._log(f"ray worker {i}: pid {row['pid']} on {row['node']}")
-            return self.info
+            return info
         except BaseException:
             self.close()
             raise
@@ -161,10 +160,7 @@ class Ray:
         try:
             ray.init(address=self.address, **{k: v for k, v in quiet.items() if k != "include_dashboard"})
         except Exception as err:  # ConnectionError, or Ray's own when no GCS answers
-            raise CritwinError(
-                f"--ray-address {self.address}: no Ray cluster answers there ({first_line(err)}); start one "
-                "with `ray start --head` or drop --ray-address to start a local one"
-            ) from None
+            raise _unreachable(self.address, first_line(err)) from None
 
     def _check_resources(self, ray: Any) -> None:
         total = ray.cluster_resources()
@@ -200,10 +196,10 @@ class Ray:
         load = {id(a): 0 for a in self._actors}
         replacements = self.workers * max(1, self.retries)
         while pending or busy:
-            for actor in self._actors:
+            for slot, actor in enumerate(self._actors):
                 while actor is not None and pending and load[id(actor)] < self.in_flight:
                     i = pending.popleft()
-                    busy[actor.run.remote(items[i])] = (actor, self._actors.index(actor), i)
+                    busy[actor.run.remote(items[i])] = (actor, slot, i)
                     load[id(actor)] += 1
             if not busy:  # every actor died and none could replace it
                 for i in pending:
@@ -263,10 +259,14 @@ def _probe(address: str) -> None:
     try:
         socket.create_connection(hp, timeout=5).close()
     except OSError as err:
-        raise CritwinError(
-            f"--ray-address {address}: no Ray cluster answers there ({err.strerror or err}); start one with "
-            "`ray start --head` or drop --ray-address to start a local one"
-        ) from None
+        raise _unreachable(address, str(err.strerror or err)) from None
+
+
+def _unreachable(address: str, why: str) -> CritwinError:
+    return CritwinError(
+        f"--ray-address {address}: no Ray cluster answers there ({why}); start one with `ray start --head` "
+        "or drop --ray-address to start a local one"
+    )
 
 
 def _token_auth() -> None:
