@@ -307,6 +307,24 @@ def test_redrawn_scan_report_equals_the_original(runs, tmp_path, capsys):
     assert redrawn == original
 
 
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_a_report_from_cached_figures_equals_one_drawn_afresh(runs, tmp_path, name):
+    """Every run's report re-drawn from its figure cache is byte for byte the one drawn with no cache."""
+    from critwin.report.figcache import FOLDER
+    from critwin.report.rebuild import rebuild_run
+
+    warm, cold = tmp_path / "warm", tmp_path / "cold"
+    shutil.copytree(runs[name], warm)
+    assert any((warm / FOLDER).glob("*.png"))  # the run's own report filled the cache
+    shutil.copytree(runs[name], cold)
+    shutil.rmtree(cold / FOLDER)
+    for run in (warm, cold):
+        (run / "index.html").unlink()
+        rebuild_run(RunDir.open(run))
+    assert (warm / "index.html").read_bytes() == (cold / "index.html").read_bytes()
+    assert sorted(os.listdir(warm / FOLDER)) == sorted(os.listdir(cold / FOLDER))
+
+
 def test_scan_report_uses_tokens_kept_only(runs):
     html = (runs["scan"] / "index.html").read_text()
     assert "tokens removed" not in html and "[t_lo, t_hi]" not in html and "forward time" not in html

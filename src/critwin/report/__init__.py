@@ -2,10 +2,12 @@
 
 `writer_for(experiment, kind)` is the function that writes the report and summary.json of a run of that
 experiment (and kind, for experiments that come in kinds) from the run directory alone, returning the
-summary; it is imported on first use, so looking one up costs no plotting import."""
+summary; it is imported on first use, so looking one up costs no plotting import. The writer reuses the
+figures the run's last report drew from the same data (`critwin.report.figcache`)."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from typing import Any
@@ -26,4 +28,12 @@ def writer_for(experiment: str, kind: str | None = None) -> Callable[[Any], dict
     if spec is None:
         return None
     module, attr = spec.split(":")
-    return getattr(importlib.import_module(module), attr)
+    write = getattr(importlib.import_module(module), attr)
+    from critwin.report.figcache import figure_cache
+
+    @functools.wraps(write)
+    def cached_write(run: Any) -> dict[str, Any]:
+        with figure_cache(run.path):
+            return write(run)
+
+    return cached_write

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from critwin.report.figcache import figure_cache
 from critwin.report.html import Figure, Section, Table, render_html
 from critwin.report.plots import curve_figure, summary_figure
 from critwin.rundir import CaseRecord, RunDir
@@ -274,8 +275,10 @@ def write_report(run: RunDir, level: float = LEVEL) -> dict[str, Any]:
     """Write index.html and summary.json into the run directory; return the summary.
 
     Top-level keys that an experiment wrote into summary.json besides "cases" (e.g. the reasoning
-    experiment's per-dataset "datasets") are kept: a re-drawn report must not lose them."""
-    html, summary = build_report(run, level)
+    experiment's per-dataset "datasets") are kept: a re-drawn report must not lose them. Figures the last
+    report drew from the same data are reused."""
+    with figure_cache(run.path):
+        html, summary = build_report(run, level)
     path = run.path / "summary.json"
     if path.exists():
         try:

@@ -25,6 +25,7 @@ import pandas as pd  # noqa: E402
 from critwin.experiments.diffusion import CLONE_CROSSING, pooled_crossing  # noqa: E402
 from critwin.report.build import register_sections  # noqa: E402
 from critwin.report.build import write_report as write_generic_report  # noqa: E402
+from critwin.report.figcache import cached
 from critwin.report.html import Figure, Section, Table  # noqa: E402
 from critwin.report.plots import curve_figure, outside_legend, png_bytes  # noqa: E402
 from critwin.rundir import CaseRecord, RunDir, case_key  # noqa: E402
@@ -102,6 +103,7 @@ def _pixels(r: Any) -> np.ndarray:
     return im[..., 0] if im.shape[2] == 1 else im
 
 
+@cached
 def clone_figure(record: dict[str, Any]) -> bytes | None:
     """PNG of the clone agreement against OU time, with its 0.775 crossing and the speciation time t_S."""
     agreement, t_s = record.get("clone_agreement"), record.get("t_S")

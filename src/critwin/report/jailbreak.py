@@ -31,6 +31,7 @@ import pandas as pd  # noqa: E402
 from critwin.experiments import jailbreak as J  # noqa: E402
 from critwin.experiments import jailbreak_detect as D  # noqa: E402
 from critwin.report.build import case_section, register_sections, write_report  # noqa: E402
+from critwin.report.figcache import cached
 from critwin.report.html import Figure, Section, Table  # noqa: E402
 from critwin.report.plots import (  # noqa: E402
     DETECTED_COLOUR,
@@ -48,6 +49,7 @@ LEVEL = 0.99
 CI_NAMES = {"wilson": "Wilson", "confidence_sequence": "confidence-sequence"}
 
 
+@cached
 def prefill_figure(rec: CaseRecord, *, level: float = LEVEL) -> bytes:
     """PNG: P(comply) with per-cut intervals against the prefill units kept (Wilson's, or confidence
     sequences when a strategy chose the cuts and draws adaptively: cuts may then sit anywhere, with
@@ -134,6 +136,7 @@ def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+@cached
 def grid_figure(table: pd.DataFrame, requests: dict[int, str] | None = None) -> bytes:
     """Heat map of P(comply) with rows (request, word) and columns repeat counts; rows are labelled with
     the request's text (shortened) when it is known."""
@@ -206,6 +209,7 @@ def _repeat_sections(run: RunDir, cases: list[CaseRecord]) -> list[Section]:
     return sections
 
 
+@cached
 def roc_figure(per_stat: dict, title: str) -> bytes:
     """ROC curves of every statistic of one split (likelihood ratios solid, single-model baselines dashed)."""
     fig, ax = plt.subplots(figsize=(7.6, 4.6))

@@ -21,6 +21,7 @@ matplotlib.use("Agg")  # headless: never open a window, never need a display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from critwin.report.figcache import cached
 from critwin.rundir import CaseRecord  # noqa: E402
 
 THEORY_COLOUR = "#f2b134"
@@ -69,6 +70,7 @@ def message_png(fig: plt.Figure, ax: plt.Axes, text: str) -> bytes:
     return png_bytes(fig)
 
 
+@cached
 def curve_figure(rec: CaseRecord, *, level: float = 0.99, title: str | None = None) -> bytes:
     """PNG of one case: measured P(kept) ± `level` Wilson intervals, exact curve, theory windows (shaded
     bands, with edge uncertainty hatched where the theory used Monte Carlo), detected windows (red bars
@@ -149,6 +151,7 @@ def curve_figure(rec: CaseRecord, *, level: float = 0.99, title: str | None = No
     return png_bytes(fig)
 
 
+@cached
 def summary_figure(names: Sequence[str], coverage: Sequence[float], level: float = 0.99) -> bytes:
     """PNG bar chart of the share of points whose interval contains the exact value, per case."""
     fig, ax = plt.subplots(figsize=(8.6, 1.2 + 0.42 * len(names)), layout="constrained")

@@ -26,6 +26,7 @@ from critwin.experiments.reasoning import (
     summarize,
 )
 from critwin.report.build import build_report, register_sections
+from critwin.report.figcache import cached
 from critwin.report.html import Figure, Section, Table
 from critwin.report.plots import (
     DETECTED_COLOUR,
@@ -62,6 +63,7 @@ def _ci(entry: Mapping[str, Any], key: str) -> str:
     return f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.2f}"
 
 
+@cached
 def summary_figure(datasets: Mapping[str, Mapping[str, Any]]) -> bytes:
     """Accuracy of the original answers with and without a window (ours and the paper's rule) per dataset,
     with their intervals; every bar carries its value ("n/a" for an empty group, so a bar at 0 is still
@@ -230,6 +232,7 @@ def summary_section(datasets: Mapping[str, Mapping[str, Any]], config: Mapping[s
 CI_NAMES = {"wilson": "Wilson", "confidence_sequence": "confidence sequence"}
 
 
+@cached
 def problem_figure(rec: Mapping[str, Any], level: float = 0.99) -> bytes:
     """P(same answer as the original) against the fraction of the response kept, with the intervals of
     the record (Wilson's, or confidence sequences when the strategy chose the draws adaptively; the cuts

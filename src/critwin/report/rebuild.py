@@ -59,8 +59,9 @@ def _demo(run: RunDir) -> None:
     """Re-derive the demo's "reasoning" numbers from its reasoning sub-run (rebuilt itself first)."""
     from critwin.experiments.demo import set_json_key
     from critwin.experiments.reasoning import demo_numbers
-    from critwin.report.reasoning import write_report as write_reasoning_report
+    from critwin.report import writer_for
 
+    write_reasoning_report = writer_for("reasoning")
     sub = run.path / "reasoning"
     if (sub / "config.json").is_file():
         numbers = {**demo_numbers(write_reasoning_report(RunDir.open(sub))), "out": "reasoning"}

@@ -26,6 +26,7 @@ import pandas as pd  # noqa: E402
 from critwin.experiments import structured as S  # noqa: E402
 from critwin.report.build import register_sections  # noqa: E402
 from critwin.report.build import write_report as write_generic_report  # noqa: E402
+from critwin.report.figcache import cached
 from critwin.report.html import Figure, Section, Table  # noqa: E402
 from critwin.report.plots import (  # noqa: E402
     DETECTED_COLOUR,
@@ -41,6 +42,7 @@ from critwin.rundir import CaseRecord, RunDir  # noqa: E402
 LEVEL = 0.99
 
 
+@cached
 def staircase_figure(rec: CaseRecord, *, level: float = LEVEL) -> bytes:
     """PNG of one staircase against units kept j = L − t (generation order, left to right)."""
     curve = rec.curve
