@@ -162,6 +162,8 @@ CASES: list[tuple[str, str, str]] = [
      "use --chat off"),
     ("scan --out o --model nochat --answer-from elicit", "needs the chat template",
      "use --answer-from continuation"),
+    ("scan --out o --model nochat --stump", "--stump asks for the answer in a second user turn",
+     "drop --stump"),
     # ---- structured
     ("structured --out o", "give exactly one of --model", "--from-run"),
     (f"{ST} --out o --mode loose", "--mode 'loose'", "use one of full, search"),

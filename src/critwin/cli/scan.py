@@ -156,6 +156,10 @@ def scan_cmd(
     elicit_prompt: str = typer.Option(
         None, "--elicit-prompt", help="The follow-up user message (default: the task's)."
     ),
+    stump: bool = typer.Option(
+        False, "--stump", help="Also record each cut's stump answer: the answer elicited from the truncated "
+        "prefix itself, with no continuation (needs the chat template).",
+    ),
     temperature: float = typer.Option(0.6, "--temperature", help="Sampling temperature (paper: 0.6)."),
     top_p: float = typer.Option(0.9, "--top-p", help="Nucleus threshold (paper: 0.9)."),
     max_new_tokens: int = typer.Option(
@@ -257,6 +261,7 @@ def scan_cmd(
         max_new_tokens=base_max_new if max_new_tokens is None else max_new_tokens,
         chat={"auto": None, "on": True, "off": False}[chat],
         elicit_prompt=elicit_prompt,
+        stump=stump,
         level=level,
         min_jump=min_jump,
         paper_threshold=paper_threshold,
@@ -271,13 +276,16 @@ def scan_cmd(
     # What the model can hold, from its tokenizer and config.json, before any weight loads.
     info = checks.model(model or R.BUNDLED_MODEL, weights=choice.needs_weights)
     use_chat = checks.chat_mode(info, chat)
-    if answer_from == "elicit" and not use_chat:
-        raise CritwinError(
-            "--answer-from elicit asks for the answer in a second user turn, which needs the chat template; "
-            + ("drop --chat off" if info.has_chat_template else
-               f"the tokenizer of {info.path} has none, so add one to the model directory")
-            + " or use --answer-from continuation"
-        )
+    chat_turns = {"--answer-from elicit": ("use --answer-from continuation", answer_from == "elicit"),
+                  "--stump": ("drop --stump", stump)}
+    for flag, (instead, wanted) in chat_turns.items():
+        if wanted and not use_chat:
+            raise CritwinError(
+                f"{flag} asks for the answer in a second user turn, which needs the chat template; "
+                + ("drop --chat off" if info.has_chat_template else
+                   f"the tokenizer of {info.path} has none, so add one to the model directory")
+                + f" or {instead}"
+            )
     sets, max_new = _fit_to_model(sets, info, use_chat, max_new_tokens, base_max_new, strict)
     cfg = dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, max_new_tokens=max_new))
     cuts = cfg.cuts

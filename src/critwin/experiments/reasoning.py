@@ -80,6 +80,7 @@ _RESUME_KEYS = (
     "budget",
     "n_min",
     "n_max",
+    "stump",
 )
 
 
@@ -112,7 +113,8 @@ class CutSettings:
     `fractions` of the response kept (paper: 0.05 … 0.9), or every `dense_step` tokens when set; `k`
     endings resampled per cut. `answer_from` "continuation" reads the answer from an ending's own text;
     "elicit" asks for it in a follow-up user turn (`elicit_prompt`, default: the task's elicitation prompt)
-    decoded greedily for at most `elicit_max_tokens` tokens.
+    decoded greedily for at most `elicit_max_tokens` tokens. `stump`: also record, at every cut, the stump
+    answer: the one elicited (that same turn) from the truncated prefix itself, with no continuation.
     """
 
     k: int = 16
@@ -121,6 +123,7 @@ class CutSettings:
     answer_from: str = "continuation"
     elicit_prompt: str | None = None
     elicit_max_tokens: int = 32
+    stump: bool = False
 
     def __post_init__(self) -> None:
         if self.answer_from not in ANSWER_FROM:
@@ -209,6 +212,8 @@ class ReasoningConfig:
             part = getattr(self, name)
             d.update(_changed(part) if name in _NEW_PARTS else asdict(part))
         d["fractions"] = list(self.cuts.fractions)
+        if not self.cuts.stump:  # runs of earlier versions had no stumps and stored no such key
+            del d["stump"]
         return d
 
     def elicitation(self) -> str:
@@ -518,6 +523,12 @@ def scan_problem(
     rec["has_paper_window"] = bool(paper)
     if cfg.task == "arith":
         rec.update(error_alignment(rec, cfg.stats.error_tolerance))
+    if cfg.cuts.stump:
+        if elic is None:
+            error = "--stump needs the chat template (the stump answer is elicited in a second user turn)"
+            return CaseResult(case, {**rec, "status": "failed", "error": error})
+        rec["stump"] = stump_answers(elic, feature.labeler, response, [int(k) for k in rec["curve"]["kept"]],
+                                     offsets, reference, problem.gold)
     rec["status"] = "ok"
     meta = {
         "title": f"{dataset} · {problem.id}",
@@ -528,6 +539,60 @@ def scan_problem(
         "ci_method": method,
     }
     return CaseResult(case, rec, tuple(draws), curve, tuple(detected), tuple(paper), meta)
+
+
+def stump_answers(
+    elic: ElicitFeature, labeler: Any, response: Any, kept: Sequence[int], offsets: Sequence[int],
+    reference: Any, gold: Any,
+) -> dict[str, Any]:
+    """The stump answer at every cut (the official code records these): the answer elicited greedily from
+    the response truncated to `kept` tokens, with no continuation — next to the resampled P(same answer).
+
+    The prefix is the response's own text up to the end of its kept-th token (`offsets`, the tokens'
+    character starts), so the stump sees exactly the tokens the scan kept. Returns the kept counts, the
+    answers, whether each has the original's label (`reference`, given by the scan's `labeler`, so that
+    equivalent answers compare equal; None: no answer) and whether it is correct against `gold` (None:
+    ungraded).
+    """
+    text = response.response_text
+    prefixes = [replace(response, response_ids=response.response_ids[:k], response_text=text[: offsets[k]])
+                for k in kept]
+    answers = elic.answers(prefixes)
+    labels = labeler.label_many(answers)
+    verdicts = elic.grader.grade_many([(a, gold) for a in answers])
+    return {
+        "kept": list(kept),
+        "answer": answers,
+        "same": [None if a is None else lab == reference for a, lab in zip(answers, labels, strict=True)],
+        "correct": [_verdict(v) for v in verdicts],
+    }
+
+
+def stump_stats(records: Sequence[Mapping[str, Any]], level: float) -> dict[str, Any] | None:
+    """Over all cuts of `records` that have stump answers: how often the stump answer is the original's
+    (`share_same`, Wilson interval at `level`; cuts without an answer count as not the same), the mean
+    resampled P(same answer) at the same cuts (`mean_p_same`), and the stumps' accuracy (graded ones)."""
+    same, correct, p_same = [], [], []
+    for r in records:
+        st = r.get("stump")
+        if not st:
+            continue
+        p_at = dict(zip(r["curve"]["kept"], r["curve"]["p_same"], strict=True))
+        same += [bool(v) for v in st["same"]]
+        correct += [v for v in st["correct"] if v is not None]
+        p_same += [p_at[k] for k in st["kept"] if p_at.get(k) is not None]
+    if not same:
+        return None
+    return {
+        "n_cuts": len(same),
+        "share_same": sum(same) / len(same),
+        "share_same_ci": [float(v) for v in wilson_interval(sum(same), len(same), level)],
+        "mean_p_same": float(np.mean(p_same)) if p_same else None,
+        "n_graded": len(correct),
+        "accuracy": sum(correct) / len(correct) if correct else None,
+        "accuracy_ci": [float(v) for v in wilson_interval(sum(correct), len(correct), level)]
+        if correct else None,
+    }
 
 
 #: The two kinds of per-cut interval (stored as "ci_method" with every curve).
@@ -634,6 +699,9 @@ def summarize(
             entry["rows"] = dict(skipped[name])
         if cfg.task == "arith":
             entry.update(first_error_stats(ok, cfg.stats.error_tolerance))
+        stumps = stump_stats(ok, cfg.stats.ci_level)
+        if stumps is not None:
+            entry["stump"] = stumps
         out[name] = entry
     return out
 
@@ -811,6 +879,11 @@ class ReasoningExperiment:
             raise CritwinError(
                 "--answer-from elicit needs a tokenizer with a chat template (the elicitation is a "
                 "second user turn); add a chat template or use --answer-from continuation"
+            )
+        if self.cfg.cuts.stump and not sampler.chat:
+            raise CritwinError(
+                "--stump needs a tokenizer with a chat template (the stump answer is elicited in a second "
+                "user turn); add a chat template or drop --stump"
             )
 
     def run_case(

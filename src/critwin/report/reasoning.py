@@ -42,6 +42,7 @@ from critwin.serialize import jsonable
 #: Problems drawn one by one in the report (problems with windows first); the rest are listed in a table.
 MAX_PROBLEM_SECTIONS = 60
 ERROR_COLOUR = "#1e7d32"
+STUMP_COLOUR = "#7b3294"
 _CSS = (
     "<style>.cot{white-space:pre-wrap;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;"
     "background:#f6f7f9;padding:8px 10px;border-radius:6px;line-height:1.5}"
@@ -194,6 +195,23 @@ def summary_section(datasets: Mapping[str, Mapping[str, Any]], config: Mapping[s
                 "slips often has its main window at the last one: only then is the wrong answer certain.",
             )
         )
+    stump_rows = [
+        [name, st["n_cuts"], _ci(st, "share_same"), _fmt(st.get("mean_p_same")), st["n_graded"],
+         _ci(st, "accuracy")]
+        for name, d in datasets.items()
+        if (st := d.get("stump"))
+    ]
+    if stump_rows:
+        tables.append(
+            Table(
+                ["dataset", "cuts", "stump answer = original's", "mean resampled P(same) at those cuts",
+                 "graded stumps", "stump accuracy"],
+                stump_rows,
+                caption="Stump answers: at every cut the answer is asked for right after the truncated "
+                "prefix, with no continuation (the elicitation turn, greedy). A cut without a stump answer "
+                "counts as not the same. Wilson intervals.",
+            )
+        )
     cuts = (
         f"every {config['dense_step']} tokens"
         if config.get("dense_step")
@@ -288,6 +306,11 @@ def problem_figure(rec: Mapping[str, Any], level: float = 0.99) -> bytes:
         elinewidth=0.5 if dense else None,
         label=f"P(same answer) ({level:.0%} {CI_NAMES.get(method, method)})",
     )
+    st = rec.get("stump")
+    if st:
+        same = np.array([np.nan if v is None else float(v) for v in st["same"]])
+        ax.plot(np.asarray(st["kept"], float) / length, same, "D", ms=3.2, mfc="none", color=STUMP_COLOUR,
+                label="stump answer is the original's (1) or not (0)")
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.05, 1.08)
     ax.set_xlabel("fraction of the response kept")
@@ -379,6 +402,11 @@ def problem_section(rec: Mapping[str, Any], level: float = 0.99) -> Section:
         )
     elif "first_error" in rec:
         details.append(["first wrong step", "none (the chain is correct)"])
+    st = rec.get("stump")
+    if st:
+        pairs = zip(st["kept"], st["answer"], strict=True)
+        details.append(["stump answers (tokens kept: answer)",
+                        ", ".join(f"{k}: {'—' if a is None else a}" for k, a in pairs)])
     tables = [Table(["", ""], details)]
     rows = _window_rows(rec)
     if rows:
