@@ -33,6 +33,7 @@ RUN_DIR/
                          "theory": [{"lo": t, "hi": t, "lo_interval": [a, b], "hi_interval": [a, b],
                                      "label": str}...], "eps": float | null, "meta": {...}}}}
   index.html, summary.json   derived: the report (`critwin report RUN_DIR` rewrites them)
+  .critwin/figures/  derived  the report's figures, reused when it is re-drawn (`critwin.report.figcache`)
   damaged/           files that could not be read, moved aside (never deleted) with damaged/log.jsonl
 ```
 

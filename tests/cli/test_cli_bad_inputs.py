@@ -164,6 +164,8 @@ CASES: list[tuple[str, str, str]] = [
      "use --answer-from continuation"),
     ("scan --out o --model nochat --stump", "--stump asks for the answer in a second user turn",
      "drop --stump"),
+    ("scan --out o --outcome right", "--outcome 'right' unknown", "use same or correct"),
+    ("critical-tokens --out o --eps 0", "--eps 0", "probability in (0, 1)"),
     # ---- structured
     ("structured --out o", "give exactly one of --model", "--from-run"),
     (f"{ST} --out o --mode loose", "--mode 'loose'", "use one of full, search"),

@@ -156,6 +156,15 @@ def scan_cmd(
     elicit_prompt: str = typer.Option(
         None, "--elicit-prompt", help="The follow-up user message (default: the task's)."
     ),
+    outcome: str = typer.Option(
+        "same", "--outcome", help="How an ending is scored: same (its answer is the original's: the paper's "
+        "P(same answer)) or correct (it is right: P(correct), with the critical token of every wrong "
+        "original).",
+    ),
+    eps: float = typer.Option(
+        0.05, "--eps", help="With --outcome correct: a cut is shown to fail when the upper bound of its "
+        "P(correct) is at most this (64 failed draws reach 0.046 at 95%).",
+    ),
     stump: bool = typer.Option(
         False, "--stump", help="Also record each cut's stump answer: the answer elicited from the truncated "
         "prefix itself, with no continuation (needs the chat template).",
@@ -262,6 +271,8 @@ def scan_cmd(
         chat={"auto": None, "on": True, "off": False}[chat],
         elicit_prompt=elicit_prompt,
         stump=stump,
+        outcome=outcome,
+        eps=eps,
         level=level,
         min_jump=min_jump,
         paper_threshold=paper_threshold,

@@ -36,6 +36,7 @@ from critwin.experiments import arith
 from critwin.experiments.base import Case, CaseJournal, CaseResult
 from critwin.features.answers import elicitation_prompt
 from critwin.features.grading import ExactMatchGrader, Grader, grader_for
+from critwin.methods.critical import critical_token
 from critwin.params import PARAMS, check, parts_from_flat, whole_number
 from critwin.rundir import RunDir
 from critwin.schedules import DENSE_FRACTIONS, PAPER_FRACTIONS, kept_positions
@@ -50,6 +51,7 @@ BUNDLED_PROBLEMS = ASSETS / "reasoning_problems.jsonl"
 
 TASKS = (*PROBLEM_TASKS, "arith")
 ANSWER_FROM = ("continuation", "elicit")
+OUTCOMES = ("same", "correct")
 
 ORIGINALS = "originals.jsonl"
 PROBLEMS = "problems.jsonl"
@@ -81,6 +83,8 @@ _RESUME_KEYS = (
     "n_min",
     "n_max",
     "stump",
+    "outcome",
+    "eps",
 )
 
 
@@ -115,6 +119,10 @@ class CutSettings:
     "elicit" asks for it in a follow-up user turn (`elicit_prompt`, default: the task's elicitation prompt)
     decoded greedily for at most `elicit_max_tokens` tokens. `stump`: also record, at every cut, the stump
     answer: the one elicited (that same turn) from the truncated prefix itself, with no continuation.
+    `outcome` "same" scores an ending by whether its answer is the original's (the paper's P(same
+    answer)); "correct" by whether it is right (P(correct), the outcome of Critical Tokens and PTS), and
+    an incorrect original then gets its critical token (`critwin.methods.critical`, at most `eps` P(correct)
+    after it at the statistics' ci_level).
     """
 
     k: int = 16
@@ -124,10 +132,16 @@ class CutSettings:
     elicit_prompt: str | None = None
     elicit_max_tokens: int = 32
     stump: bool = False
+    outcome: str = "same"
+    eps: float = 0.05
 
     def __post_init__(self) -> None:
         if self.answer_from not in ANSWER_FROM:
             raise CritwinError(f"--answer-from {self.answer_from!r} unknown: use continuation or elicit")
+        if self.outcome not in OUTCOMES:
+            raise CritwinError(f"--outcome {self.outcome!r} unknown: use same or correct")
+        if not 0 < self.eps < 1:
+            raise CritwinError(f"--eps {self.eps:g}: use a probability in (0, 1)")
         whole_number(1, "a whole number >= 1 (resample at least 1 ending per cut)").check(self.k, "k", "-k")
         if self.dense_step is not None:
             check("dense_step", self.dense_step, "--dense-step")
@@ -173,6 +187,8 @@ _PARTS = {
 #: versions did not store them, so a run with the defaults writes the config it always wrote and resumes
 #: an earlier run directory).
 _NEW_PARTS = ("search",)
+#: Fields of the cuts part stored only when they differ from these defaults (for the same reason).
+_NEW_CUT_FIELDS = {"stump": False, "outcome": "same", "eps": 0.05}
 
 
 @dataclass(frozen=True)
@@ -212,8 +228,9 @@ class ReasoningConfig:
             part = getattr(self, name)
             d.update(_changed(part) if name in _NEW_PARTS else asdict(part))
         d["fractions"] = list(self.cuts.fractions)
-        if not self.cuts.stump:  # runs of earlier versions had no stumps and stored no such key
-            del d["stump"]
+        for key, default in _NEW_CUT_FIELDS.items():  # runs of earlier versions stored no such keys
+            if d[key] == default:
+                del d[key]
         return d
 
     def elicitation(self) -> str:
@@ -332,6 +349,25 @@ class ElicitFeature(ContinuationFeature):
         )
         return self.grader.extract_many([None if isinstance(r, Failure) else r.response_text
                                          for r in replies])
+
+
+class CorrectFeature:
+    """Scan feature: whether an ending's answer (read by `base`, a `ContinuationFeature` or
+    `ElicitFeature`) is correct against `gold` (True / False; None when it has no answer or cannot be
+    graded, so it counts as a failed draw, as in the P(same answer) scan). Scanned with reference True, the
+    curve is P(correct | cut)."""
+
+    def __init__(self, base: ContinuationFeature, gold: str):
+        self.base, self.gold = base, gold
+        self.grader = base.grader
+
+    def __call__(self, sample: Any) -> bool | None:
+        return self.batch([sample])[0]
+
+    def batch(self, samples: list[Any]) -> list[bool | None]:
+        answers = self.base.answers(samples)
+        verdicts = self.grader.grade_many([(a, self.gold) for a in answers])
+        return [None if a is None else _verdict(v) for a, v in zip(answers, verdicts, strict=True)]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -471,6 +507,7 @@ def scan_problem(
 
     feature = cont if cfg.cuts.answer_from == "continuation" else elic
     reference = feature(response)
+    scored = feature if cfg.cuts.outcome == "same" else CorrectFeature(feature, problem.gold)
     kept = cfg.cuts.kept_positions(response.length)
     ts = sorted(response.length - k for k in kept)
     search = cfg.search
@@ -490,10 +527,10 @@ def scan_problem(
     curve = scan(
         sampler,
         response,
-        feature=feature,
+        feature=scored,
         strategy=strategy,
         seed=seed,
-        reference=reference,
+        reference=reference if cfg.cuts.outcome == "same" else True,
         on_draws=None if journal is not None else (lambda d: draws.append(_slim(d))),
         journal=None if journal is None else journal.mapped(_slim),
     )
@@ -516,6 +553,7 @@ def scan_problem(
         "ci_method": method,
         "n_draws": curve.n_total.tolist(),
         "reference": reference,
+        "outcome": cfg.cuts.outcome,
     }
     rec["windows"] = [window_record(w, response.length, offsets) for w in detected]
     rec["paper_windows"] = [window_record(w, response.length, offsets) for w in paper]
@@ -523,6 +561,8 @@ def scan_problem(
     rec["has_paper_window"] = bool(paper)
     if cfg.task == "arith":
         rec.update(error_alignment(rec, cfg.stats.error_tolerance))
+    if cfg.cuts.outcome == "correct" and rec["correct"] is False:
+        rec["critical"] = critical_record(curve, cfg, offsets, rec.get("first_error"))
     if cfg.cuts.stump:
         if elic is None:
             error = "--stump needs the chat template (the stump answer is elicited in a second user turn)"
@@ -539,6 +579,46 @@ def scan_problem(
         "ci_method": method,
     }
     return CaseResult(case, rec, tuple(draws), curve, tuple(detected), tuple(paper), meta)
+
+
+def critical_record(curve: Any, cfg: ReasoningConfig, offsets: Sequence[int],
+                    first_error: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The critical-token search of an incorrect original on its P(correct) curve
+    (`critwin.methods.critical.critical_token` at `cfg.cuts.eps` and the statistics' ci_level), with the
+    characters of the gap and, for arith, whether it sits at the first wrong step (± error_tolerance)."""
+    found = critical_token(curve, eps=cfg.cuts.eps, level=cfg.stats.ci_level)
+    out = found.to_dict()
+    c = found.critical
+    if c is not None:
+        out["critical"].update(char_lo=offsets[c.kept_lo], char_hi=offsets[c.kept_hi])
+        if first_error is not None:
+            out["at_first_error"] = window_at_error(out["critical"], first_error["token"],
+                                                    cfg.stats.error_tolerance)
+    return out
+
+
+def critical_stats(records: Sequence[Mapping[str, Any]], level: float) -> dict[str, Any] | None:
+    """Over the incorrect originals scanned for P(correct): how many got a critical token (Wilson
+    interval at `level`) and, where the first wrong step is known (arith), the share of critical tokens at
+    it."""
+    searched = [r["critical"] for r in records if r.get("critical") is not None]
+    if not searched:
+        return None
+    found = [c for c in searched if c["critical"] is not None]
+    judged = [c["at_first_error"] for c in found if "at_first_error" in c]
+    out: dict[str, Any] = {
+        "n_incorrect": len(searched),
+        "n_with_critical": len(found),
+        "share_with_critical": len(found) / len(searched),
+        "share_with_critical_ci": [float(v) for v in wilson_interval(len(found), len(searched), level)],
+        "eps": searched[0]["eps"],
+        "level": searched[0]["level"],
+    }
+    if judged:
+        out["at_first_error_rate"] = sum(judged) / len(judged)
+        out["at_first_error_rate_ci"] = [float(v) for v in wilson_interval(sum(judged), len(judged), level)]
+        out["n_judged"] = len(judged)
+    return out
 
 
 def stump_answers(
@@ -699,6 +779,9 @@ def summarize(
             entry["rows"] = dict(skipped[name])
         if cfg.task == "arith":
             entry.update(first_error_stats(ok, cfg.stats.error_tolerance))
+        critical = critical_stats(ok, cfg.stats.ci_level)
+        if critical is not None:
+            entry["critical_tokens"] = critical
         stumps = stump_stats(ok, cfg.stats.ci_level)
         if stumps is not None:
             entry["stump"] = stumps

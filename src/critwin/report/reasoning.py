@@ -43,6 +43,8 @@ from critwin.serialize import jsonable
 MAX_PROBLEM_SECTIONS = 60
 ERROR_COLOUR = "#1e7d32"
 STUMP_COLOUR = "#7b3294"
+CRITICAL_COLOUR = "#e66101"
+OUTCOME_NAMES = {"same": "P(same answer)", "correct": "P(correct)"}
 _CSS = (
     "<style>.cot{white-space:pre-wrap;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;"
     "background:#f6f7f9;padding:8px 10px;border-radius:6px;line-height:1.5}"
@@ -195,6 +197,25 @@ def summary_section(datasets: Mapping[str, Mapping[str, Any]], config: Mapping[s
                 "slips often has its main window at the last one: only then is the wrong answer certain.",
             )
         )
+    crit_rows = [
+        [name, ct["n_incorrect"], ct["n_with_critical"], _ci(ct, "share_with_critical"),
+         ct.get("n_judged"), _ci(ct, "at_first_error_rate") if "at_first_error_rate" in ct else None]
+        for name, d in datasets.items()
+        if (ct := d.get("critical_tokens"))
+    ]
+    if crit_rows:
+        ct = next(d["critical_tokens"] for d in datasets.values() if d.get("critical_tokens"))
+        tables.append(
+            Table(
+                ["dataset", "wrong originals", "with a critical token", "share", "judged (first wrong step "
+                 "known)", "critical token at the first wrong step"],
+                crit_rows,
+                caption="Critical tokens (Lin et al., 2024): in a wrong original, the first token after "
+                f"which every longer prefix is shown to succeed with P(correct) ≤ {ct['eps']:g} (one-sided "
+                f"{ct['level']:.0%} Clopper–Pearson bound), while the prefix before it succeeded at least "
+                "once. Wilson intervals.",
+            )
+        )
     stump_rows = [
         [name, st["n_cuts"], _ci(st, "share_same"), _fmt(st.get("mean_p_same")), st["n_graded"],
          _ci(st, "accuracy")]
@@ -257,6 +278,7 @@ def problem_figure(rec: Mapping[str, Any], level: float = 0.99) -> bytes:
     may sit anywhere and carry different numbers of draws), detected windows (red bands), the paper rule's
     windows (orange hatch) and the first wrong token."""
     c = rec["curve"]
+    scored = OUTCOME_NAMES[c.get("outcome", "same")]
     length = max(int(rec["length"]), 1)
     x = np.asarray(c["kept"], float) / length
     k, n = np.asarray(c["n_kept"], float), np.asarray(c["n_valid"], float)
@@ -304,7 +326,7 @@ def problem_figure(rec: Mapping[str, Any], level: float = 0.99) -> bytes:
         color=MEASURED_COLOUR,
         capsize=0 if dense else 1.5,
         elinewidth=0.5 if dense else None,
-        label=f"P(same answer) ({level:.0%} {CI_NAMES.get(method, method)})",
+        label=f"{scored} ({level:.0%} {CI_NAMES.get(method, method)})",
     )
     st = rec.get("stump")
     if st:
@@ -314,7 +336,11 @@ def problem_figure(rec: Mapping[str, Any], level: float = 0.99) -> bytes:
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.05, 1.08)
     ax.set_xlabel("fraction of the response kept")
-    ax.set_ylabel("P(same answer)")
+    crit = (rec.get("critical") or {}).get("critical")
+    if crit is not None:
+        ax.axvspan(crit["kept_lo"] / length, crit["kept_hi"] / length, color=CRITICAL_COLOUR, alpha=0.35,
+                   lw=0, label="critical token")
+    ax.set_ylabel(scored)
     ax.grid(alpha=0.25)
     outside_legend(fig, ax, fontsize=7.5)
     return png_bytes(fig)
@@ -402,6 +428,18 @@ def problem_section(rec: Mapping[str, Any], level: float = 0.99) -> Section:
         )
     elif "first_error" in rec:
         details.append(["first wrong step", "none (the chain is correct)"])
+    search = rec.get("critical")
+    if search is not None:
+        crit = search["critical"]
+        if crit is None:
+            details.append(["critical token", f"none: {search['reason']}"])
+        else:
+            text = rec.get("response", "")[crit["char_lo"] : crit["char_hi"]]
+            at = {True: "; at the first wrong step", False: "; not at the first wrong step"}.get(
+                search.get("at_first_error"), "")
+            details.append(["critical token",
+                            f"token {crit['token']} {text!r}: P(correct) {crit['p_before']:.2f} before, at "
+                            f"most {crit['upper_after']:.3f} after ({search['level']:.0%} bound){at}"])
     st = rec.get("stump")
     if st:
         pairs = zip(st["kept"], st["answer"], strict=True)
