@@ -166,6 +166,8 @@ CASES: list[tuple[str, str, str]] = [
      "drop --stump"),
     ("scan --out o --outcome right", "--outcome 'right' unknown", "use same or correct"),
     ("critical-tokens --out o --eps 0", "--eps 0", "probability in (0, 1)"),
+    ("pivotal --out o --outcome same", "critwin pivotal scores endings by correctness", "--outcome correct"),
+    ("pivotal --out o --export-dpo folder", "--export-dpo folder", "exists; pass --force"),
     # ---- structured
     ("structured --out o", "give exactly one of --model", "--from-run"),
     (f"{ST} --out o --mode loose", "--mode 'loose'", "use one of full, search"),

@@ -56,7 +56,7 @@ def _scan(base_url: str, model: Path, out: Path) -> subprocess.Popen:
     critwin = Path(sys.executable).parent / "critwin"
     return subprocess.Popen(
         [str(critwin), "scan", "--engine", "openai", "--base-url", base_url, "--model", str(model),
-         "--limit", "3", "-k", "8", "--out", str(out), "--json"],
+         "--limit", "3", "-k", "4", "--fractions", "0.3,0.7", "--out", str(out), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -89,6 +92,11 @@ def _fit_to_model(sets, info, use_chat: bool, max_new: int | None, base: int, st
         ps = ps.without(reasons, strict=strict)
         out.append(ps)
     return out, max_new
+
+
+#: Set by a command built on `scan` (`critwin pivotal`): called with the run directory once the run has
+#: finished; what it returns joins the --json object.
+AFTER_RUN: ContextVar[Callable[[Path], dict[str, Any]] | None] = ContextVar("critwin_after", default=None)
 
 
 @app.command("scan", short_help="Critical windows in chain-of-thought reasoning.")
@@ -321,6 +329,8 @@ def scan_cmd(
     res = run(
         experiment, factory=factory, out=out, shard=shard, runner=cases_runner, progress=progress, log=log
     )
+    after = AFTER_RUN.get()
+    extra = after(res.out) if after is not None else {}
     seconds = time.perf_counter() - start
     index = res.out / "index.html"
     datasets = res.summary["datasets"]
@@ -335,6 +345,7 @@ def scan_cmd(
                 "engine": choice.describe(),
                 "strategy": search.strategy,
                 "datasets": datasets,
+                **extra,
             }
         )
         return

@@ -37,6 +37,7 @@ from critwin.experiments.base import Case, CaseJournal, CaseResult
 from critwin.features.answers import elicitation_prompt
 from critwin.features.grading import ExactMatchGrader, Grader, grader_for
 from critwin.methods.critical import critical_token
+from critwin.methods.pivotal import pivotal_tokens
 from critwin.params import PARAMS, check, parts_from_flat, whole_number
 from critwin.rundir import RunDir
 from critwin.schedules import DENSE_FRACTIONS, PAPER_FRACTIONS, kept_positions
@@ -416,15 +417,23 @@ def _verdict(v: Any) -> bool | None:
     return v if isinstance(v, bool) else None
 
 
-def _slim(draws: Draws) -> Draws:
-    """Draws with each resampled response reduced to what the report needs (text, cut, stop reason)."""
+def _slimmer(decode: Callable[[Sequence[int]], str]) -> Callable[[Draws], Draws]:
+    """Draws with each resampled response reduced to what the report and the DPO export need: text, cut,
+    stop reason, and the first token drawn after the cut (its id and text; None when the ending is
+    empty)."""
 
     def slim(s: Any) -> Any:
         if isinstance(s, Failure):
             return {"failure": s.reason}
-        return {"n_kept": s.n_kept, "text": s.response_text, "stop_reason": s.stop_reason}
+        ids = s.response_ids
+        first = ids[s.n_kept] if s.n_kept is not None and len(ids) > s.n_kept else None
+        return {"n_kept": s.n_kept, "text": s.response_text, "stop_reason": s.stop_reason, "first_id": first,
+                "first_text": None if first is None else decode([first])}
 
-    return replace(draws, samples=[[slim(s) for s in row] for row in draws.samples])
+    def slim_draws(draws: Draws) -> Draws:
+        return replace(draws, samples=[[slim(s) for s in row] for row in draws.samples])
+
+    return slim_draws
 
 
 def scan_problem(
@@ -524,6 +533,7 @@ def scan_problem(
         error = f"--strategy {search.strategy} cannot scan this response ({response.length} tokens): {err}"
         return CaseResult(case, {**rec, "status": "failed", "error": error})
     draws: list[Draws] = []
+    slim = _slimmer(sampler.decode)
     curve = scan(
         sampler,
         response,
@@ -531,8 +541,8 @@ def scan_problem(
         strategy=strategy,
         seed=seed,
         reference=reference if cfg.cuts.outcome == "same" else True,
-        on_draws=None if journal is not None else (lambda d: draws.append(_slim(d))),
-        journal=None if journal is None else journal.mapped(_slim),
+        on_draws=None if journal is not None else (lambda d: draws.append(slim(d))),
+        journal=None if journal is None else journal.mapped(slim),
     )
     detected, paper = cfg.windows.find(curve), cfg.windows.paper(curve)
     offsets = sampler.char_offsets(response.response_ids)
@@ -561,8 +571,10 @@ def scan_problem(
     rec["has_paper_window"] = bool(paper)
     if cfg.task == "arith":
         rec.update(error_alignment(rec, cfg.stats.error_tolerance))
-    if cfg.cuts.outcome == "correct" and rec["correct"] is False:
-        rec["critical"] = critical_record(curve, cfg, offsets, rec.get("first_error"))
+    if cfg.cuts.outcome == "correct":
+        rec["pivotal"] = pivotal_records(curve, cfg, response, offsets, rec.get("first_error"))
+        if rec["correct"] is False:
+            rec["critical"] = critical_record(curve, cfg, offsets, rec.get("first_error"))
     if cfg.cuts.stump:
         if elic is None:
             error = "--stump needs the chat template (the stump answer is elicited in a second user turn)"
@@ -597,6 +609,47 @@ def critical_record(curve: Any, cfg: ReasoningConfig, offsets: Sequence[int],
     return out
 
 
+def _wilson(k: int, n: int, level: float) -> list[float]:
+    return [float(v) for v in wilson_interval(k, n, level)]
+
+
+def pivotal_records(curve: Any, cfg: ReasoningConfig, response: Any, offsets: Sequence[int],
+                    first_error: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The pivotal tokens of a P(correct) curve (`critwin.methods.pivotal`, threshold: the window rule's
+    min_jump, PTS's 0.2 by default), each with its token id, characters and, for arith, whether it sits at
+    the first wrong step (± error_tolerance)."""
+    out = []
+    for p in pivotal_tokens(curve, cfg.windows.min_jump):
+        d = {**p.to_dict(), "token_id": response.response_ids[p.token], "kept_lo": p.token,
+             "kept_hi": p.token + 1, "char_lo": offsets[p.token], "char_hi": offsets[p.token + 1]}
+        if first_error is not None:
+            d["at_first_error"] = window_at_error(d, first_error["token"], cfg.stats.error_tolerance)
+        out.append(d)
+    return out
+
+
+def pivotal_stats(records: Sequence[Mapping[str, Any]], level: float) -> dict[str, Any] | None:
+    """Over the problems scanned for P(correct): how many have a pivotal token, how many there are, and,
+    for the wrong originals whose first wrong step is known (arith), how often the most harmful pivotal
+    token (the largest drop of P(correct)) sits at it (Wilson interval at `level`)."""
+    scanned = [r for r in records if "pivotal" in r]
+    if not scanned:
+        return None
+    out: dict[str, Any] = {
+        "n_problems": len(scanned),
+        "n_with_pivotal": sum(bool(r["pivotal"]) for r in scanned),
+        "n_pivotal": sum(len(r["pivotal"]) for r in scanned),
+    }
+    tops = [min(r["pivotal"], key=lambda p: (p["delta"], p["token"])) for r in scanned
+            if r.get("correct") is False and r.get("first_error") is not None and r["pivotal"]]
+    judged = [t["at_first_error"] for t in tops if t["delta"] < 0]
+    if judged:
+        out["top_at_first_error_rate"] = sum(judged) / len(judged)
+        out["top_at_first_error_rate_ci"] = _wilson(sum(judged), len(judged), level)
+        out["n_judged"] = len(judged)
+    return out
+
+
 def critical_stats(records: Sequence[Mapping[str, Any]], level: float) -> dict[str, Any] | None:
     """Over the incorrect originals scanned for P(correct): how many got a critical token (Wilson
     interval at `level`) and, where the first wrong step is known (arith), the share of critical tokens at
@@ -610,13 +663,13 @@ def critical_stats(records: Sequence[Mapping[str, Any]], level: float) -> dict[s
         "n_incorrect": len(searched),
         "n_with_critical": len(found),
         "share_with_critical": len(found) / len(searched),
-        "share_with_critical_ci": [float(v) for v in wilson_interval(len(found), len(searched), level)],
+        "share_with_critical_ci": _wilson(len(found), len(searched), level),
         "eps": searched[0]["eps"],
         "level": searched[0]["level"],
     }
     if judged:
         out["at_first_error_rate"] = sum(judged) / len(judged)
-        out["at_first_error_rate_ci"] = [float(v) for v in wilson_interval(sum(judged), len(judged), level)]
+        out["at_first_error_rate_ci"] = _wilson(sum(judged), len(judged), level)
         out["n_judged"] = len(judged)
     return out
 
@@ -666,12 +719,11 @@ def stump_stats(records: Sequence[Mapping[str, Any]], level: float) -> dict[str,
     return {
         "n_cuts": len(same),
         "share_same": sum(same) / len(same),
-        "share_same_ci": [float(v) for v in wilson_interval(sum(same), len(same), level)],
+        "share_same_ci": _wilson(sum(same), len(same), level),
         "mean_p_same": float(np.mean(p_same)) if p_same else None,
         "n_graded": len(correct),
         "accuracy": sum(correct) / len(correct) if correct else None,
-        "accuracy_ci": [float(v) for v in wilson_interval(sum(correct), len(correct), level)]
-        if correct else None,
+        "accuracy_ci": _wilson(sum(correct), len(correct), level) if correct else None,
     }
 
 
@@ -779,6 +831,9 @@ def summarize(
             entry["rows"] = dict(skipped[name])
         if cfg.task == "arith":
             entry.update(first_error_stats(ok, cfg.stats.error_tolerance))
+        pivotal = pivotal_stats(ok, cfg.stats.ci_level)
+        if pivotal is not None:
+            entry["pivotal_tokens"] = pivotal
         critical = critical_stats(ok, cfg.stats.ci_level)
         if critical is not None:
             entry["critical_tokens"] = critical

@@ -2,5 +2,6 @@
 records) and places the decisive token its own way, so that they can be run and compared on one engine.
 
 `critical`: Critical Tokens (Lin et al., 2024): the earliest prefix from which success is shown to be
-(practically) impossible.
+(practically) impossible. `pivotal`: Pivotal Token Search (Abdin et al., 2024): tokens whose keeping moves
+P(success) by a threshold, and DPO preference pairs at them.
 """

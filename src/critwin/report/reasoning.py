@@ -44,6 +44,7 @@ MAX_PROBLEM_SECTIONS = 60
 ERROR_COLOUR = "#1e7d32"
 STUMP_COLOUR = "#7b3294"
 CRITICAL_COLOUR = "#e66101"
+PIVOTAL_COLOUR = "#5e3c99"
 OUTCOME_NAMES = {"same": "P(same answer)", "correct": "P(correct)"}
 _CSS = (
     "<style>.cot{white-space:pre-wrap;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;"
@@ -216,6 +217,24 @@ def summary_section(datasets: Mapping[str, Mapping[str, Any]], config: Mapping[s
                 "once. Wilson intervals.",
             )
         )
+    piv_rows = [
+        [name, pt["n_problems"], pt["n_with_pivotal"], pt["n_pivotal"], pt.get("n_judged"),
+         _ci(pt, "top_at_first_error_rate") if "top_at_first_error_rate" in pt else None]
+        for name, d in datasets.items()
+        if (pt := d.get("pivotal_tokens"))
+    ]
+    if piv_rows:
+        tables.append(
+            Table(
+                ["dataset", "problems", "with a pivotal token", "pivotal tokens",
+                 "judged (wrong, first wrong step known)",
+                 "most harmful pivotal token at the first wrong step"],
+                piv_rows,
+                caption="Pivotal tokens (PTS, Abdin et al., 2024): tokens whose keeping moves P(correct) by "
+                f"at least {config.get('min_jump')} between cuts one token apart. PTS uses no test, so a "
+                "pivotal token can be noise. Wilson intervals.",
+            )
+        )
     stump_rows = [
         [name, st["n_cuts"], _ci(st, "share_same"), _fmt(st.get("mean_p_same")), st["n_graded"],
          _ci(st, "accuracy")]
@@ -328,6 +347,9 @@ def problem_figure(rec: Mapping[str, Any], level: float = 0.99) -> bytes:
         elinewidth=0.5 if dense else None,
         label=f"{scored} ({level:.0%} {CI_NAMES.get(method, method)})",
     )
+    for i, pv in enumerate(rec.get("pivotal", [])):
+        ax.axvline((pv["token"] + 0.5) / length, color=PIVOTAL_COLOUR, lw=1, ls=":",
+                   label="pivotal token" if i == 0 else None)
     st = rec.get("stump")
     if st:
         same = np.array([np.nan if v is None else float(v) for v in st["same"]])
@@ -428,6 +450,11 @@ def problem_section(rec: Mapping[str, Any], level: float = 0.99) -> Section:
         )
     elif "first_error" in rec:
         details.append(["first wrong step", "none (the chain is correct)"])
+    if rec.get("pivotal"):
+        text = rec.get("response", "")
+        details.append(["pivotal tokens (token: P(correct) without → with it)",
+                        ", ".join(f"{p['token']} {text[p['char_lo']:p['char_hi']]!r}: {p['p_before']:.2f} → "
+                                  f"{p['p_after']:.2f}" for p in rec["pivotal"])])
     search = rec.get("critical")
     if search is not None:
         crit = search["critical"]
