@@ -613,6 +613,14 @@ def _wilson(k: int, n: int, level: float) -> list[float]:
     return [float(v) for v in wilson_interval(k, n, level)]
 
 
+def _rate(name: str, flags: Sequence[bool], level: float) -> dict[str, Any]:
+    """{name: share of True, name_ci: its Wilson interval, n_judged: how many}; {} when there are none."""
+    if not flags:
+        return {}
+    return {name: sum(flags) / len(flags), f"{name}_ci": _wilson(sum(flags), len(flags), level),
+            "n_judged": len(flags)}
+
+
 def pivotal_records(curve: Any, cfg: ReasoningConfig, response: Any, offsets: Sequence[int],
                     first_error: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """The pivotal tokens of a P(correct) curve (`critwin.methods.pivotal`, threshold: the window rule's
@@ -635,19 +643,14 @@ def pivotal_stats(records: Sequence[Mapping[str, Any]], level: float) -> dict[st
     scanned = [r for r in records if "pivotal" in r]
     if not scanned:
         return None
-    out: dict[str, Any] = {
+    tops = [min(r["pivotal"], key=lambda p: (p["delta"], p["token"])) for r in scanned
+            if r.get("correct") is False and r.get("first_error") is not None and r["pivotal"]]
+    return {
         "n_problems": len(scanned),
         "n_with_pivotal": sum(bool(r["pivotal"]) for r in scanned),
         "n_pivotal": sum(len(r["pivotal"]) for r in scanned),
+        **_rate("top_at_first_error_rate", [t["at_first_error"] for t in tops if t["delta"] < 0], level),
     }
-    tops = [min(r["pivotal"], key=lambda p: (p["delta"], p["token"])) for r in scanned
-            if r.get("correct") is False and r.get("first_error") is not None and r["pivotal"]]
-    judged = [t["at_first_error"] for t in tops if t["delta"] < 0]
-    if judged:
-        out["top_at_first_error_rate"] = sum(judged) / len(judged)
-        out["top_at_first_error_rate_ci"] = _wilson(sum(judged), len(judged), level)
-        out["n_judged"] = len(judged)
-    return out
 
 
 def critical_stats(records: Sequence[Mapping[str, Any]], level: float) -> dict[str, Any] | None:
@@ -658,20 +661,15 @@ def critical_stats(records: Sequence[Mapping[str, Any]], level: float) -> dict[s
     if not searched:
         return None
     found = [c for c in searched if c["critical"] is not None]
-    judged = [c["at_first_error"] for c in found if "at_first_error" in c]
-    out: dict[str, Any] = {
+    return {
         "n_incorrect": len(searched),
         "n_with_critical": len(found),
         "share_with_critical": len(found) / len(searched),
         "share_with_critical_ci": _wilson(len(found), len(searched), level),
         "eps": searched[0]["eps"],
         "level": searched[0]["level"],
+        **_rate("at_first_error_rate", [c["at_first_error"] for c in found if "at_first_error" in c], level),
     }
-    if judged:
-        out["at_first_error_rate"] = sum(judged) / len(judged)
-        out["at_first_error_rate_ci"] = _wilson(sum(judged), len(judged), level)
-        out["n_judged"] = len(judged)
-    return out
 
 
 def stump_answers(
@@ -831,15 +829,10 @@ def summarize(
             entry["rows"] = dict(skipped[name])
         if cfg.task == "arith":
             entry.update(first_error_stats(ok, cfg.stats.error_tolerance))
-        pivotal = pivotal_stats(ok, cfg.stats.ci_level)
-        if pivotal is not None:
-            entry["pivotal_tokens"] = pivotal
-        critical = critical_stats(ok, cfg.stats.ci_level)
-        if critical is not None:
-            entry["critical_tokens"] = critical
-        stumps = stump_stats(ok, cfg.stats.ci_level)
-        if stumps is not None:
-            entry["stump"] = stumps
+        for key, method_stats in (("pivotal_tokens", pivotal_stats), ("critical_tokens", critical_stats),
+                                  ("stump", stump_stats)):
+            if (found := method_stats(ok, cfg.stats.ci_level)) is not None:
+                entry[key] = found
         out[name] = entry
     return out
 
