@@ -1,8 +1,10 @@
 """The field's other methods as commands on critwin's reasoning scan (`critwin.methods`).
 
-`critwin critical-tokens` is `critwin scan --outcome correct --strategy every-prefix -k 64` (Critical Tokens,
-Lin et al., 2024); `critwin pivotal` is `critwin scan --outcome correct --strategy bisect -k 16` (Pivotal
-Token Search) with `--export-dpo FILE`. Every option of `critwin scan` applies, with these defaults.
+`critwin anchors` is `critwin scan --sentences --outcome correct -k 32` (Thought Anchors' resampling
+importance); `critwin critical-tokens` is `critwin scan --outcome correct --strategy every-prefix -k 64`
+(Critical Tokens, Lin et al., 2024); `critwin pivotal` is `critwin scan --outcome correct --strategy bisect
+-k 16` (Pivotal Token Search) with `--export-dpo FILE`. Every option of `critwin scan` applies, with these
+defaults.
 """
 
 from __future__ import annotations
@@ -95,6 +97,21 @@ def _pivotal_run(command: Callable[..., Any], kwargs: dict[str, Any], *, export_
     finally:
         AFTER_RUN.reset(token)
 
+
+anchors_cmd = app.command("anchors", short_help="Sentence anchors: how much each sentence matters.")(
+    with_defaults(
+        scan_cmd,
+        """Sentence anchors (Thought Anchors, Bogdan et al., 2025) in chain-of-thought reasoning.
+
+        The reasoning scan with --sentences --outcome correct -k 32: each original is cut before and after
+        every sentence, 32 endings are resampled per cut, and each sentence's resampling importance is
+        P(correct) with it kept minus with it rewritten (Newcombe interval), with the KL divergence of
+        the outcome distributions. --stump adds the forced-answer importance. Every option of `critwin
+        scan` applies (--outcome same measures P(same answer) instead).
+        """,
+        sentences=True, outcome="correct", k=32,
+    )
+)
 
 _pivotal = with_defaults(
     scan_cmd,

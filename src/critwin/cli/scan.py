@@ -173,6 +173,10 @@ def scan_cmd(
         0.05, "--eps", help="With --outcome correct: a cut is shown to fail when the upper bound of its "
         "P(correct) is at most this (64 failed draws reach 0.046 at 95%).",
     ),
+    sentences: bool = typer.Option(
+        False, "--sentences", help="Cut at the sentence boundaries of each response (instead of --fractions) "
+        "and record each sentence's resampling importance (Thought Anchors).",
+    ),
     stump: bool = typer.Option(
         False, "--stump", help="Also record each cut's stump answer: the answer elicited from the truncated "
         "prefix itself, with no continuation (needs the chat template).",
@@ -279,6 +283,7 @@ def scan_cmd(
         chat={"auto": None, "on": True, "off": False}[chat],
         elicit_prompt=elicit_prompt,
         stump=stump,
+        sentences=sentences,
         outcome=outcome,
         eps=eps,
         level=level,

@@ -36,6 +36,7 @@ from critwin.experiments import arith
 from critwin.experiments.base import Case, CaseJournal, CaseResult
 from critwin.features.answers import elicitation_prompt
 from critwin.features.grading import ExactMatchGrader, Grader, grader_for
+from critwin.methods.anchors import boundary_tokens, sentence_importance, sentence_spans
 from critwin.methods.critical import critical_token
 from critwin.methods.pivotal import pivotal_tokens
 from critwin.params import PARAMS, check, parts_from_flat, whole_number
@@ -86,6 +87,7 @@ _RESUME_KEYS = (
     "stump",
     "outcome",
     "eps",
+    "sentences",
 )
 
 
@@ -123,7 +125,8 @@ class CutSettings:
     `outcome` "same" scores an ending by whether its answer is the original's (the paper's P(same
     answer)); "correct" by whether it is right (P(correct), the outcome of Critical Tokens and PTS), and
     an incorrect original then gets its critical token (`critwin.methods.critical`, at most `eps` P(correct)
-    after it at the statistics' ci_level).
+    after it at the statistics' ci_level). `sentences`: cut at the sentence boundaries of each response
+    instead (`critwin.methods.anchors`), and record each sentence's resampling importance.
     """
 
     k: int = 16
@@ -135,6 +138,7 @@ class CutSettings:
     stump: bool = False
     outcome: str = "same"
     eps: float = 0.05
+    sentences: bool = False
 
     def __post_init__(self) -> None:
         if self.answer_from not in ANSWER_FROM:
@@ -189,7 +193,7 @@ _PARTS = {
 #: an earlier run directory).
 _NEW_PARTS = ("search",)
 #: Fields of the cuts part stored only when they differ from these defaults (for the same reason).
-_NEW_CUT_FIELDS = {"stump": False, "outcome": "same", "eps": 0.05}
+_NEW_CUT_FIELDS = {"stump": False, "outcome": "same", "eps": 0.05, "sentences": False}
 
 
 @dataclass(frozen=True)
@@ -517,7 +521,12 @@ def scan_problem(
     feature = cont if cfg.cuts.answer_from == "continuation" else elic
     reference = feature(response)
     scored = feature if cfg.cuts.outcome == "same" else CorrectFeature(feature, problem.gold)
-    kept = cfg.cuts.kept_positions(response.length)
+    offsets = sampler.char_offsets(response.response_ids)
+    spans = sentence_spans(response.response_text) if cfg.cuts.sentences else []
+    if cfg.cuts.sentences and len(spans) < 2:
+        error = "the response has no sentence boundary (one sentence): there is nothing to cut between"
+        return CaseResult(case, {**rec, "status": "failed", "error": error})
+    kept = sorted(set(boundary_tokens(spans, offsets))) if spans else cfg.cuts.kept_positions(response.length)
     ts = sorted(response.length - k for k in kept)
     search = cfg.search
     try:
@@ -545,7 +554,6 @@ def scan_problem(
         journal=None if journal is None else journal.mapped(slim),
     )
     detected, paper = cfg.windows.find(curve), cfg.windows.paper(curve)
-    offsets = sampler.char_offsets(response.response_ids)
     lo, hi, method = cut_intervals(curve.n_kept, curve.n_valid, cfg.windows.level, search.adaptive)
     rec["strategy"] = search.strategy
     rec["n_draws"] = int(curve.n_total.sum())
@@ -575,12 +583,15 @@ def scan_problem(
         rec["pivotal"] = pivotal_records(curve, cfg, response, offsets, rec.get("first_error"))
         if rec["correct"] is False:
             rec["critical"] = critical_record(curve, cfg, offsets, rec.get("first_error"))
+    if spans:
+        rec["anchors"] = anchor_records(curve, spans, offsets, cfg, rec.get("first_error"))
     if cfg.cuts.stump:
         if elic is None:
             error = "--stump needs the chat template (the stump answer is elicited in a second user turn)"
             return CaseResult(case, {**rec, "status": "failed", "error": error})
         rec["stump"] = stump_answers(elic, feature.labeler, response, [int(k) for k in rec["curve"]["kept"]],
                                      offsets, reference, problem.gold)
+        add_forced_importance(rec.get("anchors", []), rec["stump"])
     rec["status"] = "ok"
     meta = {
         "title": f"{dataset} · {problem.id}",
@@ -607,6 +618,58 @@ def critical_record(curve: Any, cfg: ReasoningConfig, offsets: Sequence[int],
             out["at_first_error"] = window_at_error(out["critical"], first_error["token"],
                                                     cfg.stats.error_tolerance)
     return out
+
+
+def anchor_records(curve: Any, spans: Sequence[tuple[int, int]], offsets: Sequence[int], cfg: ReasoningConfig,
+                   first_error: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Each sentence's resampling importance (`critwin.methods.anchors.sentence_importance`) on the scanned
+    curve (P(same answer) or P(correct), per `cfg.cuts.outcome`; KL over the scan's labels), at the
+    statistics' ci_level, with whether the sentence holds the first wrong step (arith, ± error_tolerance)."""
+    kept = [int(round(curve.t_max - t)) for t in curve.t]
+    success = {k: (int(a), int(b)) for k, a, b in zip(kept, curve.n_kept, curve.n_valid, strict=True)}
+    answers = {k: dict(c) for k, c in zip(kept, curve.label_counts, strict=True)}
+    out = []
+    boundaries = boundary_tokens(spans, offsets)
+    for imp in sentence_importance(spans, boundaries, success, answers, cfg.stats.ci_level):
+        d = imp.to_dict()
+        if first_error is not None:
+            d["at_first_error"] = window_at_error(d, first_error["token"], cfg.stats.error_tolerance)
+        out.append(d)
+    return out
+
+
+def add_forced_importance(anchors: list[dict[str, Any]], stump: Mapping[str, Any]) -> None:
+    """Forced-answer importance of each sentence: whether the stump answer right after it is correct minus
+    whether the one right before it is (None where either is ungraded)."""
+    correct = dict(zip(stump["kept"], stump["correct"], strict=True))
+    for a in anchors:
+        before, after = correct.get(a["kept_lo"]), correct.get(a["kept_hi"])
+        a["forced_importance"] = None if before is None or after is None else int(after) - int(before)
+
+
+def top_anchor(rec: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The sentence that matters most: with P(correct), the one whose keeping lowers it most (the harmful
+    step of a wrong chain); with P(same answer), the largest rise. None without a sentence of that sign."""
+    anchors = rec.get("anchors") or []
+    if (rec.get("curve") or {}).get("outcome") == "correct":
+        harmful = [a for a in anchors if a["importance"] < 0]
+        return min(harmful, key=lambda a: (a["importance"], a["index"])) if harmful else None
+    rising = [a for a in anchors if a["importance"] > 0]
+    return max(rising, key=lambda a: (a["importance"], -a["index"])) if rising else None
+
+
+def anchor_stats(records: Sequence[Mapping[str, Any]], level: float) -> dict[str, Any] | None:
+    """Over the problems cut at sentences: how many sentences were scored, and for the wrong chains whose
+    first wrong step is known (arith) how often the top anchor (`top_anchor`) holds it (Wilson)."""
+    scanned = [r for r in records if "anchors" in r]
+    if not scanned:
+        return None
+    tops = [top_anchor(r) for r in scanned if r.get("correct") is False and r.get("first_error") is not None]
+    return {
+        "n_problems": len(scanned),
+        "n_sentences": sum(len(r["anchors"]) for r in scanned),
+        **_rate("top_at_first_error_rate", [t["at_first_error"] for t in tops if t is not None], level),
+    }
 
 
 def _wilson(k: int, n: int, level: float) -> list[float]:
@@ -829,8 +892,8 @@ def summarize(
             entry["rows"] = dict(skipped[name])
         if cfg.task == "arith":
             entry.update(first_error_stats(ok, cfg.stats.error_tolerance))
-        for key, method_stats in (("pivotal_tokens", pivotal_stats), ("critical_tokens", critical_stats),
-                                  ("stump", stump_stats)):
+        for key, method_stats in (("anchors", anchor_stats), ("pivotal_tokens", pivotal_stats),
+                                  ("critical_tokens", critical_stats), ("stump", stump_stats)):
             if (found := method_stats(ok, cfg.stats.ci_level)) is not None:
                 entry[key] = found
         out[name] = entry

@@ -217,6 +217,24 @@ def summary_section(datasets: Mapping[str, Mapping[str, Any]], config: Mapping[s
                 "once. Wilson intervals.",
             )
         )
+    anchor_rows = [
+        [name, an["n_problems"], an["n_sentences"], an.get("n_judged"),
+         _ci(an, "top_at_first_error_rate") if "top_at_first_error_rate" in an else None]
+        for name, d in datasets.items()
+        if (an := d.get("anchors"))
+    ]
+    if anchor_rows:
+        tables.append(
+            Table(
+                ["dataset", "problems", "sentences scored", "judged (wrong, first wrong step known)",
+                 "top anchor holds the first wrong step"],
+                anchor_rows,
+                caption="Sentence anchors (Thought Anchors): each sentence's resampling importance is the "
+                "outcome's probability with the sentence kept minus with it rewritten (the cuts after and "
+                "before it). The top anchor of a wrong chain is the sentence whose keeping lowers P(correct) "
+                "most. Wilson intervals.",
+            )
+        )
     piv_rows = [
         [name, pt["n_problems"], pt["n_with_pivotal"], pt["n_pivotal"], pt.get("n_judged"),
          _ci(pt, "top_at_first_error_rate") if "top_at_first_error_rate" in pt else None]
@@ -450,6 +468,13 @@ def problem_section(rec: Mapping[str, Any], level: float = 0.99) -> Section:
         )
     elif "first_error" in rec:
         details.append(["first wrong step", "none (the chain is correct)"])
+    if rec.get("anchors"):
+        text = rec.get("response", "")
+        top = sorted(rec["anchors"], key=lambda a: -abs(a["importance"]))[:3]
+        details.append(["sentence anchors (largest |importance|, Newcombe CI)",
+                        "; ".join(f"{text[a['char_lo']:a['char_hi']].strip()!r}: {a['importance']:+.2f} "
+                                  f"[{a['importance_ci'][0]:+.2f}, {a['importance_ci'][1]:+.2f}], KL "
+                                  f"{a['kl']:.2f}" for a in top)])
     if rec.get("pivotal"):
         text = rec.get("response", "")
         details.append(["pivotal tokens (token: P(correct) without → with it)",

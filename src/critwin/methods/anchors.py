@@ -1,0 +1,113 @@
+"""Sentence anchors (Thought Anchors; Bogdan, Macar et al., 2025): how much each sentence of a chain of
+thought matters for its outcome, by resampling.
+
+Cuts sit at sentence boundaries: before sentence i the cut keeps the text up to its start, after it the
+text up to its end. Resampling importance of sentence i is P(success | cut after it) − P(success | cut
+before it): resampled from before, the sentence is rewritten; from after, it is kept. With it, a Newcombe
+interval, and the KL divergence of the answer distributions after vs before (with ½-count smoothing over
+the answers seen at either cut, in nats). Forced-answer importance (the answer forced right after the
+sentence) is the change of the stump answers (`critwin scan --stump`) across the sentence.
+
+Sentences end at ".", "!" or "?" followed by whitespace, or at a line break; the spans cover the text.
+A cut that would fall inside a token is moved to the next token boundary.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from critwin.errors import CritwinError
+from critwin.stats import newcombe_interval
+
+_END = re.compile(r"[.!?](?=\s)|\n")
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """[start, end) character spans of the sentences of `text`, in order; whitespace after a sentence's end
+    belongs to the next one's start (a line break ends its line's sentence). Blank spans are dropped."""
+    spans, start = [], 0
+    for m in _END.finditer(text):
+        end = m.end()
+        if text[start:end].strip():
+            spans.append((start, end))
+        start = end
+    if text[start:].strip():
+        spans.append((start, len(text)))
+    return spans
+
+
+def boundary_tokens(spans: Sequence[tuple[int, int]], offsets: Sequence[int]) -> list[int]:
+    """Tokens kept at each sentence boundary (before the first sentence, then after each one): the first
+    token boundary at or after the character boundary; `offsets` are the tokens' character starts followed
+    by the text's length."""
+    n = len(offsets) - 1
+
+    def kept_at(char: int) -> int:
+        return next((k for k in range(n + 1) if offsets[k] >= char), n)
+
+    return [kept_at(spans[0][0]), *(kept_at(end) for _, end in spans)] if spans else []
+
+
+@dataclass(frozen=True)
+class SentenceImportance:
+    """Resampling importance of one sentence: its characters and the tokens kept before / after it, the
+    measured P(success) at both cuts with their draws, the difference with its Newcombe interval, and
+    the KL divergence (nats) of the answer distribution after it from the one before it."""
+
+    index: int
+    char_lo: int
+    char_hi: int
+    kept_lo: int
+    kept_hi: int
+    p_before: float
+    p_after: float
+    n_before: int
+    n_after: int
+    importance: float
+    importance_ci: tuple[float, float]
+    kl: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def kl_divergence(after: Mapping[Any, int], before: Mapping[Any, int]) -> float:
+    """KL(after || before) in nats between two answer distributions given as counts, each smoothed with ½
+    a count on every answer seen in either."""
+    labels = set(after) | set(before)
+    na, nb = sum(after.values()) + 0.5 * len(labels), sum(before.values()) + 0.5 * len(labels)
+    out = 0.0
+    for lab in labels:
+        pa, pb = (after.get(lab, 0) + 0.5) / na, (before.get(lab, 0) + 0.5) / nb
+        out += pa * math.log(pa / pb)
+    return out
+
+
+def sentence_importance(
+    spans: Sequence[tuple[int, int]],
+    kept: Sequence[int],
+    success: Mapping[int, tuple[int, int]],
+    answers: Mapping[int, Mapping[Any, int]],
+    level: float = 0.95,
+) -> list[SentenceImportance]:
+    """Importance of every sentence whose two cuts are distinct and measured. `kept`: tokens kept at the
+    boundaries (`boundary_tokens`); `success`: per kept count (successes, valid draws); `answers`: per kept
+    count the answers' counts."""
+    if len(kept) != len(spans) + 1:
+        raise CritwinError(f"{len(spans)} sentences need {len(spans) + 1} boundaries, got {len(kept)}")
+    out = []
+    for i, (lo, hi) in enumerate(spans):
+        a, b = kept[i], kept[i + 1]
+        if a == b or a not in success or b not in success:
+            continue
+        (k0, n0), (k1, n1) = success[a], success[b]
+        if not n0 or not n1:
+            continue
+        ci = newcombe_interval(k1, n1, k0, n0, level)
+        out.append(SentenceImportance(i, lo, hi, a, b, k0 / n0, k1 / n1, n0, n1, k1 / n1 - k0 / n0,
+                                      (float(ci[0]), float(ci[1])), kl_divergence(answers[b], answers[a])))
+    return out
