@@ -166,6 +166,10 @@ CASES: list[tuple[str, str, str]] = [
      "drop --stump"),
     ("scan --out o --outcome right", "--outcome 'right' unknown", "use same or correct"),
     ("critical-tokens --out o --eps 0", "--eps 0", "probability in (0, 1)"),
+    ("forks --out o --fork-threshold 0", "--fork-threshold 0", "probability in (0, 1]"),
+    ("forks --out o --engine vllm", "--forks needs the model's next-token distribution", "use --engine hf"),
+    ("anchors --out o -k 0", "-k 0", "whole number >= 1"),
+    ("compare nope1 nope2", "compare: run directory nope1 does not exist", "pass the folder a critwin run"),
     ("pivotal --out o --outcome same", "critwin pivotal scores endings by correctness", "--outcome correct"),
     ("pivotal --out o --export-dpo folder", "--export-dpo folder", "exists; pass --force"),
     # ---- structured
@@ -333,7 +337,8 @@ def test_the_table_covers_every_command():
     words = [shlex.split(line) for line, _, _ in CASES]
     commands = {" ".join(w[:2]) if w[0] in ("jailbreak", "diffusion") else w[0] for w in words}
     assert commands == {"scan", "structured", "jailbreak windows", "jailbreak repeat", "jailbreak detect",
-                        "theory", "report", "demo", "grade", "diffusion scan", "diffusion demo"}
+                        "theory", "report", "demo", "grade", "diffusion scan", "diffusion demo", "anchors",
+                        "forks", "critical-tokens", "pivotal", "compare"}
     assert len(CASES) >= 60
 
 

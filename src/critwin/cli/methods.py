@@ -1,10 +1,10 @@
 """The field's other methods as commands on critwin's reasoning scan (`critwin.methods`).
 
 `critwin anchors` is `critwin scan --sentences --outcome correct -k 32` (Thought Anchors' resampling
-importance); `critwin critical-tokens` is `critwin scan --outcome correct --strategy every-prefix -k 64`
-(Critical Tokens, Lin et al., 2024); `critwin pivotal` is `critwin scan --outcome correct --strategy bisect
--k 16` (Pivotal Token Search) with `--export-dpo FILE`. Every option of `critwin scan` applies, with these
-defaults.
+importance); `critwin forks` is `critwin scan --forks` (Forking Paths); `critwin critical-tokens` is `critwin
+scan --outcome correct --strategy every-prefix -k 64` (Critical Tokens, Lin et al., 2024); `critwin pivotal`
+is `critwin scan --outcome correct --strategy bisect -k 16` (Pivotal Token Search) with `--export-dpo FILE`.
+Every option of `critwin scan` applies, with these defaults.
 """
 
 from __future__ import annotations
@@ -110,6 +110,21 @@ anchors_cmd = app.command("anchors", short_help="Sentence anchors: how much each
         scan` applies (--outcome same measures P(same answer) instead).
         """,
         sentences=True, outcome="correct", k=32,
+    )
+)
+
+forks_cmd = app.command("forks", short_help="Forking tokens: where forcing a token changes the answer.")(
+    with_defaults(
+        scan_cmd,
+        """Forking tokens (Forking Paths, Bigelow et al., 2024) in chain-of-thought reasoning.
+
+        The reasoning scan with --forks: at every position of each original, every token the model gives at
+        least --fork-threshold probability (default 0.05) is forced and K endings are resampled from it;
+        per position the outcome distribution, P(same answer) and the fork probability, then the change
+        points of that series (PELT) and the survival of the original answer. Needs --engine hf (the
+        model's next-token distribution). Every option of `critwin scan` applies.
+        """,
+        forks=True,
     )
 )
 

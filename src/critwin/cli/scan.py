@@ -177,6 +177,13 @@ def scan_cmd(
         False, "--sentences", help="Cut at the sentence boundaries of each response (instead of --fractions) "
         "and record each sentence's resampling importance (Thought Anchors).",
     ),
+    forks: bool = typer.Option(
+        False, "--forks", help="Also force, at every position, each token the model gives at least "
+        "--fork-threshold probability and resample K endings from it (Forking Paths; --engine hf).",
+    ),
+    fork_threshold: float = typer.Option(
+        0.05, "--fork-threshold", help="Least next-token probability of a forced token with --forks."
+    ),
     stump: bool = typer.Option(
         False, "--stump", help="Also record each cut's stump answer: the answer elicited from the truncated "
         "prefix itself, with no continuation (needs the chat template).",
@@ -242,6 +249,9 @@ def scan_cmd(
         checks.whole(max_new_tokens, "--max-new-tokens")
     checks.device_and_dtype(device, dtype)
     choice = engines.choose(engine, base_url, served_model, api_key_env, max_concurrency, engine_option)
+    if forks and choice.kind != "hf":
+        raise CritwinError(f"--forks needs the model's next-token distribution, which --engine hf gives "
+                           f"(not {choice.kind}); use --engine hf")
     checks.probability(level, "--level", open_high=True)
     checks.probability(paper_threshold, "--paper-threshold")
     if elicit_prompt is not None and not elicit_prompt.strip():
@@ -284,6 +294,8 @@ def scan_cmd(
         elicit_prompt=elicit_prompt,
         stump=stump,
         sentences=sentences,
+        forks=forks,
+        fork_threshold=fork_threshold,
         outcome=outcome,
         eps=eps,
         level=level,

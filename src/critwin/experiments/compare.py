@@ -4,11 +4,12 @@ problems, how often they agree, how often each sits at the first wrong step, and
 Every run is a reasoning run directory, read without the model. A run contributes one method per kind of
 position its records hold: "window" (the main window of a P(same answer) scan: `critwin scan`), "critical"
 (the critical token of a wrong chain: `critwin critical-tokens`), "pivotal" (the most harmful pivotal token:
-`critwin pivotal`) and "anchor" (the top sentence anchor: `critwin anchors`). A position is a span of tokens
-[kept_lo, kept_hi) of the original response; two positions agree when they lie within `tolerance` tokens of
-each other (the slack of `window_at_error`), and a position sits at the first wrong step when that step's
-first wrong token lies in it ± `tolerance`. Problems are matched by their case name, and only when every run
-drew the same original response (the same model, data, seed and sampling), which is checked.
+`critwin pivotal`), "anchor" (the top sentence anchor: `critwin anchors`) and "fork" (the position whose
+redrawing most often changes the outcome: `critwin forks`). A position is a span of tokens [kept_lo, kept_hi)
+of the original response; two positions agree when they lie within `tolerance` tokens of each other (the slack
+of `window_at_error`), and a position sits at the first wrong step when that step's first wrong token lies in
+it ± `tolerance`. Problems are matched by their case name, and only when every run drew the same original
+response (the same model, data, seed and sampling), which is checked.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def positions(rec: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
         out["window"] = (int(w["kept_lo"]), int(w["kept_hi"]))
     if (c := (rec.get("critical") or {}).get("critical")) is not None:
         out["critical"] = (int(c["kept_lo"]), int(c["kept_hi"]))
+    if (f := (rec.get("forks") or {}).get("top")) is not None:
+        out["fork"] = (int(f["kept_lo"]), int(f["kept_hi"]))
     if (a := top_anchor(rec)) is not None:
         out["anchor"] = (int(a["kept_lo"]), int(a["kept_hi"]))
     harmful = [p for p in rec.get("pivotal", []) if p["delta"] < 0]

@@ -38,6 +38,14 @@ from critwin.features.answers import elicitation_prompt
 from critwin.features.grading import ExactMatchGrader, Grader, grader_for
 from critwin.methods.anchors import boundary_tokens, sentence_importance, sentence_spans
 from critwin.methods.critical import critical_token
+from critwin.methods.forks import (
+    Branch,
+    branch_tokens,
+    change_points,
+    check_threshold,
+    position_summary,
+    survival,
+)
 from critwin.methods.pivotal import pivotal_tokens
 from critwin.params import PARAMS, check, parts_from_flat, whole_number
 from critwin.rundir import RunDir
@@ -88,6 +96,8 @@ _RESUME_KEYS = (
     "outcome",
     "eps",
     "sentences",
+    "forks",
+    "fork_threshold",
 )
 
 
@@ -126,7 +136,9 @@ class CutSettings:
     answer)); "correct" by whether it is right (P(correct), the outcome of Critical Tokens and PTS), and
     an incorrect original then gets its critical token (`critwin.methods.critical`, at most `eps` P(correct)
     after it at the statistics' ci_level). `sentences`: cut at the sentence boundaries of each response
-    instead (`critwin.methods.anchors`), and record each sentence's resampling importance.
+    instead (`critwin.methods.anchors`), and record each sentence's resampling importance. `forks`: also
+    force, at every position, each token the model gives at least `fork_threshold` probability and resample
+    k endings from it (`critwin.methods.forks`; needs the model's next-token distribution).
     """
 
     k: int = 16
@@ -139,12 +151,15 @@ class CutSettings:
     outcome: str = "same"
     eps: float = 0.05
     sentences: bool = False
+    forks: bool = False
+    fork_threshold: float = 0.05
 
     def __post_init__(self) -> None:
         if self.answer_from not in ANSWER_FROM:
             raise CritwinError(f"--answer-from {self.answer_from!r} unknown: use continuation or elicit")
         if self.outcome not in OUTCOMES:
             raise CritwinError(f"--outcome {self.outcome!r} unknown: use same or correct")
+        check_threshold(self.fork_threshold)
         if not 0 < self.eps < 1:
             raise CritwinError(f"--eps {self.eps:g}: use a probability in (0, 1)")
         whole_number(1, "a whole number >= 1 (resample at least 1 ending per cut)").check(self.k, "k", "-k")
@@ -193,7 +208,8 @@ _PARTS = {
 #: an earlier run directory).
 _NEW_PARTS = ("search",)
 #: Fields of the cuts part stored only when they differ from these defaults (for the same reason).
-_NEW_CUT_FIELDS = {"stump": False, "outcome": "same", "eps": 0.05, "sentences": False}
+_NEW_CUT_FIELDS = {"stump": False, "outcome": "same", "eps": 0.05, "sentences": False, "forks": False,
+                   "fork_threshold": 0.05}
 
 
 @dataclass(frozen=True)
@@ -583,6 +599,13 @@ def scan_problem(
         rec["pivotal"] = pivotal_records(curve, cfg, response, offsets, rec.get("first_error"))
         if rec["correct"] is False:
             rec["critical"] = critical_record(curve, cfg, offsets, rec.get("first_error"))
+    if cfg.cuts.forks:
+        kept_label = reference if cfg.cuts.outcome == "same" else True
+        try:
+            rec["forks"] = fork_record(sampler, response, scored, kept_label, cfg, seed.spawn(1)[0], offsets,
+                                       rec.get("first_error"))
+        except CritwinError as err:  # e.g. a threshold that admits no token here: this problem only
+            return CaseResult(case, {**rec, "status": "failed", "error": str(err)})
     if spans:
         rec["anchors"] = anchor_records(curve, spans, offsets, cfg, rec.get("first_error"))
     if cfg.cuts.stump:
@@ -618,6 +641,88 @@ def critical_record(curve: Any, cfg: ReasoningConfig, offsets: Sequence[int],
             out["at_first_error"] = window_at_error(out["critical"], first_error["token"],
                                                     cfg.stats.error_tolerance)
     return out
+
+
+def fork_record(sampler: Any, response: Any, feature: Any, reference: Any, cfg: ReasoningConfig,
+                rng: np.random.Generator, offsets: Sequence[int], first_error: Mapping[str, Any] | None,
+                ) -> dict[str, Any]:
+    """Forking tokens (`critwin.methods.forks`) along one response: at every position each token with
+    next-token probability >= `cfg.cuts.fork_threshold` (the model's law at the sampling temperature,
+    before top-p) is forced and k endings resampled from it, all in one batch; per position the branches,
+    p_same and the fork probability, then the change points of p_same (the positions where a new segment
+    starts), the survival, and the top fork (the position whose redrawing most often changes the outcome)
+    with whether it is the first wrong step."""
+    import torch
+
+    length = response.length
+    temperature = max(float(cfg.sampling.temperature), 1e-6)
+    logits = sampler.next_token_logits(response, [float(length - p) for p in range(length)])
+    probs = torch.softmax(logits.double() / temperature, dim=-1).cpu().numpy()
+    eos = tuple(getattr(getattr(sampler, "settings", None), "eos_token_ids", ()) or ())
+    forced, where = [], []
+    for p in range(length):
+        row = probs[p]
+        top = np.flatnonzero(row >= cfg.cuts.fork_threshold - 1e-12)
+        for w in branch_tokens({int(t): float(row[t]) for t in top}, cfg.cuts.fork_threshold, eos):
+            ids = response.response_ids[:p] + (w,)
+            forced.append(replace(response, response_ids=ids, response_text=sampler.decode(ids)))
+            where.append((p, w, float(row[w])))
+    if not forced:
+        raise CritwinError(f"--fork-threshold {cfg.cuts.fork_threshold:g} admits no token at any position of "
+                           "this response; lower it")
+    endings = sampler.resample_many(forced, [[0.0]] * len(forced), cfg.cuts.k, rng)
+    branches: dict[int, list[Branch]] = {p: [] for p in range(length)}
+    for (p, w, q), x, (row,) in zip(where, forced, endings, strict=True):
+        done = [replace(x, response_ids=x.response_ids + c.token_ids,
+                        response_text=sampler.decode(x.response_ids + c.token_ids))
+                for c in row if not isinstance(c, Failure)]
+        labels = [lab for lab in feature.batch(done) if lab is not None]
+        counts: dict[Any, int] = {}
+        for lab in labels:
+            counts[lab] = counts.get(lab, 0) + 1
+        branches[p].append(Branch(w, q, counts))
+    positions = []
+    for p in range(length):
+        summary = position_summary(branches[p], response.response_ids[p], reference)
+        shown = [{"token_id": b.token_id, "text": sampler.decode([b.token_id]), "prob": b.prob, "n": b.n,
+                  "same": b.share(reference) if b.n else None,
+                  "counts": {str(k): v for k, v in b.counts.items()}}
+                 for b in branches[p]]
+        positions.append({"token": p, "token_id": response.response_ids[p], **summary, "branches": shown})
+    scored = [d for d in positions if d["p_same"] is not None]
+    changes = change_points([d["p_same"] for d in scored], [d["variance"] for d in scored])
+    cuts = [d["token"] for d in scored]
+    out: dict[str, Any] = {
+        "threshold": cfg.cuts.fork_threshold,
+        "n_draws": int(sum(b.n for bs in branches.values() for b in bs)),
+        "positions": positions,
+        "change_points": [cuts[b] for b in changes],
+        "survival": survival([d["fork_probability"] or 0.0 for d in positions]),
+    }
+    forks = [(d["fork_probability"], -d["token"]) for d in positions if d["fork_probability"]]
+    if forks:
+        best, token = max(forks)[0], -max(forks)[1]
+        top = {"fork_probability": best, "kept_lo": token, "kept_hi": token + 1, "char_lo": offsets[token],
+               "char_hi": offsets[token + 1]}
+        if first_error is not None:
+            top["at_first_error"] = window_at_error(top, first_error["token"], cfg.stats.error_tolerance)
+        out["top"] = top
+    return out
+
+
+def fork_stats(records: Sequence[Mapping[str, Any]], level: float) -> dict[str, Any] | None:
+    """Over the problems with forks: how many, their draws and change points, and for the wrong chains whose
+    first wrong step is known (arith) how often the top fork sits at it (Wilson)."""
+    scanned = [r for r in records if "forks" in r]
+    if not scanned:
+        return None
+    tops = [r["forks"].get("top") for r in scanned if r.get("correct") is False and r.get("first_error")]
+    return {
+        "n_problems": len(scanned),
+        "n_draws": sum(r["forks"]["n_draws"] for r in scanned),
+        "n_change_points": sum(len(r["forks"]["change_points"]) for r in scanned),
+        **_rate("top_at_first_error_rate", [t["at_first_error"] for t in tops if t is not None], level),
+    }
 
 
 def anchor_records(curve: Any, spans: Sequence[tuple[int, int]], offsets: Sequence[int], cfg: ReasoningConfig,
@@ -892,8 +997,9 @@ def summarize(
             entry["rows"] = dict(skipped[name])
         if cfg.task == "arith":
             entry.update(first_error_stats(ok, cfg.stats.error_tolerance))
-        for key, method_stats in (("anchors", anchor_stats), ("pivotal_tokens", pivotal_stats),
-                                  ("critical_tokens", critical_stats), ("stump", stump_stats)):
+        for key, method_stats in (("anchors", anchor_stats), ("forks", fork_stats),
+                                  ("pivotal_tokens", pivotal_stats), ("critical_tokens", critical_stats),
+                                  ("stump", stump_stats)):
             if (found := method_stats(ok, cfg.stats.ci_level)) is not None:
                 entry[key] = found
         out[name] = entry
@@ -1073,6 +1179,11 @@ class ReasoningExperiment:
             raise CritwinError(
                 "--answer-from elicit needs a tokenizer with a chat template (the elicitation is a "
                 "second user turn); add a chat template or use --answer-from continuation"
+            )
+        if self.cfg.cuts.forks and not callable(getattr(sampler, "next_token_logits", None)):
+            raise CritwinError(
+                "--forks needs the model's next-token distribution, which the hf engine gives; use --engine "
+                "hf"
             )
         if self.cfg.cuts.stump and not sampler.chat:
             raise CritwinError(

@@ -217,6 +217,23 @@ def summary_section(datasets: Mapping[str, Mapping[str, Any]], config: Mapping[s
                 "once. Wilson intervals.",
             )
         )
+    fork_rows = [
+        [name, fk["n_problems"], fk["n_draws"], fk["n_change_points"], fk.get("n_judged"),
+         _ci(fk, "top_at_first_error_rate") if "top_at_first_error_rate" in fk else None]
+        for name, d in datasets.items()
+        if (fk := d.get("forks"))
+    ]
+    if fork_rows:
+        tables.append(
+            Table(
+                ["dataset", "problems", "draws", "change points", "judged (wrong, first wrong step known)",
+                 "top fork at the first wrong step"],
+                fork_rows,
+                caption="Forking tokens (Forking Paths): at every position each token with next-token "
+                "probability ≥ the threshold is forced and K endings resampled. The top fork is the position "
+                "whose redrawing most often changes the outcome. Wilson intervals.",
+            )
+        )
     anchor_rows = [
         [name, an["n_problems"], an["n_sentences"], an.get("n_judged"),
          _ci(an, "top_at_first_error_rate") if "top_at_first_error_rate" in an else None]
@@ -468,6 +485,14 @@ def problem_section(rec: Mapping[str, Any], level: float = 0.99) -> Section:
         )
     elif "first_error" in rec:
         details.append(["first wrong step", "none (the chain is correct)"])
+    fk = rec.get("forks")
+    if fk:
+        text = rec.get("response", "")
+        top = fk.get("top")
+        where = "none" if top is None else (f"token {top['kept_lo']} {text[top['char_lo']:top['char_hi']]!r} "
+                                            f"(fork probability {top['fork_probability']:.2f})")
+        details.append(["forking tokens", f"change points at tokens {fk['change_points'] or 'none'}; top "
+                        f"fork: {where}; survival to the end {fk['survival'][-1]:.2f}"])
     if rec.get("anchors"):
         text = rec.get("response", "")
         top = sorted(rec["anchors"], key=lambda a: -abs(a["importance"]))[:3]
