@@ -111,6 +111,8 @@ def test_runs_that_cannot_be_compared_are_one_line_errors(tmp_path, capsys):
 def test_the_command_prints_one_json_object(tmp_path, capsys):
     a = make_run(tmp_path / "a", [record(0, error=3, window=(2, 4))])
     b = make_run(tmp_path / "b", [record(0, error=3, pivotal=[(3, -0.5)], outcome="correct")])
+    forked = {**record(0, error=3, draws=40), "forks": {"n_draws": 500, "top": {"kept_lo": 3, "kept_hi": 4}}}
+    assert compare_runs([a, make_run(tmp_path / "f", [forked])])["methods"]["fork"]["mean_draws"] == 540
     with pytest.raises(SystemExit) as done:
         main(["compare", str(a), str(b), "--json"])
     assert done.value.code in (0, None)

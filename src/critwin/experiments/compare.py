@@ -105,7 +105,9 @@ def compare_runs(paths: Sequence[str | Path], tolerance: int = TOLERANCE) -> dic
                 if fe is not None and recs[case].get("correct") is False:
                     at_error.append(window_at_error({"kept_lo": span[0], "kept_hi": span[1]}, fe["token"],
                                                     tolerance))
-            draws = [recs[case].get("n_draws", 0) for case in common]
+            # A run's draws: its scan's and, with --forks, the forced branches' endings.
+            draws = [recs[case].get("n_draws", 0) + (recs[case].get("forks") or {}).get("n_draws", 0)
+                     for case in common]
             methods[name] = {
                 "run": str(path),
                 "n_with_position": sum(name in spans[case] for case in common),
