@@ -4,11 +4,12 @@ problems, how often they agree, how often each sits at the first wrong step, and
 Every run is a reasoning run directory, read without the model. A run contributes one method per kind of
 position its records hold: "window" (the main window of a P(same answer) scan: `critwin scan`), "critical"
 (the critical token of a wrong chain: `critwin critical-tokens`), "pivotal" (the most harmful pivotal token:
-`critwin pivotal`), "anchor" (the top sentence anchor: `critwin anchors`) and "fork" (the position whose
-redrawing most often changes the outcome: `critwin forks`). A position is a span of tokens [kept_lo, kept_hi)
-of the original response; two positions agree when they lie within `tolerance` tokens of each other (the slack
-of `window_at_error`), and a position sits at the first wrong step when that step's first wrong token lies in
-it ± `tolerance`. Problems are matched by their case name, and only when every run drew the same original
+`critwin pivotal`), "anchor" (the top sentence anchor: `critwin anchors`), "counterfactual anchor" (the
+top one by counterfactual importance) and "fork" (the position whose redrawing most often changes the
+outcome: `critwin forks`). A position is a span of tokens [kept_lo, kept_hi) of the original response;
+two positions agree when they lie within `tolerance` tokens of each other (the slack of
+`window_at_error`), and a position sits at the first wrong step when that step's first wrong token lies
+in it ± `tolerance`. Problems are matched by their case name, and only when every run drew the same original
 response (the same model, data, seed and sampling), which is checked.
 """
 
@@ -40,6 +41,8 @@ def positions(rec: Mapping[str, Any]) -> dict[str, tuple[int, int]]:
         out["fork"] = (int(f["kept_lo"]), int(f["kept_hi"]))
     if (a := top_anchor(rec)) is not None:
         out["anchor"] = (int(a["kept_lo"]), int(a["kept_hi"]))
+    if (a := top_anchor(rec, counterfactual=True)) is not None:
+        out["counterfactual anchor"] = (int(a["kept_lo"]), int(a["kept_hi"]))
     harmful = [p for p in rec.get("pivotal", []) if p["delta"] < 0]
     if harmful:
         p = min(harmful, key=lambda p: (p["delta"], p["token"]))
@@ -73,7 +76,8 @@ def _open(path: Path) -> tuple[RunDir, dict[str, Any]]:
 def compare_runs(paths: Sequence[str | Path], tolerance: int = TOLERANCE) -> dict[str, Any]:
     """The comparison of reasoning runs (see the module docstring) as one JSON-able dict: per method its
     run, problems with a position, rate at the first wrong step (Wilson, 95%) and mean draws per problem;
-    per pair of methods the share of common problems where they agree; per problem each method's span."""
+    per pair of methods the share of common problems where they agree; per problem each method's span and
+    ("first_errors") the first wrong token of the original response, or None where none is known."""
     if len(paths) < 2:
         raise CritwinError("compare: give at least two run directories")
     opened = [(Path(p), *_open(Path(p))) for p in paths]
@@ -114,6 +118,11 @@ def compare_runs(paths: Sequence[str | Path], tolerance: int = TOLERANCE) -> dic
                 "at_first_error": _share(at_error),
                 "mean_draws": sum(draws) / len(draws),
             }
+    # The runs drew the same original response (checked above), so any run's first wrong token is its own.
+    first_errors: dict[str, int | None] = {}
+    for case in common:
+        fe = next((recs[case]["first_error"] for _, _, recs in opened if recs[case].get("first_error")), None)
+        first_errors[case] = None if fe is None else int(fe["token"])
     pairs = {}
     for a, b in combinations(methods, 2):
         both = [case for case in common if a in spans[case] and b in spans[case]]
@@ -124,4 +133,5 @@ def compare_runs(paths: Sequence[str | Path], tolerance: int = TOLERANCE) -> dic
         "methods": methods,
         "agreement": pairs,
         "problems": {case: {m: list(s) for m, s in spans[case].items()} for case in common},
+        "first_errors": first_errors,
     }
