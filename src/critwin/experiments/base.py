@@ -96,18 +96,23 @@ class CaseJournal:
     """A case's `critwin.curves.Journal`: the draws an earlier attempt at the case stored (by call
     number) and a writer that stores new ones at once, so a killed run resumes a case's search without
     redrawing. `prepare` maps draws before they are stored (e.g. to slim the samples); `mapped(fn)` adds
-    such a step. Replayed draws come back as stored (prepared)."""
+    such a step. Replayed draws come back as stored (prepared). `observe`, when set, sees every call's draws
+    as stored, replayed or new (`observed(fn)`), for a case that needs them after its scan."""
 
     stored: Mapping[int, Draws]
     write: Callable[[int, Draws], None]
     drop_from: Callable[[int], None] = lambda _call: None
     prepare: Callable[[Draws], Draws] | None = None
+    observe: Callable[[Draws], None] | None = None
 
     def mapped(self, fn: Callable[[Draws], Draws]) -> CaseJournal:
         """This journal, storing fn(draws) instead of the draws."""
         prev = self.prepare
-        return CaseJournal(self.stored, self.write, self.drop_from,
-                           fn if prev is None else (lambda d: fn(prev(d))))
+        return replace(self, prepare=fn if prev is None else (lambda d: fn(prev(d))))
+
+    def observed(self, fn: Callable[[Draws], None]) -> CaseJournal:
+        """This journal, handing fn every call's draws (as stored) whether replayed or new."""
+        return replace(self, observe=fn)
 
     def replay(self, call: int, ts: tuple[float, ...], n: int) -> Draws | None:
         got = self.stored.get(call)
@@ -120,10 +125,15 @@ class CaseJournal:
             self.drop_from(call)
             self.stored = {c: d for c, d in self.stored.items() if c < call}
             return None
+        if self.observe is not None:
+            self.observe(got)
         return got
 
     def record(self, call: int, draws: Draws) -> None:
-        self.write(call, draws if self.prepare is None else self.prepare(draws))
+        kept = draws if self.prepare is None else self.prepare(draws)
+        self.write(call, kept)
+        if self.observe is not None:
+            self.observe(kept)
 
 
 def journaled(experiment: Any) -> bool:

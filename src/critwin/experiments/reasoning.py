@@ -36,7 +36,14 @@ from critwin.experiments import arith
 from critwin.experiments.base import Case, CaseJournal, CaseResult
 from critwin.features.answers import elicitation_prompt
 from critwin.features.grading import ExactMatchGrader, Grader, grader_for
-from critwin.methods.anchors import boundary_tokens, sentence_importance, sentence_spans
+from critwin.features.similarity import THRESHOLD
+from critwin.methods.anchors import (
+    boundary_tokens,
+    counterfactual_importance,
+    replacement_sentence,
+    sentence_importance,
+    sentence_spans,
+)
 from critwin.methods.critical import critical_token
 from critwin.methods.forks import (
     Branch,
@@ -98,6 +105,9 @@ _RESUME_KEYS = (
     "sentences",
     "forks",
     "fork_threshold",
+    "counterfactual",
+    "similarity_threshold",
+    "embedder",
 )
 
 
@@ -139,6 +149,9 @@ class CutSettings:
     instead (`critwin.methods.anchors`), and record each sentence's resampling importance. `forks`: also
     force, at every position, each token the model gives at least `fork_threshold` probability and resample
     k endings from it (`critwin.methods.forks`; needs the model's next-token distribution).
+    `counterfactual` (with `sentences`): also each sentence's counterfactual importance, keeping only the
+    endings whose replacement sentence has embedding similarity below `similarity_threshold` with it
+    (`critwin.features.similarity`, model directory `embedder`, None: the bundled all-MiniLM-L6-v2).
     """
 
     k: int = 16
@@ -153,8 +166,16 @@ class CutSettings:
     sentences: bool = False
     forks: bool = False
     fork_threshold: float = 0.05
+    counterfactual: bool = False
+    similarity_threshold: float = THRESHOLD
+    embedder: str | None = None
 
     def __post_init__(self) -> None:
+        if self.counterfactual and not self.sentences:
+            raise CritwinError("--counterfactual scores sentences: it needs --sentences (critwin anchors)")
+        if not -1 <= self.similarity_threshold <= 1:
+            raise CritwinError(f"--similarity-threshold {self.similarity_threshold:g}: a cosine similarity "
+                               "lies in [-1, 1] (Thought Anchors: 0.8)")
         if self.answer_from not in ANSWER_FROM:
             raise CritwinError(f"--answer-from {self.answer_from!r} unknown: use continuation or elicit")
         if self.outcome not in OUTCOMES:
@@ -209,7 +230,8 @@ _PARTS = {
 _NEW_PARTS = ("search",)
 #: Fields of the cuts part stored only when they differ from these defaults (for the same reason).
 _NEW_CUT_FIELDS = {"stump": False, "outcome": "same", "eps": 0.05, "sentences": False, "forks": False,
-                   "fork_threshold": 0.05}
+                   "fork_threshold": 0.05, "counterfactual": False, "similarity_threshold": THRESHOLD,
+                   "embedder": None}
 
 
 @dataclass(frozen=True)
@@ -558,7 +580,13 @@ def scan_problem(
         error = f"--strategy {search.strategy} cannot scan this response ({response.length} tokens): {err}"
         return CaseResult(case, {**rec, "status": "failed", "error": error})
     draws: list[Draws] = []
+    seen: list[Draws] = []  # every call's slim draws, replayed or new (the counterfactual needs their texts)
     slim = _slimmer(sampler.decode)
+
+    def keep(d: Draws) -> None:
+        draws.append(d)
+        seen.append(d)
+
     curve = scan(
         sampler,
         response,
@@ -566,8 +594,8 @@ def scan_problem(
         strategy=strategy,
         seed=seed,
         reference=reference if cfg.cuts.outcome == "same" else True,
-        on_draws=None if journal is not None else (lambda d: draws.append(slim(d))),
-        journal=None if journal is None else journal.mapped(slim),
+        on_draws=None if journal is not None else (lambda d: keep(slim(d))),
+        journal=None if journal is None else journal.mapped(slim).observed(seen.append),
     )
     detected, paper = cfg.windows.find(curve), cfg.windows.paper(curve)
     lo, hi, method = cut_intervals(curve.n_kept, curve.n_valid, cfg.windows.level, search.adaptive)
@@ -608,6 +636,8 @@ def scan_problem(
             return CaseResult(case, {**rec, "status": "failed", "error": str(err)})
     if spans:
         rec["anchors"] = anchor_records(curve, spans, offsets, cfg, rec.get("first_error"))
+        if cfg.cuts.counterfactual:
+            add_counterfactual_importance(rec["anchors"], seen, response, offsets, cfg, curve.reference)
     if cfg.cuts.stump:
         if elic is None:
             error = "--stump needs the chat template (the stump answer is elicited in a second user turn)"
@@ -743,6 +773,43 @@ def anchor_records(curve: Any, spans: Sequence[tuple[int, int]], offsets: Sequen
     return out
 
 
+def add_counterfactual_importance(anchors: list[dict[str, Any]], draws: Sequence[Draws], response: Any,
+                                  offsets: Sequence[int], cfg: ReasoningConfig, success: Any) -> None:
+    """Each sentence's counterfactual importance (`critwin.methods.anchors.counterfactual_importance`) under
+    "counterfactual": the valid endings drawn at the cut before it (all of the scan's calls pooled), each
+    with the similarity (`critwin.features.similarity`, model `cfg.cuts.embedder`) of the sentence it wrote
+    in its place to the original's rest of the sentence from that cut; the label counts after it."""
+    from critwin.features.similarity import SentenceEmbedder
+
+    by_kept: dict[int, list[tuple[str, Any]]] = {}
+    for d in draws:
+        for t, row, labels, fails in zip(d.ts, d.samples, d.labels, d.failures, strict=True):
+            kept = int(round(response.length - t))
+            by_kept.setdefault(kept, []).extend(
+                (s["text"], lab) for s, lab, f in zip(row, labels, fails, strict=True)
+                if lab is not None and f is None and isinstance(s, dict) and "text" in s)
+    text = response.response_text
+    pairs, owners = [], []
+    for i, a in enumerate(anchors):
+        start = offsets[a["kept_lo"]]
+        original = text[start : a["char_hi"]]
+        for ending, _ in by_kept.get(a["kept_lo"], []):
+            pairs.append((original, replacement_sentence(ending, start)))
+            owners.append(i)
+    sims = SentenceEmbedder(cfg.cuts.embedder).similarities(pairs)
+    scored: dict[int, list[float]] = {}
+    for i, sim in zip(owners, sims, strict=True):
+        scored.setdefault(i, []).append(sim)
+    for i, a in enumerate(anchors):
+        labels = [lab for _, lab in by_kept.get(a["kept_lo"], [])]
+        after: dict[Any, int] = {}
+        for _, lab in by_kept.get(a["kept_hi"], []):
+            after[lab] = after.get(lab, 0) + 1
+        got = counterfactual_importance(a["index"], list(zip(scored.get(i, []), labels, strict=True)), after,
+                                        success, cfg.cuts.similarity_threshold, cfg.stats.ci_level)
+        a["counterfactual"] = {**got.to_dict(), "threshold": cfg.cuts.similarity_threshold}
+
+
 def add_forced_importance(anchors: list[dict[str, Any]], stump: Mapping[str, Any]) -> None:
     """Forced-answer importance of each sentence: whether the stump answer right after it is correct minus
     whether the one right before it is (None where either is ungraded)."""
@@ -752,15 +819,20 @@ def add_forced_importance(anchors: list[dict[str, Any]], stump: Mapping[str, Any
         a["forced_importance"] = None if before is None or after is None else int(after) - int(before)
 
 
-def top_anchor(rec: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def top_anchor(rec: Mapping[str, Any], counterfactual: bool = False) -> Mapping[str, Any] | None:
     """The sentence that matters most: with P(correct), the one whose keeping lowers it most (the harmful
-    step of a wrong chain); with P(same answer), the largest rise. None without a sentence of that sign."""
-    anchors = rec.get("anchors") or []
+    step of a wrong chain); with P(same answer), the largest rise. None without a sentence of that sign.
+    `counterfactual`: by the counterfactual importance instead (sentences without one are skipped)."""
+
+    def score(a: Mapping[str, Any]) -> float | None:
+        return (a.get("counterfactual") or {}).get("importance") if counterfactual else a["importance"]
+
+    scored = [(v, a) for a in rec.get("anchors") or [] if (v := score(a)) is not None]
     if (rec.get("curve") or {}).get("outcome") == "correct":
-        harmful = [a for a in anchors if a["importance"] < 0]
-        return min(harmful, key=lambda a: (a["importance"], a["index"])) if harmful else None
-    rising = [a for a in anchors if a["importance"] > 0]
-    return max(rising, key=lambda a: (a["importance"], -a["index"])) if rising else None
+        harmful = [(v, a) for v, a in scored if v < 0]
+        return min(harmful, key=lambda va: (va[0], va[1]["index"]))[1] if harmful else None
+    rising = [(v, a) for v, a in scored if v > 0]
+    return max(rising, key=lambda va: (va[0], -va[1]["index"]))[1] if rising else None
 
 
 def anchor_stats(records: Sequence[Mapping[str, Any]], level: float) -> dict[str, Any] | None:
@@ -770,11 +842,17 @@ def anchor_stats(records: Sequence[Mapping[str, Any]], level: float) -> dict[str
     if not scanned:
         return None
     tops = [top_anchor(r) for r in scanned if r.get("correct") is False and r.get("first_error") is not None]
-    return {
+    out = {
         "n_problems": len(scanned),
         "n_sentences": sum(len(r["anchors"]) for r in scanned),
         **_rate("top_at_first_error_rate", [t["at_first_error"] for t in tops if t is not None], level),
     }
+    cf = [a["counterfactual"] for r in scanned for a in r["anchors"] if "counterfactual" in a]
+    if cf:  # how often the rewrites differ in meaning, pooled over every sentence's endings
+        n = sum(c["n_before"] for c in cf)
+        out["n_counterfactual"] = sum(c["importance"] is not None for c in cf)
+        out["share_different"] = sum(c["n_different"] for c in cf) / n if n else None
+    return out
 
 
 def _wilson(k: int, n: int, level: float) -> list[float]:
@@ -1190,6 +1268,10 @@ class ReasoningExperiment:
                 "--stump needs a tokenizer with a chat template (the stump answer is elicited in a second "
                 "user turn); add a chat template or drop --stump"
             )
+        if self.cfg.cuts.counterfactual:
+            from critwin.features.similarity import check_embedder
+
+            check_embedder(self.cfg.cuts.embedder)
 
     def run_case(
         self, sampler: Any, case: Case, rng: np.random.Generator, journal: CaseJournal | None = None

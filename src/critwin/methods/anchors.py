@@ -8,6 +8,12 @@ interval, and the KL divergence of the answer distributions after vs before (wit
 the answers seen at either cut, in nats). Forced-answer importance (the answer forced right after the
 sentence) is the change of the stump answers (`critwin scan --stump`) across the sentence.
 
+Counterfactual importance keeps, of the endings resampled before sentence i, only those whose replacement
+sentence (the first sentence they wrote) differs in meaning from sentence i — cosine similarity of sentence
+embeddings below a threshold (0.8 in Thought Anchors): P(success | cut after it) − P(success | cut before
+it, replacement different), with a Newcombe interval and the KL divergence of the answer distributions,
+so that a sentence the model would rewrite into the same step anyway is not credited with its outcome.
+
 Sentences end at ".", "!" or "?" followed by whitespace, or at a line break; the spans cover the text.
 A cut that would fall inside a token is moved to the next token boundary.
 """
@@ -111,3 +117,58 @@ def sentence_importance(
         out.append(SentenceImportance(i, lo, hi, a, b, k0 / n0, k1 / n1, n0, n1, k1 / n1 - k0 / n0,
                                       (float(ci[0]), float(ci[1])), kl_divergence(answers[b], answers[a])))
     return out
+
+
+def replacement_sentence(resampled: str, char: int) -> str:
+    """The sentence an ending wrote in place of the one that started at character `char`: the first
+    sentence of `resampled[char:]` (the text from the cut on; "" when the ending wrote nothing)."""
+    rest = resampled[char:]
+    spans = sentence_spans(rest)
+    return rest[spans[0][0] : spans[0][1]] if spans else ""
+
+
+@dataclass(frozen=True)
+class CounterfactualImportance:
+    """Counterfactual importance of one sentence: of the n_before valid endings drawn before it, the
+    n_different whose replacement sentence has similarity < threshold with it, their P(success)
+    (p_different; None when there are none), P(success) after it, the difference with its Newcombe
+    interval, and KL (nats) of the answers after it from those of the different replacements."""
+
+    index: int
+    n_before: int
+    n_different: int
+    share_different: float
+    p_different: float | None
+    p_after: float | None
+    importance: float | None
+    importance_ci: tuple[float, float] | None
+    kl: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def counterfactual_importance(
+    index: int,
+    before: Sequence[tuple[float, Any]],
+    after: Mapping[Any, int],
+    success: Any,
+    threshold: float,
+    level: float = 0.95,
+) -> CounterfactualImportance:
+    """Sentence `index`'s counterfactual importance from the valid endings drawn before it, each as
+    (similarity of its replacement sentence to the original, its label), and the label counts `after` it;
+    `success` is the label counted as success."""
+    different: dict[Any, int] = {}
+    for sim, label in before:
+        if sim < threshold:
+            different[label] = different.get(label, 0) + 1
+    n1, k1 = sum(after.values()), after.get(success, 0)
+    n0, k0 = sum(different.values()), different.get(success, 0)
+    share = n0 / len(before) if before else 0.0
+    if not n0 or not n1:
+        return CounterfactualImportance(index, len(before), n0, share, k0 / n0 if n0 else None,
+                                        k1 / n1 if n1 else None, None, None, None)
+    ci = newcombe_interval(k1, n1, k0, n0, level)
+    return CounterfactualImportance(index, len(before), n0, share, k0 / n0, k1 / n1, k1 / n1 - k0 / n0,
+                                    (float(ci[0]), float(ci[1])), kl_divergence(after, different))

@@ -236,7 +236,8 @@ def summary_section(datasets: Mapping[str, Mapping[str, Any]], config: Mapping[s
         )
     anchor_rows = [
         [name, an["n_problems"], an["n_sentences"], an.get("n_judged"),
-         _ci(an, "top_at_first_error_rate") if "top_at_first_error_rate" in an else None]
+         _ci(an, "top_at_first_error_rate") if "top_at_first_error_rate" in an else None,
+         an.get("n_counterfactual"), an.get("share_different")]
         for name, d in datasets.items()
         if (an := d.get("anchors"))
     ]
@@ -244,12 +245,14 @@ def summary_section(datasets: Mapping[str, Mapping[str, Any]], config: Mapping[s
         tables.append(
             Table(
                 ["dataset", "problems", "sentences scored", "judged (wrong, first wrong step known)",
-                 "top anchor holds the first wrong step"],
+                 "top anchor holds the first wrong step", "sentences with a counterfactual importance",
+                 "rewrites that differ in meaning"],
                 anchor_rows,
                 caption="Sentence anchors (Thought Anchors): each sentence's resampling importance is the "
                 "outcome's probability with the sentence kept minus with it rewritten (the cuts after and "
                 "before it). The top anchor of a wrong chain is the sentence whose keeping lowers P(correct) "
-                "most. Wilson intervals.",
+                "most. The counterfactual importance counts only the rewrites whose embedding similarity to "
+                "the sentence is below the threshold. Wilson intervals.",
             )
         )
     piv_rows = [
@@ -500,6 +503,18 @@ def problem_section(rec: Mapping[str, Any], level: float = 0.99) -> Section:
                         "; ".join(f"{text[a['char_lo']:a['char_hi']].strip()!r}: {a['importance']:+.2f} "
                                   f"[{a['importance_ci'][0]:+.2f}, {a['importance_ci'][1]:+.2f}], KL "
                                   f"{a['kl']:.2f}" for a in top)])
+        cf = [a for a in rec["anchors"] if (a.get("counterfactual") or {}).get("importance") is not None]
+        if any("counterfactual" in a for a in rec["anchors"]):
+            top = sorted(cf, key=lambda a: -abs(a["counterfactual"]["importance"]))[:3]
+            shown = []
+            for a in top:
+                c = a["counterfactual"]
+                shown.append(f"{text[a['char_lo']:a['char_hi']].strip()!r}: {c['importance']:+.2f} "
+                             f"[{c['importance_ci'][0]:+.2f}, {c['importance_ci'][1]:+.2f}] from "
+                             f"{c['n_different']} of {c['n_before']} rewrites")
+            details.append(["counterfactual importance (rewrites that differ in meaning)",
+                            "; ".join(shown) or "no rewrite of any sentence differs in meaning (embedding "
+                            "similarity below the threshold)"])
     if rec.get("pivotal"):
         text = rec.get("response", "")
         details.append(["pivotal tokens (token: P(correct) without → with it)",
