@@ -169,6 +169,9 @@ CASES: list[tuple[str, str, str]] = [
     ("forks --out o --fork-threshold 0", "--fork-threshold 0", "probability in (0, 1]"),
     ("forks --out o --engine vllm", "--forks needs the model's next-token distribution", "use --engine hf"),
     ("anchors --out o -k 0", "-k 0", "whole number >= 1"),
+    ("revise --out o --revise-prompt ''", "--revise-prompt is empty", "give the re-prompt text"),
+    ("revise --out o --revise-prompt 'Überprüfen'", "--revise-prompt: the model's tokenizer cannot encode",
+     "characters it knows"),
     ("scan --out o --counterfactual", "--counterfactual scores sentences", "needs --sentences"),
     ("anchors --out o --similarity-threshold 2", "--similarity-threshold 2", "lies in [-1, 1]"),
     ("anchors --out o --embedder nope", "--embedder nope is not a folder", "sentence-transformers model"),
@@ -354,7 +357,7 @@ def test_the_table_covers_every_command():
     commands = {" ".join(w[:2]) if w[0] in ("jailbreak", "diffusion") else w[0] for w in words}
     assert commands == {"scan", "structured", "jailbreak windows", "jailbreak repeat", "jailbreak detect",
                         "theory", "report", "demo", "grade", "diffusion scan", "diffusion demo", "anchors",
-                        "forks", "critical-tokens", "pivotal", "compare"}
+                        "forks", "critical-tokens", "pivotal", "compare", "revise"}
     assert len(CASES) >= 60
 
 

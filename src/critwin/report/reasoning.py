@@ -273,6 +273,30 @@ def summary_section(datasets: Mapping[str, Mapping[str, Any]], config: Mapping[s
                 "pivotal token can be noise. Wilson intervals.",
             )
         )
+    def mean_ci(e: Mapping[str, Any]) -> str:
+        if e["mean"] is None:
+            return "—"
+        return f"{e['mean']:+.2f}" + (f" [{e['ci'][0]:+.2f}, {e['ci'][1]:+.2f}]" if e["ci"] else "") + \
+            f" (n = {e['n']})"
+
+    revise_rows = [
+        [name, rv["n_problems"], rv["n_skipped"], mean_ci(rv["window_effect"]), mean_ci(rv["control_effect"]),
+         mean_ci(rv["window_minus_control"]), rv["n_draws"]]
+        for name, d in datasets.items()
+        if (rv := d.get("revise"))
+    ]
+    if revise_rows:
+        tables.append(
+            Table(
+                ["dataset", "revised (with a window)", "skipped", "effect at the window",
+                 "effect at a control position", "window − control (paired)", "draws"],
+                revise_rows,
+                caption="Revise at the window: K endings right after each main window with and without the "
+                "re-prompt, and the same at a random position away from it; an effect is P(correct) with "
+                "the re-prompt minus without, averaged over problems with a Student t interval across "
+                "problems.",
+            )
+        )
     stump_rows = [
         [name, st["n_cuts"], _ci(st, "share_same"), _fmt(st.get("mean_p_same")), st["n_graded"],
          _ci(st, "accuracy")]
@@ -515,6 +539,23 @@ def problem_section(rec: Mapping[str, Any], level: float = 0.99) -> Section:
             details.append(["counterfactual importance (rewrites that differ in meaning)",
                             "; ".join(shown) or "no rewrite of any sentence differs in meaning (embedding "
                             "similarity below the threshold)"])
+    rv = rec.get("revise")
+    if rv is not None:
+        if "skipped" in rv:
+            details.append(["revise at the window", rv["skipped"]])
+        else:
+            def arm(where: str) -> str:
+                e = rv.get(f"{where}_effect")
+                if e is None:
+                    return f"{where}: no position away from the window"
+                p = rv[where]["kept"]
+                if e["effect"] is None:
+                    return f"{where} (after token {p}): an arm has no gradable ending"
+                return (f"{where} (after token {p}): P(correct) {e['p_plain']:.2f} → {e['p_revised']:.2f}, "
+                        f"effect {e['effect']:+.2f} [{e['effect_ci'][0]:+.2f}, {e['effect_ci'][1]:+.2f}]")
+
+            details.append([f"revise at the window (re-prompt {rv['prompt']!r})",
+                            f"{arm('window')}; {arm('control')}"])
     if rec.get("pivotal"):
         text = rec.get("response", "")
         details.append(["pivotal tokens (token: P(correct) without → with it)",
