@@ -172,6 +172,8 @@ CASES: list[tuple[str, str, str]] = [
     ("revise --out o --revise-prompt ''", "--revise-prompt is empty", "give the re-prompt text"),
     ("revise --out o --revise-prompt 'Überprüfen'", "--revise-prompt: the model's tokenizer cannot encode",
      "characters it knows"),
+    ("anchors --out o --fractions 0.5", "--sentences cuts at the sentence boundaries", "drop --fractions"),
+    ("forks --out o -k 20000", "--forks with -k 20000", "use -k"),
     ("scan --out o --counterfactual", "--counterfactual scores sentences", "needs --sentences"),
     ("anchors --out o --similarity-threshold 2", "--similarity-threshold 2", "lies in [-1, 1]"),
     ("anchors --out o --embedder nope", "--embedder nope is not a folder", "sentence-transformers model"),

@@ -258,6 +258,9 @@ def scan_cmd(
     # Cheap checks first, so that mistakes fail before the slow imports.
     if dense and fractions is not None:
         raise CritwinError("--dense and --fractions: give one, not both")
+    if sentences and (dense or fractions is not None):
+        given = "--dense" if dense else "--fractions"
+        raise CritwinError(f"--sentences cuts at the sentence boundaries; drop {given}")
     if chat not in ("auto", "on", "off"):
         raise CritwinError(f"--chat {chat!r}: use auto, on or off")
     if limit is not None and limit < 1:
@@ -365,6 +368,10 @@ def scan_cmd(
     if search.strategy == "every-prefix":  # k endings at every token of the longest response
         n_cuts = max_new + 1
     checks.memory(cuts.k * n_cuts, max_new, f"-k {cuts.k} with {n_cuts} cuts per problem", "-k", n_cuts)
+    if cuts.forks:  # each position of the longest response forces at most 1/threshold tokens, k endings each
+        branches = max_new * int(1 / cuts.fork_threshold + 1e-9)
+        checks.memory(cuts.k * branches, max_new, f"--forks with -k {cuts.k} and --fork-threshold "
+                      f"{cuts.fork_threshold:g} (up to {branches} forced tokens per problem)", "-k", branches)
     for ps in sets:
         if ps.n_skipped:
             log(ps.report())
