@@ -73,7 +73,11 @@ def test_the_dataset_means_follow_from_the_records(run):
     assert rv["n_draws"] == 64 * len(effects) - 32 * sum(
         r["revise"]["control"] is None for r in records if "arms" in r["revise"]
     )
-    assert "Revise at the window" in (run / "index.html").read_text()
+    page = (run / "index.html").read_text()
+    assert "Revise at the window" in page
+    (run / "index.html").unlink()
+    assert cli("report", str(run)) == 0  # from the run directory alone, no model
+    assert (run / "index.html").read_text() == page
 
 
 def test_the_same_seed_gives_the_same_revisions_and_a_rerun_resumes(run, tmp_path, capsys):

@@ -182,6 +182,23 @@ def test_a_killed_adaptive_case_resumes_its_search_without_redrawing(adaptive, s
     assert store.calls[0].samples[0][0] == whole.draws[0].samples[0][0]  # slimmed, as without a journal
 
 
+def test_counterfactual_importance_is_the_same_from_replayed_draws(problems, sampler):
+    """A resumed case replays its stored draws instead of drawing: the counterfactual importance, which
+    needs every ending's text, sees them through the journal and comes out as from fresh draws."""
+    exp = experiment(problems, sentences=True, counterfactual=True, outcome="correct", strategy="adaptive",
+                     n_min=4, n_max=K)
+    case = exp.cases()[0]
+    store = Store()
+    first = exp.run_case(sampler, case, case_rng(0, case.id), journal=store.journal())
+    assert len(store.calls) > 1  # the adaptive search drew in several calls, all replayed below
+    counting = Counting(sampler)
+    again = exp.run_case(counting, case, case_rng(0, case.id), journal=store.journal())
+    assert counting.calls == 0
+    plain = exp.run_case(sampler, case, case_rng(0, case.id))
+    assert again.record["anchors"] == first.record["anchors"] == plain.record["anchors"]
+    assert sum(a["counterfactual"]["n_before"] for a in first.record["anchors"]) > 0
+
+
 def test_budgets_and_bad_settings(problems, sampler):
     """A budget that this response's cuts do not fit is a failed case (the other strategies' one-line
     errors come from the settings); a budget the fixed grid fits shrinks k to budget // cuts."""
