@@ -62,3 +62,23 @@ def _eos():
 
     tok = AutoTokenizer.from_pretrained(R.BUNDLED_MODEL)
     return [tok.eos_token_id] if tok.eos_token_id is not None else []
+
+
+def test_fork_positions_fork_only_there_with_the_same_forced_tokens(run, tmp_path):
+    """--fork-positions 0,30,250: the chosen positions get the branches the every-position run gives them
+    (same tokens and probabilities); 250 lies past both responses' ends and is recorded as such."""
+    out = tmp_path / "chosen"
+    with pytest.raises(SystemExit) as done:
+        main(["forks", "--out", str(out), "--limit", "2", "-k", str(K), "--fractions", "0.5", "--threads",
+              "1", "--no-progress", "--json", "--fork-positions", "250,30,0"])
+    assert done.value.code in (0, None)
+    every = {r["case"]: {p["token"]: p for p in r["forks"]["positions"]} for r in R.read_records(run)}
+    for rec in R.read_records(out):
+        forks = rec["forks"]
+        assert [p["token"] for p in forks["positions"]] == [0, 30] and rec["length"] < 250
+        assert (forks["positions_chosen"], forks["positions_past_end"]) == ([0, 30, 250], [250])
+        for pos in forks["positions"]:
+            full = every[rec["case"]][pos["token"]]
+            assert [b["token_id"] for b in pos["branches"]] == [b["token_id"] for b in full["branches"]]
+            assert [b["prob"] for b in pos["branches"]] == pytest.approx([b["prob"] for b in full["branches"]])
+        assert forks["n_draws"] == sum(b["n"] for p in forks["positions"] for b in p["branches"])

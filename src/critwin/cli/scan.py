@@ -34,6 +34,15 @@ def _parse_fractions(text: str) -> tuple[float, ...]:
         ) from None
 
 
+def _parse_positions(text: str) -> tuple[int, ...]:
+    parts = [p.strip() for p in text.replace(" ", ",").split(",") if p.strip()]
+    try:
+        return tuple(int(p) for p in parts)
+    except ValueError:
+        raise CritwinError(f"--fork-positions {text!r}: give comma-separated token positions such as 0,10,20"
+                           ) from None
+
+
 def _bundled(path: Path) -> bool:
     """Whether `path` is one of the running-sum problem files shipped with critwin."""
     assets = Path(__file__).resolve().parents[1] / "assets"
@@ -184,6 +193,10 @@ def scan_cmd(
     fork_threshold: float = typer.Option(
         0.05, "--fork-threshold", help="Least next-token probability of a forced token with --forks."
     ),
+    fork_positions: str = typer.Option(
+        None, "--fork-positions", metavar="P,P,...", help="With --forks: fork only at these token positions "
+        "of each response (0-based; default every position).",
+    ),
     counterfactual: bool = typer.Option(
         False, "--counterfactual/--no-counterfactual", help="With --sentences: also each sentence's "
         "counterfactual importance, from the endings whose replacement sentence differs in meaning "
@@ -324,6 +337,7 @@ def scan_cmd(
         sentences=sentences,
         forks=forks,
         fork_threshold=fork_threshold,
+        fork_positions=None if fork_positions is None else _parse_positions(fork_positions),
         counterfactual=counterfactual,
         revise=revise,
         **({} if revise_prompt is None else {"revise_prompt": revise_prompt}),
@@ -368,8 +382,12 @@ def scan_cmd(
     if search.strategy == "every-prefix":  # k endings at every token of the longest response
         n_cuts = max_new + 1
     checks.memory(cuts.k * n_cuts, max_new, f"-k {cuts.k} with {n_cuts} cuts per problem", "-k", n_cuts)
+    if cuts.fork_positions and cuts.fork_positions[-1] >= max_new:
+        raise CritwinError(f"--fork-positions {cuts.fork_positions[-1]}: responses have at most {max_new} "
+                           f"tokens (--max-new-tokens), so positions 0..{max_new - 1}; use positions in that "
+                           "range")
     if cuts.forks:  # each position of the longest response forces at most 1/threshold tokens, k endings each
-        branches = max_new * int(1 / cuts.fork_threshold + 1e-9)
+        branches = len(cuts.fork_positions or range(max_new)) * int(1 / cuts.fork_threshold + 1e-9)
         checks.memory(cuts.k * branches, max_new, f"--forks with -k {cuts.k} and --fork-threshold "
                       f"{cuts.fork_threshold:g} (up to {branches} forced tokens per problem)", "-k", branches)
     for ps in sets:

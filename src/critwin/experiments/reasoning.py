@@ -49,6 +49,7 @@ from critwin.methods.forks import (
     Branch,
     branch_tokens,
     change_points,
+    check_positions,
     check_threshold,
     position_summary,
     survival,
@@ -106,6 +107,7 @@ _RESUME_KEYS = (
     "sentences",
     "forks",
     "fork_threshold",
+    "fork_positions",
     "counterfactual",
     "similarity_threshold",
     "embedder",
@@ -150,8 +152,9 @@ class CutSettings:
     an incorrect original then gets its critical token (`critwin.methods.critical`, at most `eps` P(correct)
     after it at the statistics' ci_level). `sentences`: cut at the sentence boundaries of each response
     instead (`critwin.methods.anchors`), and record each sentence's resampling importance. `forks`: also
-    force, at every position, each token the model gives at least `fork_threshold` probability and resample
-    k endings from it (`critwin.methods.forks`; needs the model's next-token distribution).
+    force, at every position (or at the token positions `fork_positions`, 0-based), each token the model
+    gives at least `fork_threshold` probability and resample k endings from it (`critwin.methods.forks`;
+    needs the model's next-token distribution).
     `counterfactual` (with `sentences`): also each sentence's counterfactual importance, keeping only the
     endings whose replacement sentence has embedding similarity below `similarity_threshold` with it
     (`critwin.features.similarity`, model directory `embedder`, None: the bundled all-MiniLM-L6-v2).
@@ -171,6 +174,7 @@ class CutSettings:
     sentences: bool = False
     forks: bool = False
     fork_threshold: float = 0.05
+    fork_positions: tuple[int, ...] | None = None
     counterfactual: bool = False
     similarity_threshold: float = THRESHOLD
     embedder: str | None = None
@@ -191,6 +195,11 @@ class CutSettings:
         if self.outcome not in OUTCOMES:
             raise CritwinError(f"--outcome {self.outcome!r} unknown: use same or correct")
         check_threshold(self.fork_threshold)
+        if self.fork_positions is not None:
+            object.__setattr__(self, "fork_positions", check_positions(self.fork_positions))
+            if not self.forks:
+                raise CritwinError("--fork-positions picks where --forks forces tokens; add --forks (critwin "
+                                   "forks) or drop --fork-positions")
         if not 0 < self.eps < 1:
             raise CritwinError(f"--eps {self.eps:g}: use a probability in (0, 1)")
         whole_number(1, "a whole number >= 1 (resample at least 1 ending per cut)").check(self.k, "k", "-k")
@@ -240,8 +249,9 @@ _PARTS = {
 _NEW_PARTS = ("search",)
 #: Fields of the cuts part stored only when they differ from these defaults (for the same reason).
 _NEW_CUT_FIELDS = {"stump": False, "outcome": "same", "eps": 0.05, "sentences": False, "forks": False,
-                   "fork_threshold": 0.05, "counterfactual": False, "similarity_threshold": THRESHOLD,
-                   "embedder": None, "revise": False, "revise_prompt": REVISE_PROMPT}
+                   "fork_threshold": 0.05, "fork_positions": None, "counterfactual": False,
+                   "similarity_threshold": THRESHOLD, "embedder": None, "revise": False,
+                   "revise_prompt": REVISE_PROMPT}
 
 
 @dataclass(frozen=True)
@@ -698,13 +708,17 @@ def fork_record(sampler: Any, response: Any, feature: Any, reference: Any, cfg: 
     import torch
 
     length = response.length
+    chosen = cfg.cuts.fork_positions
+    at = list(range(length)) if chosen is None else [p for p in chosen if p < length]
+    if not at:
+        raise CritwinError(f"--fork-positions: every position is past this response's end ({length} tokens: "
+                           f"positions 0..{length - 1})")
     temperature = max(float(cfg.sampling.temperature), 1e-6)
-    logits = sampler.next_token_logits(response, [float(length - p) for p in range(length)])
+    logits = sampler.next_token_logits(response, [float(length - p) for p in at])
     probs = torch.softmax(logits.double() / temperature, dim=-1).cpu().numpy()
     eos = tuple(getattr(getattr(sampler, "settings", None), "eos_token_ids", ()) or ())
     forced, where = [], []
-    for p in range(length):
-        row = probs[p]
+    for row, p in zip(probs, at, strict=True):
         top = np.flatnonzero(row >= cfg.cuts.fork_threshold - 1e-12)
         for w in branch_tokens({int(t): float(row[t]) for t in top}, cfg.cuts.fork_threshold, eos):
             ids = response.response_ids[:p] + (w,)
@@ -714,7 +728,7 @@ def fork_record(sampler: Any, response: Any, feature: Any, reference: Any, cfg: 
         raise CritwinError(f"--fork-threshold {cfg.cuts.fork_threshold:g} admits no token at any position of "
                            "this response; lower it")
     endings = sampler.resample_many(forced, [[0.0]] * len(forced), cfg.cuts.k, rng)
-    branches: dict[int, list[Branch]] = {p: [] for p in range(length)}
+    branches: dict[int, list[Branch]] = {p: [] for p in at}
     for (p, w, q), x, (row,) in zip(where, forced, endings, strict=True):
         done = [replace(x, response_ids=x.response_ids + c.token_ids,
                         response_text=sampler.decode(x.response_ids + c.token_ids))
@@ -725,7 +739,7 @@ def fork_record(sampler: Any, response: Any, feature: Any, reference: Any, cfg: 
             counts[lab] = counts.get(lab, 0) + 1
         branches[p].append(Branch(w, q, counts))
     positions = []
-    for p in range(length):
+    for p in at:
         summary = position_summary(branches[p], response.response_ids[p], reference)
         shown = [{"token_id": b.token_id, "text": sampler.decode([b.token_id]), "prob": b.prob, "n": b.n,
                   "same": b.share(reference) if b.n else None,
@@ -742,6 +756,9 @@ def fork_record(sampler: Any, response: Any, feature: Any, reference: Any, cfg: 
         "change_points": [cuts[b] for b in changes],
         "survival": survival([d["fork_probability"] or 0.0 for d in positions]),
     }
+    if chosen is not None:  # the survival is then over the chosen positions only
+        out["positions_chosen"] = list(chosen)
+        out["positions_past_end"] = [p for p in chosen if p >= length]
     forks = [(d["fork_probability"], -d["token"]) for d in positions if d["fork_probability"]]
     if forks:
         best, token = max(forks)[0], -max(forks)[1]

@@ -33,6 +33,20 @@ def check_threshold(threshold: float, flag: str = "--fork-threshold") -> float:
     return float(threshold)
 
 
+def check_positions(positions: Sequence[int], flag: str = "--fork-positions") -> tuple[int, ...]:
+    """Token positions (0-based) to fork at, sorted, when they are distinct whole numbers >= 0, else a
+    one-line CritwinError."""
+    if not positions:
+        raise CritwinError(f"{flag} is empty; give token positions such as 0,10,20, or drop it for all")
+    for p in positions:
+        if isinstance(p, bool) or not isinstance(p, int) or p < 0:
+            raise CritwinError(f"{flag} {p!r}: positions are whole numbers >= 0 (0 is the response's first "
+                               "token)")
+    if len(set(positions)) != len(positions):
+        raise CritwinError(f"{flag}: a position is given twice; list each once")
+    return tuple(sorted(int(p) for p in positions))
+
+
 def branch_tokens(probs: Mapping[int, float], threshold: float, exclude: Sequence[int] = ()) -> list[int]:
     """Tokens with probability at least `threshold` (most probable first; ties by id), except `exclude`
     (e.g. the end-of-sequence tokens)."""
