@@ -80,5 +80,6 @@ def test_fork_positions_fork_only_there_with_the_same_forced_tokens(run, tmp_pat
         for pos in forks["positions"]:
             full = every[rec["case"]][pos["token"]]
             assert [b["token_id"] for b in pos["branches"]] == [b["token_id"] for b in full["branches"]]
-            assert [b["prob"] for b in pos["branches"]] == pytest.approx([b["prob"] for b in full["branches"]])
+            probs = [b["prob"] for b in full["branches"]]
+            assert [b["prob"] for b in pos["branches"]] == pytest.approx(probs)
         assert forks["n_draws"] == sum(b["n"] for p in forks["positions"] for b in p["branches"])

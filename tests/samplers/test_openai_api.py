@@ -221,6 +221,30 @@ def test_bad_input_is_one_line(server, model_dir, tmp_path):
     one_line("refuses token id", OpenAISampler, server.base_url, bigger)
 
 
+def test_sentence_anchors_and_revise_run_through_the_server(server, model_dir, tmp_path):
+    """`critwin anchors --revise --engine openai`: the methods draw through any engine; each sentence's
+    importance follows from its two cuts' counts and every revise arm holds its K endings."""
+    from critwin.cli import main
+    from critwin.experiments import reasoning as R
+
+    out = tmp_path / "anchors"
+    with pytest.raises(SystemExit) as done:
+        main(["anchors", "--engine", "openai", "--base-url", server.base_url, "--model", str(model_dir),
+              "--limit", "2", "-k", "4", "--no-counterfactual", "--revise", "--out", str(out),
+              "--no-progress", "--json"])
+    assert done.value.code in (0, None)
+    records = R.read_records(out)
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    for r in records:
+        c = r["curve"]
+        by_kept = {k: (s, n) for k, s, n in zip(c["kept"], c["n_kept"], c["n_valid"], strict=True)}
+        for a in r["anchors"]:
+            (s0, n0), (s1, n1) = by_kept[a["kept_lo"]], by_kept[a["kept_hi"]]
+            assert a["importance"] == pytest.approx(s1 / n1 - s0 / n0)
+        rv = r["revise"]
+        assert "skipped" in rv or all(len(e) == 4 for e in rv["endings"].values())
+
+
 def test_disk_cache_resends_nothing(server, model_dir, x, tmp_path):
     kw = dict(temperature=1.0, cache_dir=tmp_path / "cache", max_new_tokens=60)
     first = api(server, model_dir, **kw)

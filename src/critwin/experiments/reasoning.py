@@ -790,9 +790,10 @@ def revise_record(sampler: Any, response: Any, correct: Any, windows: Sequence[M
     """Revise at the window (`critwin.methods.revise`) for one response with a detected window: k endings
     per arm from the first kept_hi tokens of its main window and from a random control position (more than
     error_tolerance tokens from the window), each with and without `cfg.cuts.revise_prompt` appended, all
-    in one batch; each arm's (correct, valid) counts, where the ending wrote text at all, and the
-    re-prompt's effect at both positions (Newcombe, at the statistics' ci_level). `correct` labels an
-    ending True / False (None: no gradable answer, a failed draw)."""
+    in one batch; each arm's (correct, valid) counts, every ending's text after the arm's prefix with its
+    verdict, and the re-prompt's effect at both positions (Newcombe, at the statistics' ci_level).
+    `correct` labels an ending True / False (None: no gradable answer, a failed draw). A response without
+    a window gets only the reason it was skipped."""
     window = main_window(windows)
     if window is None:
         return {"skipped": "no window: nothing to revise at"}
