@@ -89,3 +89,47 @@ def test_on_the_toy_language_the_intervals_cover_the_exact_importance():
             total += 1
     assert total == 100 * len(spans)
     assert covered / total >= 0.95 - 3 * math.sqrt(0.95 * 0.05 / total)
+
+
+def test_the_kl_interval_by_hand_and_its_coverage_on_the_toy_language():
+    """The box of two Clopper–Pearson intervals at √0.95 each: by hand for one pair of counts; on the toy
+    language's segments (success: the field is music), the interval covers the exact binary KL of the two
+    cuts' success probabilities in at least 95% − 3 SE of (segment, text) pairs."""
+    from critwin.methods.anchors import kl_interval
+    from critwin.stats import clopper_pearson_interval
+
+    def kl(p, q):
+        return sum(a * math.log(a / b) for a, b in ((p, q), (1 - p, 1 - q)) if a > 0)
+
+    (alo, ahi), (blo, bhi) = (clopper_pearson_interval(k, 40, math.sqrt(0.95)) for k in (36, 8))
+    lo, hi = kl_interval({True: 36, False: 4}, {True: 8, False: 32})
+    assert lo == pytest.approx(kl(alo, bhi)) and hi == pytest.approx(max(kl(p, q) for p in (alo, ahi)
+                                                                             for q in (blo, bhi)))
+    assert kl_interval({True: 5, False: 5}, {True: 6, False: 4})[0] == 0.0  # the intervals overlap
+    # before's interval reaches q = 1, where KL(p || q) is infinite for every p < 1: no upper bound
+    assert kl_interval({True: 3, False: 6}, {True: 9})[1] is None
+    assert kl_interval({"a": 1, "b": 1, "c": 1}, {"a": 3}) is None
+
+    lang = demo_language()
+    sampler = ToyLMSampler(lang)
+    music = lang.choice("field").option_names.index("music")
+    key = lang.feature_key(["field"])[:, 0] == music
+    ends = np.cumsum([getattr(seg, "length", None) or len(seg.options[0]) for seg in lang.segments])
+    bounds = [0, *map(int, ends)]
+    kept = bounds
+    rng = np.random.default_rng(8)
+    covered = total = 0
+    for run in range(60):
+        (x,) = sampler.sample(1, rng)
+        curve = scan(sampler, x, feature=lambda s: lang.parse(s)["field"] == "music",
+                     strategy=Fixed([lang.length - k for k in kept], 100), seed=run, reference=True)
+        counts = {int(lang.length - t): dict(c) for t, c in zip(curve.t, curve.label_counts, strict=True)}
+        for a, b in zip(kept[:-1], kept[1:], strict=True):
+            p, q = (float(lang.conditional(x[:k])[key].sum()) for k in (b, a))
+            if p in (0.0, 1.0) or q in (0.0, 1.0):
+                continue  # an outcome the language rules out: the true KL can be infinite or undefined
+            lo, hi = kl_interval(counts[b], counts[a])
+            covered += lo - 1e-12 <= kl(p, q) and (hi is None or kl(p, q) <= hi + 1e-12)
+            total += 1
+    assert total >= 100
+    assert covered / total >= 0.95 - 3 * math.sqrt(0.95 * 0.05 / total)

@@ -5,8 +5,10 @@ Cuts sit at sentence boundaries: before sentence i the cut keeps the text up to 
 text up to its end. Resampling importance of sentence i is P(success | cut after it) − P(success | cut
 before it): resampled from before, the sentence is rewritten; from after, it is kept. With it, a Newcombe
 interval, and the KL divergence of the answer distributions after vs before (with ½-count smoothing over
-the answers seen at either cut, in nats). Forced-answer importance (the answer forced right after the
-sentence) is the change of the stump answers (`critwin scan --stump`) across the sentence.
+the answers seen at either cut, in nats) with an interval for the true KL (`kl_interval`; outcomes with
+two labels). Forced-answer importance (the answer forced right after the sentence) is the change of the
+stump answers (`critwin scan --stump`) across the sentence; stumps are greedy, so it has no sampling
+noise and no interval.
 
 Counterfactual importance keeps, of the endings resampled before sentence i, only those whose replacement
 sentence (the first sentence they wrote) differs in meaning from sentence i — cosine similarity of sentence
@@ -27,7 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from critwin.errors import CritwinError
-from critwin.stats import newcombe_interval
+from critwin.stats import clopper_pearson_interval, newcombe_interval
 
 _END = re.compile(r"[.!?](?=\s)|\n")
 
@@ -76,6 +78,7 @@ class SentenceImportance:
     importance: float
     importance_ci: tuple[float, float]
     kl: float
+    kl_ci: tuple[float, float | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +94,42 @@ def kl_divergence(after: Mapping[Any, int], before: Mapping[Any, int]) -> float:
         pa, pb = (after.get(lab, 0) + 0.5) / na, (before.get(lab, 0) + 0.5) / nb
         out += pa * math.log(pa / pb)
     return out
+
+
+def _binary_kl(p: float, q: float) -> float:
+    """KL(Bernoulli(p) || Bernoulli(q)) in nats (inf where q puts 0 on an outcome p gives weight)."""
+    out = 0.0
+    for a, b in ((p, q), (1 - p, 1 - q)):
+        if a > 0:
+            out += math.inf if b <= 0 else a * math.log(a / b)
+    return out
+
+
+def kl_interval(after: Mapping[Any, int], before: Mapping[Any, int], level: float = 0.95
+                ) -> tuple[float, float | None] | None:
+    """An interval for the true KL(after || before) of two outcome distributions with at most two labels
+    (success / failure; None for more): the smallest and largest KL over the box of the two Clopper–Pearson
+    intervals at level √level each, which hold the true pair with probability at least `level` (two
+    independent samples). KL is jointly convex, so its largest value is at a corner (None when that is
+    infinite: a side whose interval reaches 0 or 1); its smallest is 0 when the intervals overlap, else at
+    their facing ends. Unlike the smoothed point estimate, it can be 0."""
+    labels = sorted(set(after) | set(before), key=str)
+    if len(labels) > 2:
+        return None
+    first = labels[0] if labels else None
+    (ka, na), (kb, nb) = ((d.get(first, 0), sum(d.values())) for d in (after, before))
+    if not na or not nb:
+        return None
+    (alo, ahi), (blo, bhi) = (tuple(float(v) for v in clopper_pearson_interval(k, n, math.sqrt(level)))
+                              for k, n in ((ka, na), (kb, nb)))
+    if ahi < blo:
+        lo = _binary_kl(ahi, blo)
+    elif bhi < alo:
+        lo = _binary_kl(alo, bhi)
+    else:
+        lo = 0.0
+    hi = max(_binary_kl(p, q) for p in (alo, ahi) for q in (blo, bhi))
+    return lo, (None if math.isinf(hi) else hi)
 
 
 def sentence_importance(
@@ -115,7 +154,8 @@ def sentence_importance(
             continue
         ci = newcombe_interval(k1, n1, k0, n0, level)
         out.append(SentenceImportance(i, lo, hi, a, b, k0 / n0, k1 / n1, n0, n1, k1 / n1 - k0 / n0,
-                                      (float(ci[0]), float(ci[1])), kl_divergence(answers[b], answers[a])))
+                                      (float(ci[0]), float(ci[1])), kl_divergence(answers[b], answers[a]),
+                                      kl_interval(answers[b], answers[a], level)))
     return out
 
 
@@ -143,6 +183,7 @@ class CounterfactualImportance:
     importance: float | None
     importance_ci: tuple[float, float] | None
     kl: float | None
+    kl_ci: tuple[float, float | None] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,4 +212,5 @@ def counterfactual_importance(
                                         k1 / n1 if n1 else None, None, None, None)
     ci = newcombe_interval(k1, n1, k0, n0, level)
     return CounterfactualImportance(index, len(before), n0, share, k0 / n0, k1 / n1, k1 / n1 - k0 / n0,
-                                    (float(ci[0]), float(ci[1])), kl_divergence(after, different))
+                                    (float(ci[0]), float(ci[1])), kl_divergence(after, different),
+                                    kl_interval(after, different, level))

@@ -60,6 +60,13 @@ def _fmt(v: Any, digits: int = 2) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
+def _kl_ci(ci: Sequence[float | None] | None) -> str:
+    """ " [lo, hi]" of a KL interval (hi "∞" when unbounded); "" without one."""
+    if not ci:
+        return ""
+    return f" [{ci[0]:.2f}, {'∞' if ci[1] is None else format(ci[1], '.2f')}]"
+
+
 def _ci(entry: Mapping[str, Any], key: str) -> str:
     v, ci = entry.get(key), entry.get(f"{key}_ci")
     if v is None:
@@ -526,7 +533,7 @@ def problem_section(rec: Mapping[str, Any], level: float = 0.99) -> Section:
         details.append(["sentence anchors (largest |importance|, Newcombe CI)",
                         "; ".join(f"{text[a['char_lo']:a['char_hi']].strip()!r}: {a['importance']:+.2f} "
                                   f"[{a['importance_ci'][0]:+.2f}, {a['importance_ci'][1]:+.2f}], KL "
-                                  f"{a['kl']:.2f}" for a in top)])
+                                  f"{a['kl']:.2f}{_kl_ci(a.get('kl_ci'))}" for a in top)])
         cf = [a for a in rec["anchors"] if (a.get("counterfactual") or {}).get("importance") is not None]
         if any("counterfactual" in a for a in rec["anchors"]):
             top = sorted(cf, key=lambda a: -abs(a["counterfactual"]["importance"]))[:3]
