@@ -23,6 +23,7 @@ EXAMPLES = {
         "prefill_cuts",
     ),
     "critwin.strategies.fixed": ("Fixed",),
+    "critwin.strategies.critical": ("CriticalBisect",),
     "critwin.strategies.base": ("Request",),
     "critwin.runners.local": ("Local",),
     "critwin.samplers.registry": ("load_sampler", "sampler_kinds", "register_sampler"),

@@ -166,6 +166,8 @@ CASES: list[tuple[str, str, str]] = [
      "drop --stump"),
     ("scan --out o --outcome right", "--outcome 'right' unknown", "use same or correct"),
     ("critical-tokens --out o --eps 0", "--eps 0", "probability in (0, 1)"),
+    ("critical-tokens --out o --strategy critical --n-max 5", "--n-max caps --strategy adaptive",
+     "certifies --eps"),
     ("forks --out o --fork-threshold 0", "--fork-threshold 0", "probability in (0, 1]"),
     ("forks --out o --engine vllm", "--forks needs the model's next-token distribution", "use --engine hf"),
     ("anchors --out o -k 0", "-k 0", "whole number >= 1"),

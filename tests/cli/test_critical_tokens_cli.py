@@ -79,3 +79,28 @@ def test_a_rerun_with_another_outcome_is_refused_and_loses_nothing(run, capsys):
     err = capsys.readouterr().err
     assert "outcome" in err and len(err.strip().splitlines()) == 1
     assert R.read_records(out) == before
+
+
+def test_the_critical_bisection_finds_the_every_prefix_token_with_fewer_draws(run, tmp_path):
+    """--strategy critical on the same problems: the same critical token as every prefix at 64 draws (the
+    slip's first wrong token), every longer measured cut certified (59 failed draws), far fewer draws."""
+    out, _ = run
+    mine = tmp_path / "bisect"
+    with pytest.raises(SystemExit) as done:
+        main(["critical-tokens", "--out", str(mine), "--limit", "3", "--threads", "1", "--no-progress",
+              "--strategy", "critical"])
+    assert done.value.code in (0, None)
+    dense = {r["case"]: r for r in R.read_records(out)}
+    cheap = {r["case"]: r for r in R.read_records(mine)}
+    assert json.loads((mine / "config.json").read_text())["strategy"] == "critical"
+    for case, r in cheap.items():
+        if r["correct"] is not False:
+            continue
+        crit = r["critical"]["critical"]
+        assert crit == dense[case]["critical"]["critical"] | {"p_before": crit["p_before"],
+                                                               "upper_after": crit["upper_after"]}
+        assert crit["token"] == r["first_error"]["token"]
+        c = r["curve"]
+        assert all(n >= 59 and k == 0 for m, k, n in zip(c["kept"], c["n_kept"], c["n_valid"], strict=True)
+                   if m > crit["kept_lo"])
+        assert r["n_draws"] * 4 < dense[case]["n_draws"]

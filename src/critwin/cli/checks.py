@@ -23,7 +23,7 @@ from critwin import params
 from critwin.errors import CritwinError
 from critwin.files import check_file, check_run_folder, check_writable_parent
 
-STRATEGIES = ("fixed", "adaptive", "bisect", "every-prefix")
+STRATEGIES = ("fixed", "adaptive", "bisect", "every-prefix", "critical")
 """The names of --strategy (`critwin.strategies.STRATEGY_NAMES`, spelled out: --help imports nothing)."""
 
 STRATEGY = typer.Option(
@@ -31,13 +31,14 @@ STRATEGY = typer.Option(
     "--strategy",
     help="Where and how often to draw: fixed (K draws at every cut), adaptive (more draws where a drop is "
     "undecided, bisection down to one unit; intervals become confidence sequences), bisect (PTS: K "
-    "draws per point, split where P changes by 0.2) or every-prefix (K draws at every unit).",
+    "draws per point, split where P changes by 0.2), every-prefix (K draws at every unit) or critical "
+    "(bisection to where P(correct) is shown to be at most --eps: critwin critical-tokens' cheap option).",
 )
 BUDGET = typer.Option(
     None, "--budget", help="Most draws per scanned case, all cuts together (default: no limit)."
 )
 N_MIN = typer.Option(
-    None, "--n-min", help="First draws per point of --strategy adaptive (default: 8)."
+    None, "--n-min", help="First draws per point of --strategy adaptive or critical (default: 8)."
 )
 N_MAX = typer.Option(
     None, "--n-max", help="Most draws per point of --strategy adaptive (default: 128)."

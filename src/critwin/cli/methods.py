@@ -63,8 +63,9 @@ critical_tokens_cmd = app.command(
         The reasoning scan with --outcome correct --strategy every-prefix -k 64: every prefix of each
         original is resampled and scored by P(correct); each wrong original gets its critical token, the
         first token after which P(correct) is shown to be at most --eps (a one-sided 95% Clopper-Pearson
-        bound) instead of "0 of 64 rollouts". Every option of `critwin scan` applies; --strategy adaptive
-        spends far fewer draws.
+        bound) instead of "0 of 64 rollouts". Every option of `critwin scan` applies; --strategy critical
+        spends far fewer draws (bisection to the critical token, certifying failure at every measured longer
+        prefix).
         """,
         outcome="correct", strategy="every-prefix", k=64,
     )

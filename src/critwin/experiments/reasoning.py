@@ -595,6 +595,8 @@ def scan_problem(
             support=range(response.length + 1),
             min_jump=cfg.windows.min_jump,
             level=cfg.windows.level,
+            eps=cfg.cuts.eps,
+            ci_level=cfg.stats.ci_level,
         )
     except CritwinError as err:  # e.g. a budget too small for this response's cuts: this problem only
         error = f"--strategy {search.strategy} cannot scan this response ({response.length} tokens): {err}"
