@@ -9,19 +9,13 @@ import json
 
 import pandas as pd
 import pytest
+from _cli import cli
 
-from critwin.cli import main
 from critwin.experiments import reasoning as R
 from critwin.experiments.dpo import dpo_rows
 from critwin.rundir import RunDir, read_jsonl
 
 pytestmark = pytest.mark.slow
-
-
-def cli(*args: str) -> int:
-    with pytest.raises(SystemExit) as done:
-        main(list(args))
-    return int(done.value.code or 0)
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,13 @@ import re
 
 import numpy as np
 import pytest
+from _cli import cli
 
-from critwin.cli import main
 from critwin.experiments import reasoning as R
 from critwin.methods.revise import REVISE_PROMPT
 
 pytestmark = pytest.mark.slow
 ARGS = ["revise", "--limit", "6", "--threads", "1", "--no-progress", "--json"]
-
-
-def cli(*args: str) -> int:
-    with pytest.raises(SystemExit) as done:
-        main(list(args))
-    return int(done.value.code or 0)
 
 
 @pytest.fixture(scope="module")

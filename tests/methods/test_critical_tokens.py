@@ -66,26 +66,34 @@ def test_bad_settings_are_one_line_errors(eps, level):
         critical_token(counts_curve([(0, 1, 2), (1, 0, 2)], 1), eps=eps, level=level)
 
 
+LANG = demo_language()
+#: Where success (the field is music) becomes impossible: at the topic token of a science text, at the field
+#: token of an art text on painting.
+TRUTH = {"science": LANG.decision_position("topic"), "art": LANG.decision_position("field")}
+
+
+def music(text):
+    return LANG.parse(text)["field"] == "music"
+
+
+def texts_without_music(sampler, n):
+    """(seed, text, parse) of the first n seeded texts whose field is not music."""
+    rng, runs = np.random.default_rng(0), 0
+    while runs < n:
+        (x,) = sampler.sample(1, rng)
+        parsed = LANG.parse(x)
+        if parsed["field"] != "music":
+            runs += 1
+            yield runs, x, parsed
+
+
 def test_on_the_toy_language_the_critical_token_is_where_success_became_impossible():
     """Success: the field is "music". In a text on science, music is impossible once "science" is kept
     (the topic's token); in an art text on painting, once "painting" is kept. Over 100 seeded texts with
     another field, every-prefix with 64 draws finds exactly that token."""
-    lang = demo_language()
-    sampler = ToyLMSampler(lang)
-    truth = {"science": lang.decision_position("topic"), "art": lang.decision_position("field")}
-
-    def music(text):
-        return lang.parse(text)["field"] == "music"
-
-    rng = np.random.default_rng(0)
+    sampler, truth = ToyLMSampler(LANG), TRUTH
     found = 0
-    runs = 0
-    while runs < 100:
-        (x,) = sampler.sample(1, rng)
-        parsed = lang.parse(x)
-        if parsed["field"] == "music":
-            continue
-        runs += 1
+    for runs, x, parsed in texts_without_music(sampler, 100):
         curve = scan(sampler, x, feature=music, strategy=EveryPrefix(n=64), seed=runs, reference=True)
         c = critical_token(curve).critical
         assert c is not None, parsed
@@ -99,27 +107,15 @@ def test_the_critical_bisection_finds_the_same_token_for_a_fraction_of_the_draws
     """`CriticalBisect` from the paper's six cuts on the same 100 texts: the exact critical token in every
     one, every longer measured cut certified at eps 0.05 (59 draws, none a success), and under a third of
     every-prefix's 64 draws at each of the 19 cuts."""
-    from critwin.schedules import kept_positions
+    from critwin.schedules import PAPER_FRACTIONS, kept_positions
     from critwin.strategies import CriticalBisect
     from critwin.strategies.critical import certify_draws
 
-    lang = demo_language()
-    sampler = ToyLMSampler(lang)
-    truth = {"science": lang.decision_position("topic"), "art": lang.decision_position("field")}
-
-    def music(text):
-        return lang.parse(text)["field"] == "music"
-
-    grid = [lang.length - k for k in kept_positions(lang.length, (0.05, 0.1, 0.3, 0.5, 0.7, 0.9))]
+    lang, sampler, truth = LANG, ToyLMSampler(LANG), TRUTH
+    grid = [lang.length - k for k in kept_positions(lang.length, PAPER_FRACTIONS)]
     assert certify_draws(0.05, 0.95) == 59 and 0.95**59 <= 0.05 < 0.95**58
-    rng = np.random.default_rng(0)
-    found, draws, runs = 0, [], 0
-    while runs < 100:
-        (x,) = sampler.sample(1, rng)
-        parsed = lang.parse(x)
-        if parsed["field"] == "music":
-            continue
-        runs += 1
+    found, draws = 0, []
+    for runs, x, parsed in texts_without_music(sampler, 100):
         curve = scan(sampler, x, feature=music, strategy=CriticalBisect(grid), seed=runs, reference=True)
         c = critical_token(curve).critical
         assert c is not None and c.kept_hi == c.kept_lo + 1, parsed

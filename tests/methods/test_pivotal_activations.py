@@ -12,9 +12,9 @@ import json
 
 import pytest
 import torch
+from _cli import cli
 from safetensors import safe_open
 
-from critwin.cli import main
 from critwin.experiments import reasoning as R
 from critwin.experiments.activations import pivotal_activations
 from critwin.rundir import read_jsonl
@@ -22,12 +22,6 @@ from critwin.rundir import read_jsonl
 pytestmark = pytest.mark.slow
 
 N_BLOCKS = 4  # the bundled model's num_hidden_layers: hidden states 0 (embeddings) .. 4
-
-
-def cli(*args: str) -> int:
-    with pytest.raises(SystemExit) as done:
-        main(list(args))
-    return int(done.value.code or 0)
 
 
 def read(path):
