@@ -137,7 +137,7 @@ def ratios(rows: dict) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--problems", type=int, default=12, help="bundled reasoning problems (0: skip)")
     ap.add_argument("--k-ref", type=int, default=256, help="endings per cut of the reasoning reference")
     ap.add_argument("--smoke", action="store_true", help="5 runs, first rungs of each ladder, 2 problems")
